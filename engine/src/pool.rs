@@ -1,0 +1,752 @@
+//! One mode's waiting tickets in one region, and the matcher that runs over them.
+//!
+//! Layout. Tickets live in a slab (`slots`, with their RTTs and player ids in flat side
+//! arrays of fixed stride) so their index never changes while they wait. The matcher works
+//! on `sorted`: small entries ordered by (lowest MMR, enqueue time, id), kept sorted across
+//! ticks — each tick drops the taken entries and merges in the ones that arrived since,
+//! which is O(n + k log k) rather than a full sort. `age` lists slots in arrival order, so
+//! anchors are visited oldest first.
+//!
+//! The matcher. For each waiting ticket, oldest first, it collects the nearest-MMR
+//! neighbours that the anchor accepts and that accept the anchor (MMR window, a datacenter
+//! both reach within their RTT limits), then searches those for a set that fills the match
+//! exactly: every ticket's window covers the whole set's spread, one datacenter suits
+//! everyone, and the parties pack into teams of exactly `team_size`. The team split with
+//! the smallest gap between team means wins, then the datacenter with the lowest worst RTT.
+//! Every search is bounded (neighbours scanned, nodes visited), so a tick is O(n log n) in
+//! the worst case and close to O(n) in the steady state. Buffers are kept between ticks.
+
+use crate::command::{Match, MatchId, MatchedTicket, PlayerId, TicketId};
+use crate::rules::{DatacenterId, Mode, ModeId, Widening};
+
+/// How many sorted neighbours an anchor looks at, at most, per match slot to fill.
+const SCAN_PER_PLAYER: usize = 48;
+/// Most neighbours an anchor looks at in total.
+const SCAN_CAP: usize = 1024;
+/// Most candidates the subset search considers.
+const MAX_CANDIDATES: usize = 40;
+/// Extra neighbours a solo-mode anchor collects, so it can pick the tightest run.
+const SOLO_SLACK: usize = 4;
+/// MMR points of spread one second of summed wait is worth when picking among runs.
+const AGE_WEIGHT: f64 = 0.0;
+/// Node budget of the subset search per anchor.
+const SUBSET_BUDGET: u32 = 2_000;
+/// Node budget of the team-split search per candidate set.
+const SPLIT_BUDGET: u32 = 4_000;
+
+const NONE: u32 = u32::MAX;
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum SlotState {
+    Free,
+    /// Waiting, not yet merged into `sorted` (index into `pending` in `pos`).
+    Pending,
+    /// Waiting, in `sorted` (index in `pos`).
+    Sorted,
+}
+
+#[derive(Clone, Copy, Debug)]
+struct Slot {
+    id: TicketId,
+    sum_mmr: f64,
+    /// Bumped on every reuse, so stale `age` entries are recognised.
+    generation: u32,
+    state: SlotState,
+    n_players: u8,
+}
+
+/// What the matcher reads of a ticket, kept in MMR order.
+#[derive(Clone, Copy, Debug)]
+struct Entry {
+    min_mmr: f64,
+    max_mmr: f64,
+    enqueued_at_ms: u64,
+    id: TicketId,
+    slot: u32,
+    n_players: u8,
+    /// Matched or cancelled; dropped at the next compaction.
+    taken: bool,
+}
+
+impl Entry {
+    fn key_cmp(&self, other: &Entry) -> std::cmp::Ordering {
+        self.min_mmr
+            .total_cmp(&other.min_mmr)
+            .then(self.enqueued_at_ms.cmp(&other.enqueued_at_ms))
+            .then(self.id.cmp(&other.id))
+    }
+}
+
+/// A ticket's contribution to a candidate set, precomputed once per anchor.
+#[derive(Clone, Copy, Debug, Default)]
+struct Candidate {
+    pos: u32,
+    min_mmr: f64,
+    max_mmr: f64,
+    window: f64,
+    dc_mask: u32,
+    n_players: u8,
+    wait_ms: u64,
+}
+
+/// A ticket ready to be stored, already validated by the shard.
+pub(crate) struct NewTicket<'a> {
+    pub id: TicketId,
+    pub enqueued_at_ms: u64,
+    pub players: &'a [PlayerId],
+    pub min_mmr: f64,
+    pub max_mmr: f64,
+    pub sum_mmr: f64,
+    /// Worst RTT over the players per local datacenter (`INFINITY` where one has none).
+    pub rtt_ms: &'a [f64],
+}
+
+/// Matched tickets leave the pool through this, so the shard can update its indexes.
+pub(crate) trait Retire {
+    fn retire(&mut self, ticket: TicketId, players: &[PlayerId]);
+}
+
+pub(crate) struct Pool {
+    mode: ModeId,
+    teams: u16,
+    team_size: u16,
+    players_per_match: usize,
+    mmr_window: Widening,
+    max_rtt: Widening,
+    n_dc: usize,
+
+    slots: Vec<Slot>,
+    /// `slots.len() * n_dc`, worst player RTT per local datacenter.
+    rtt: Vec<f64>,
+    /// `slots.len() * team_size`.
+    player_ids: Vec<PlayerId>,
+    free: Vec<u32>,
+    /// Per slot: index in `sorted` or `pending`, by state.
+    pos: Vec<u32>,
+    sorted: Vec<Entry>,
+    pending: Vec<Entry>,
+    /// (slot, generation) in arrival order.
+    age: Vec<(u32, u32)>,
+    n_waiting: usize,
+
+    // Per-anchor scratch, reused.
+    candidates: Vec<Candidate>,
+    suffix_players: Vec<u32>,
+    chosen: Vec<u32>,
+    best_chosen: Vec<u32>,
+    split: SplitSearch,
+}
+
+impl Pool {
+    pub(crate) fn new(mode_id: ModeId, mode: &Mode, n_dc: usize) -> Self {
+        Pool {
+            mode: mode_id,
+            teams: mode.teams,
+            team_size: mode.team_size,
+            players_per_match: mode.players_per_match(),
+            mmr_window: mode.mmr_window,
+            max_rtt: mode.max_rtt_ms,
+            n_dc,
+            slots: Vec::new(),
+            rtt: Vec::new(),
+            player_ids: Vec::new(),
+            free: Vec::new(),
+            pos: Vec::new(),
+            sorted: Vec::new(),
+            pending: Vec::new(),
+            age: Vec::new(),
+            n_waiting: 0,
+            candidates: Vec::new(),
+            suffix_players: Vec::new(),
+            chosen: Vec::new(),
+            best_chosen: Vec::new(),
+            split: SplitSearch::default(),
+        }
+    }
+
+    pub(crate) fn len(&self) -> usize {
+        self.n_waiting
+    }
+
+    /// Stores a validated ticket; returns its slot.
+    pub(crate) fn insert(&mut self, t: NewTicket<'_>) -> u32 {
+        debug_assert_eq!(t.rtt_ms.len(), self.n_dc);
+        debug_assert!(!t.players.is_empty() && t.players.len() <= usize::from(self.team_size));
+        let slot = match self.free.pop() {
+            Some(slot) => slot,
+            None => {
+                let slot = self.slots.len() as u32;
+                self.slots.push(Slot {
+                    id: t.id,
+                    sum_mmr: 0.0,
+                    generation: 0,
+                    state: SlotState::Free,
+                    n_players: 0,
+                });
+                self.rtt.resize(self.rtt.len() + self.n_dc, f64::INFINITY);
+                self.player_ids.resize(self.player_ids.len() + usize::from(self.team_size), PlayerId(0));
+                self.pos.push(NONE);
+                slot
+            }
+        };
+        let s = &mut self.slots[slot as usize];
+        s.id = t.id;
+        s.sum_mmr = t.sum_mmr;
+        s.generation = s.generation.wrapping_add(1);
+        s.state = SlotState::Pending;
+        s.n_players = t.players.len() as u8;
+        let generation = s.generation;
+        let n_dc = self.n_dc;
+        self.rtt[slot as usize * n_dc..][..n_dc].copy_from_slice(t.rtt_ms);
+        let stride = usize::from(self.team_size);
+        self.player_ids[slot as usize * stride..][..t.players.len()].copy_from_slice(t.players);
+        self.pos[slot as usize] = self.pending.len() as u32;
+        self.pending.push(Entry {
+            min_mmr: t.min_mmr,
+            max_mmr: t.max_mmr,
+            enqueued_at_ms: t.enqueued_at_ms,
+            id: t.id,
+            slot,
+            n_players: t.players.len() as u8,
+            taken: false,
+        });
+        self.age.push((slot, generation));
+        self.n_waiting += 1;
+        slot
+    }
+
+    /// The players of the ticket in `slot`.
+    pub(crate) fn players(&self, slot: u32) -> &[PlayerId] {
+        let stride = usize::from(self.team_size);
+        let n = usize::from(self.slots[slot as usize].n_players);
+        &self.player_ids[slot as usize * stride..][..n]
+    }
+
+    /// Removes a waiting ticket.
+    pub(crate) fn remove(&mut self, slot: u32) {
+        let s = &mut self.slots[slot as usize];
+        match s.state {
+            SlotState::Free => {
+                debug_assert!(false, "removing a free slot");
+                return;
+            }
+            SlotState::Pending => {
+                let idx = self.pos[slot as usize] as usize;
+                self.pending.swap_remove(idx);
+                if let Some(moved) = self.pending.get(idx) {
+                    self.pos[moved.slot as usize] = idx as u32;
+                }
+            }
+            SlotState::Sorted => self.sorted[self.pos[slot as usize] as usize].taken = true,
+        }
+        self.free_slot(slot);
+    }
+
+    fn free_slot(&mut self, slot: u32) {
+        self.slots[slot as usize].state = SlotState::Free;
+        self.pos[slot as usize] = NONE;
+        self.free.push(slot);
+        self.n_waiting -= 1;
+    }
+
+    /// Drops taken entries and merges the tickets that arrived since the last tick, keeping
+    /// `sorted` in key order and `pos` true. No allocation once capacities have grown.
+    fn reorganise(&mut self) {
+        // Everything from the first dropped or inserted entry on moves; `pos` follows.
+        let mut first_moved = self.sorted.iter().position(|e| e.taken).unwrap_or(self.sorted.len());
+        self.sorted.retain(|e| !e.taken);
+        let slots = &self.slots;
+        self.age.retain(|&(slot, generation)| {
+            let s = &slots[slot as usize];
+            s.generation == generation && s.state != SlotState::Free
+        });
+        if !self.pending.is_empty() {
+            self.pending.sort_unstable_by(Entry::key_cmp);
+            // Merge from the back, in place.
+            let old_len = self.sorted.len();
+            let add = self.pending.len();
+            let filler = self.pending[0];
+            self.sorted.resize(old_len + add, filler);
+            let (mut i, mut j, mut k) = (old_len, add, old_len + add);
+            while j > 0 {
+                if i > 0 && self.sorted[i - 1].key_cmp(&self.pending[j - 1]).is_gt() {
+                    self.sorted[k - 1] = self.sorted[i - 1];
+                    i -= 1;
+                } else {
+                    self.sorted[k - 1] = self.pending[j - 1];
+                    self.slots[self.pending[j - 1].slot as usize].state = SlotState::Sorted;
+                    j -= 1;
+                }
+                k -= 1;
+            }
+            self.pending.clear();
+            first_moved = first_moved.min(i);
+        }
+        for (idx, e) in self.sorted.iter().enumerate().skip(first_moved) {
+            self.pos[e.slot as usize] = idx as u32;
+        }
+        debug_assert!(self.sorted.windows(2).all(|w| w[0].key_cmp(&w[1]).is_lt()));
+        debug_assert_eq!(self.sorted.len(), self.n_waiting);
+    }
+
+    /// The datacenters (local bits) where every player of `slot` is within `limit`.
+    #[inline]
+    fn dc_mask(&self, slot: u32, limit: f64) -> u32 {
+        let rtt = &self.rtt[slot as usize * self.n_dc..][..self.n_dc];
+        let mut mask = 0u32;
+        for (bit, &r) in rtt.iter().enumerate() {
+            mask |= u32::from(r <= limit) << bit;
+        }
+        mask
+    }
+
+    /// Forms every match it can at `now_ms`, oldest anchors first.
+    pub(crate) fn tick(
+        &mut self,
+        now_ms: u64,
+        region_dcs: &[DatacenterId],
+        shard_tag: u64,
+        next_match_seq: &mut u64,
+        retire: &mut impl Retire,
+        out: &mut Vec<crate::command::Event>,
+    ) {
+        self.reorganise();
+        if self.n_waiting < 2 {
+            return;
+        }
+        // `age` is only read here; anchors that match are skipped through `taken`.
+        for age_idx in 0..self.age.len() {
+            if self.n_waiting < 2 {
+                break;
+            }
+            let (slot, generation) = self.age[age_idx];
+            let s = &self.slots[slot as usize];
+            if s.generation != generation || s.state != SlotState::Sorted {
+                continue;
+            }
+            let anchor = self.pos[slot as usize] as usize;
+            if self.sorted[anchor].taken {
+                continue;
+            }
+            if self.find_match(anchor, now_ms) {
+                let m = self.take_match(now_ms, region_dcs, shard_tag, next_match_seq, retire);
+                out.push(crate::command::Event::Matched(m));
+            }
+        }
+    }
+
+    fn candidate(&self, pos: usize, now_ms: u64) -> Candidate {
+        let e = &self.sorted[pos];
+        let wait = now_ms.saturating_sub(e.enqueued_at_ms);
+        Candidate {
+            pos: pos as u32,
+            min_mmr: e.min_mmr,
+            max_mmr: e.max_mmr,
+            window: self.mmr_window.at(wait),
+            dc_mask: self.dc_mask(e.slot, self.max_rtt.at(wait)),
+            n_players: e.n_players,
+            wait_ms: wait,
+        }
+    }
+
+    /// Looks for a match around the ticket at `sorted[anchor]`; on success its members
+    /// (positions in `sorted`) are in `best_chosen`.
+    fn find_match(&mut self, anchor: usize, now_ms: u64) -> bool {
+        let a = self.candidate(anchor, now_ms);
+        if a.dc_mask == 0 {
+            return false;
+        }
+        let need = self.players_per_match - usize::from(a.n_players);
+        // Solo-only modes pack any set; party modes get spare candidates to pack with.
+        let slack = if self.team_size == 1 { need.min(SOLO_SLACK) } else { usize::from(self.team_size) * 2 };
+        let scan_limit = (SCAN_PER_PLAYER * self.players_per_match).min(SCAN_CAP);
+
+        self.candidates.clear();
+        self.candidates.push(a);
+        let (lo_bound, hi_bound) = (a.max_mmr - a.window, a.min_mmr + a.window);
+        let mut collected = 0usize;
+        let mut target = need + slack;
+        let (mut left, mut right) = (anchor, anchor + 1);
+        let mut scanned = 0usize;
+        loop {
+            let mut exhausted = false;
+            while collected < target {
+                if scanned >= scan_limit || self.candidates.len() >= MAX_CANDIDATES {
+                    exhausted = true;
+                    break;
+                }
+                // Next nearest neighbour by sort key, from whichever side is closer.
+                let left_ok = left > 0 && self.sorted[left - 1].min_mmr >= lo_bound;
+                let right_ok = right < self.sorted.len() && self.sorted[right].min_mmr <= hi_bound;
+                let pos = match (left_ok, right_ok) {
+                    (false, false) => {
+                        exhausted = true;
+                        break;
+                    }
+                    (true, false) => {
+                        left -= 1;
+                        left
+                    }
+                    (false, true) => {
+                        right += 1;
+                        right - 1
+                    }
+                    (true, true) => {
+                        let dl = a.min_mmr - self.sorted[left - 1].min_mmr;
+                        let dr = self.sorted[right].min_mmr - a.min_mmr;
+                        if dl <= dr {
+                            left -= 1;
+                            left
+                        } else {
+                            right += 1;
+                            right - 1
+                        }
+                    }
+                };
+                scanned += 1;
+                if self.sorted[pos].taken {
+                    continue;
+                }
+                let c = self.candidate(pos, now_ms);
+                let spread = a.max_mmr.max(c.max_mmr) - a.min_mmr.min(c.min_mmr);
+                if spread <= a.window && spread <= c.window && c.dc_mask & a.dc_mask != 0 {
+                    collected += usize::from(c.n_players);
+                    self.candidates.push(c);
+                }
+            }
+            if collected >= need && (self.search_solo_block() || self.search_subset()) {
+                return true;
+            }
+            if exhausted {
+                return false;
+            }
+            // The nearest ones do not fit together: widen the circle and search again.
+            target = collected + need.max(usize::from(self.team_size));
+        }
+    }
+
+    /// Solo modes: the run of `players_per_match` consecutive candidates (by MMR, anchor
+    /// included) with the smallest spread that everyone accepts. Consecutive runs are where
+    /// the tightest sets are; the subset search covers the rest.
+    fn search_solo_block(&mut self) -> bool {
+        if self.team_size != 1 {
+            return false;
+        }
+        let p = self.players_per_match;
+        let n = self.candidates.len();
+        if n < p {
+            return false;
+        }
+        self.chosen.clear();
+        self.chosen.extend(0..n as u32);
+        let cands = &self.candidates;
+        self.chosen.sort_unstable_by(|&x, &y| {
+            let (x, y) = (&cands[x as usize], &cands[y as usize]);
+            x.min_mmr.total_cmp(&y.min_mmr).then(x.pos.cmp(&y.pos))
+        });
+        let anchor_at = self.chosen.iter().position(|&c| c == 0).unwrap_or(0);
+        let mut best: Option<(f64, usize)> = None;
+        let first = anchor_at.saturating_sub(p - 1);
+        let last = anchor_at.min(n - p);
+        for start in first..=last {
+            let block = &self.chosen[start..start + p];
+            let lo = cands[block[0] as usize].min_mmr;
+            let hi = cands[block[p - 1] as usize].max_mmr;
+            let spread = hi - lo;
+            let (mut window, mut mask) = (f64::INFINITY, u32::MAX);
+            let mut wait = 0u64;
+            for &c in block {
+                let c = &cands[c as usize];
+                window = window.min(c.window);
+                mask &= c.dc_mask;
+                wait += c.wait_ms;
+            }
+            if spread > window || mask == 0 {
+                continue;
+            }
+            // Smallest spread; older tickets break ties (and near-ties) to shorten the tail.
+            let score = spread - AGE_WEIGHT * wait as f64 / 1000.0;
+            if best.is_none_or(|(b, _)| score < b) {
+                best = Some((score, start));
+            }
+        }
+        let Some((_, start)) = best else { return false };
+        self.chosen.copy_within(start..start + p, 0);
+        self.chosen.truncate(p);
+        self.split_teams()
+    }
+
+    /// Depth-first over the candidates (nearest first, anchor always in): the first set that
+    /// fills the match, that every member accepts, and that packs into teams.
+    fn search_subset(&mut self) -> bool {
+        let n = self.candidates.len();
+        self.suffix_players.clear();
+        self.suffix_players.resize(n + 1, 0);
+        for i in (0..n).rev() {
+            self.suffix_players[i] = self.suffix_players[i + 1] + u32::from(self.candidates[i].n_players);
+        }
+        let a = self.candidates[0];
+        self.chosen.clear();
+        self.chosen.push(0);
+        let mut budget = SUBSET_BUDGET;
+        let state = SubsetState {
+            lo: a.min_mmr,
+            hi: a.max_mmr,
+            window: a.window,
+            dc_mask: a.dc_mask,
+            players: u32::from(a.n_players),
+        };
+        self.subset_dfs(1, state, &mut budget)
+    }
+
+    fn subset_dfs(&mut self, next: usize, st: SubsetState, budget: &mut u32) -> bool {
+        let need = self.players_per_match as u32;
+        if st.players == need {
+            return self.split_teams();
+        }
+        if *budget == 0 || next >= self.candidates.len() || st.players + self.suffix_players[next] < need {
+            return false;
+        }
+        *budget -= 1;
+        let c = self.candidates[next];
+        let players = st.players + u32::from(c.n_players);
+        if players <= need {
+            let lo = st.lo.min(c.min_mmr);
+            let hi = st.hi.max(c.max_mmr);
+            let window = st.window.min(c.window);
+            let dc_mask = st.dc_mask & c.dc_mask;
+            if hi - lo <= window && dc_mask != 0 {
+                self.chosen.push(next as u32);
+                if self.subset_dfs(next + 1, SubsetState { lo, hi, window, dc_mask, players }, budget) {
+                    return true;
+                }
+                self.chosen.pop();
+            }
+        }
+        self.subset_dfs(next + 1, st, budget)
+    }
+
+    /// Splits the chosen candidates into teams of exactly `team_size`, minimising the gap
+    /// between team means. On success `best_chosen` holds sorted positions, team by team,
+    /// and `split.best` the team of each.
+    fn split_teams(&mut self) -> bool {
+        let split = &mut self.split;
+        split.items.clear();
+        for &ci in &self.chosen {
+            let c = &self.candidates[ci as usize];
+            let slot = self.sorted[c.pos as usize].slot;
+            split.items.push(SplitItem {
+                pos: c.pos,
+                n_players: u32::from(c.n_players),
+                sum_mmr: self.slots[slot as usize].sum_mmr,
+            });
+        }
+        // Big parties first, then by rating: a good first leaf, and early dead ends.
+        split.items.sort_unstable_by(|x, y| {
+            y.n_players
+                .cmp(&x.n_players)
+                .then(y.sum_mmr.total_cmp(&x.sum_mmr))
+                .then(x.pos.cmp(&y.pos))
+        });
+        if !split.run(self.teams, self.team_size) {
+            return false;
+        }
+        self.best_chosen.clear();
+        for team in 0..self.teams {
+            for (item, &t) in split.items.iter().zip(&split.best) {
+                if t == team {
+                    self.best_chosen.push(item.pos);
+                }
+            }
+        }
+        true
+    }
+
+    /// Removes the tickets of `best_chosen` and builds their match.
+    fn take_match(
+        &mut self,
+        now_ms: u64,
+        region_dcs: &[DatacenterId],
+        shard_tag: u64,
+        next_match_seq: &mut u64,
+        retire: &mut impl Retire,
+    ) -> Match {
+        // The datacenter everyone accepts with the lowest worst RTT; ties to the first listed.
+        let mut dc_mask = u32::MAX;
+        for &pos in &self.best_chosen {
+            let e = &self.sorted[pos as usize];
+            let limit = self.max_rtt.at(now_ms.saturating_sub(e.enqueued_at_ms));
+            dc_mask &= self.dc_mask(e.slot, limit);
+        }
+        debug_assert_ne!(dc_mask, 0);
+        let (mut best_dc, mut best_rtt) = (0usize, f64::INFINITY);
+        for dc in 0..self.n_dc {
+            if dc_mask & (1 << dc) == 0 {
+                continue;
+            }
+            let worst = self
+                .best_chosen
+                .iter()
+                .map(|&pos| self.rtt[self.sorted[pos as usize].slot as usize * self.n_dc + dc])
+                .fold(0.0f64, f64::max);
+            if worst < best_rtt {
+                (best_dc, best_rtt) = (dc, worst);
+            }
+        }
+
+        let mut tickets = Vec::with_capacity(self.best_chosen.len());
+        let mut players = Vec::with_capacity(self.players_per_match);
+        let (mut lo, mut hi) = (f64::INFINITY, f64::NEG_INFINITY);
+        let mut team_sums = [0.0f64; crate::rules::MAX_PLAYERS_PER_MATCH];
+        let mut team = 0u16;
+        let mut team_players = 0u16;
+        for i in 0..self.best_chosen.len() {
+            let pos = self.best_chosen[i] as usize;
+            let e = self.sorted[pos];
+            lo = lo.min(e.min_mmr);
+            hi = hi.max(e.max_mmr);
+            if team_players == self.team_size {
+                team += 1;
+                team_players = 0;
+            }
+            team_players += u16::from(e.n_players);
+            team_sums[usize::from(team)] += self.slots[e.slot as usize].sum_mmr;
+            tickets.push(MatchedTicket {
+                id: e.id,
+                team,
+                first_player: players.len() as u16,
+                n_players: u16::from(e.n_players),
+                wait_ms: now_ms.saturating_sub(e.enqueued_at_ms),
+            });
+            players.extend_from_slice(self.players(e.slot));
+            retire.retire(e.id, self.players(e.slot));
+            self.sorted[pos].taken = true;
+            self.free_slot(e.slot);
+        }
+        debug_assert_eq!(usize::from(team) + 1, usize::from(self.teams));
+        debug_assert_eq!(players.len(), self.players_per_match);
+        let size = f64::from(self.team_size);
+        let means = team_sums[..usize::from(self.teams)].iter().map(|s| s / size);
+        let (min_mean, max_mean) = means.fold((f64::INFINITY, f64::NEG_INFINITY), |(lo, hi), m| (lo.min(m), hi.max(m)));
+        *next_match_seq += 1;
+        Match {
+            id: MatchId(shard_tag | *next_match_seq),
+            mode: self.mode,
+            datacenter: region_dcs[best_dc],
+            formed_at_ms: now_ms,
+            n_teams: self.teams,
+            tickets,
+            players,
+            mmr_spread: hi - lo,
+            team_imbalance: max_mean - min_mean,
+            worst_rtt_ms: best_rtt,
+        }
+    }
+
+    /// Bytes held by this pool's buffers (capacity, not length), for memory figures.
+    pub(crate) fn heap_bytes(&self) -> usize {
+        use std::mem::size_of;
+        self.slots.capacity() * size_of::<Slot>()
+            + self.rtt.capacity() * size_of::<f64>()
+            + self.player_ids.capacity() * size_of::<PlayerId>()
+            + self.free.capacity() * 4
+            + self.pos.capacity() * 4
+            + (self.sorted.capacity() + self.pending.capacity()) * size_of::<Entry>()
+            + self.age.capacity() * 8
+    }
+}
+
+#[derive(Clone, Copy)]
+struct SubsetState {
+    lo: f64,
+    hi: f64,
+    window: f64,
+    dc_mask: u32,
+    players: u32,
+}
+
+#[derive(Clone, Copy, Debug)]
+struct SplitItem {
+    pos: u32,
+    n_players: u32,
+    sum_mmr: f64,
+}
+
+/// Branch and bound over team assignments; buffers reused across calls.
+#[derive(Default)]
+struct SplitSearch {
+    items: Vec<SplitItem>,
+    current: Vec<u16>,
+    best: Vec<u16>,
+    best_gap: f64,
+    team_players: Vec<u32>,
+    team_sums: Vec<f64>,
+    budget: u32,
+}
+
+impl SplitSearch {
+    fn run(&mut self, teams: u16, team_size: u16) -> bool {
+        self.current.clear();
+        self.current.resize(self.items.len(), 0);
+        self.best.clear();
+        self.best_gap = f64::INFINITY;
+        self.team_players.clear();
+        self.team_players.resize(usize::from(teams), 0);
+        self.team_sums.clear();
+        self.team_sums.resize(usize::from(teams), 0.0);
+        self.budget = SPLIT_BUDGET;
+        self.assign(0, u32::from(team_size));
+        !self.best.is_empty()
+    }
+
+    fn assign(&mut self, i: usize, team_size: u32) {
+        if self.best_gap == 0.0 || self.budget == 0 {
+            return;
+        }
+        self.budget -= 1;
+        if i == self.items.len() {
+            let size = f64::from(team_size);
+            let (lo, hi) = self
+                .team_sums
+                .iter()
+                .fold((f64::INFINITY, f64::NEG_INFINITY), |(lo, hi), &s| (lo.min(s / size), hi.max(s / size)));
+            let gap = hi - lo;
+            if gap < self.best_gap {
+                self.best_gap = gap;
+                self.best.clone_from(&self.current);
+            }
+            return;
+        }
+        let item = self.items[i];
+        // Try the lightest teams first so the first leaf is already well balanced.
+        let mut order = [0u16; crate::rules::MAX_PLAYERS_PER_MATCH];
+        let n_teams = self.team_sums.len();
+        let mut n_order = 0;
+        let mut seen_empty = false;
+        for t in 0..n_teams {
+            if self.team_players[t] + item.n_players > team_size {
+                continue;
+            }
+            // Empty teams are interchangeable: trying one is enough.
+            if self.team_players[t] == 0 {
+                if seen_empty {
+                    continue;
+                }
+                seen_empty = true;
+            }
+            order[n_order] = t as u16;
+            n_order += 1;
+        }
+        let sums = &self.team_sums;
+        order[..n_order].sort_unstable_by(|&x, &y| sums[usize::from(x)].total_cmp(&sums[usize::from(y)]).then(x.cmp(&y)));
+        for &t in &order[..n_order] {
+            let t = usize::from(t);
+            self.team_players[t] += item.n_players;
+            self.team_sums[t] += item.sum_mmr;
+            self.current[i] = t as u16;
+            self.assign(i + 1, team_size);
+            self.team_players[t] -= item.n_players;
+            self.team_sums[t] -= item.sum_mmr;
+        }
+    }
+}

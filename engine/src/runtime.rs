@@ -1,0 +1,246 @@
+//! The shard runtime: one OS thread per shard, a bounded mailbox in front of each,
+//! a real-clock tick, and events out through a channel.
+//!
+//! The thread owns its shard outright — no lock is taken on the tick path. Senders never
+//! block: a full mailbox is backpressure, answered with [`SubmitError::MailboxFull`], which
+//! callers pass on to clients as a retryable error.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use crossbeam_channel::{Receiver, RecvTimeoutError, Sender, TrySendError};
+
+use crate::command::{Command, Event};
+use crate::rules::{Rules, ShardId};
+use crate::shard::{Shard, ShardConfig};
+
+/// Runtime settings.
+#[derive(Clone, Debug, PartialEq)]
+pub struct RuntimeConfig {
+    /// Commands a shard's mailbox holds before submitters are turned away.
+    pub mailbox_capacity: usize,
+    /// Most commands a shard applies per wake-up before it checks its tick deadline.
+    pub max_batch: usize,
+    /// Settings of each shard.
+    pub shard: ShardConfig,
+}
+
+impl Default for RuntimeConfig {
+    fn default() -> Self {
+        RuntimeConfig { mailbox_capacity: 65_536, max_batch: 4_096, shard: ShardConfig::default() }
+    }
+}
+
+/// Why a command was not accepted into a mailbox.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum SubmitError {
+    /// The shard is behind; retry shortly (backpressure, the caller is not at fault).
+    #[error("shard mailbox is full, retry shortly")]
+    MailboxFull,
+    /// The runtime is shutting down.
+    #[error("shard is shutting down")]
+    ShuttingDown,
+    /// No such shard.
+    #[error("no such shard")]
+    UnknownShard,
+}
+
+impl SubmitError {
+    /// Whether the same command may succeed if sent again later.
+    pub fn is_retryable(self) -> bool {
+        matches!(self, SubmitError::MailboxFull)
+    }
+}
+
+/// What the runtime reports, from any shard.
+#[derive(Clone, Debug, PartialEq)]
+pub enum RuntimeEvent {
+    /// A shard's event.
+    Shard {
+        /// Which shard.
+        shard: ShardId,
+        /// The event.
+        event: Event,
+    },
+    /// A tick ran.
+    Tick {
+        /// Which shard.
+        shard: ShardId,
+        /// The shard clock at the tick, ms since the runtime started.
+        at_ms: u64,
+        /// How long the tick took.
+        duration: Duration,
+        /// Tickets still waiting after it.
+        waiting: usize,
+    },
+}
+
+/// A cheap, cloneable way to reach one shard.
+#[derive(Clone, Debug)]
+pub struct ShardHandle {
+    shard: ShardId,
+    tx: Sender<Command>,
+    stopping: Arc<AtomicBool>,
+}
+
+impl ShardHandle {
+    /// Which shard this reaches.
+    pub fn shard(&self) -> ShardId {
+        self.shard
+    }
+
+    /// Queues a command without blocking.
+    pub fn try_submit(&self, cmd: Command) -> Result<(), SubmitError> {
+        if self.stopping.load(Ordering::Acquire) {
+            return Err(SubmitError::ShuttingDown);
+        }
+        self.tx.try_send(cmd).map_err(|e| match e {
+            TrySendError::Full(_) => SubmitError::MailboxFull,
+            TrySendError::Disconnected(_) => SubmitError::ShuttingDown,
+        })
+    }
+}
+
+/// Running shards, one thread each.
+pub struct Runtime {
+    handles: Vec<ShardHandle>,
+    threads: Vec<JoinHandle<()>>,
+    stopping: Arc<AtomicBool>,
+}
+
+impl Runtime {
+    /// Starts one thread per shard of `rules`; events go to `events`.
+    pub fn start(rules: Arc<Rules>, config: RuntimeConfig, events: Sender<RuntimeEvent>) -> std::io::Result<Self> {
+        let stopping = Arc::new(AtomicBool::new(false));
+        let started = Instant::now();
+        let mut handles = Vec::new();
+        let mut threads = Vec::new();
+        for idx in 0..rules.shards.len() {
+            let id = ShardId(idx as u16);
+            let (tx, rx) = crossbeam_channel::bounded(config.mailbox_capacity.max(1));
+            let shard = Shard::new(rules.clone(), id, config.shard.clone());
+            let worker = Worker {
+                shard,
+                rx,
+                events: events.clone(),
+                stopping: stopping.clone(),
+                started,
+                tick_ms: rules.tick_ms,
+                max_batch: config.max_batch.max(1),
+            };
+            let name = format!("shard-{}", rules.shards[idx].name);
+            threads.push(std::thread::Builder::new().name(name).spawn(move || worker.run())?);
+            handles.push(ShardHandle { shard: id, tx, stopping: stopping.clone() });
+        }
+        Ok(Runtime { handles, threads, stopping })
+    }
+
+    /// The handle of shard `id`.
+    pub fn shard(&self, id: ShardId) -> Result<&ShardHandle, SubmitError> {
+        self.handles.get(usize::from(id.0)).ok_or(SubmitError::UnknownShard)
+    }
+
+    /// Every shard's handle, in shard order.
+    pub fn shards(&self) -> &[ShardHandle] {
+        &self.handles
+    }
+
+    /// Stops accepting commands, lets each shard apply what its mailbox already holds, and
+    /// joins the threads. Tickets still waiting are dropped with the shards.
+    pub fn shutdown(mut self) {
+        self.stop_and_join();
+    }
+
+    fn stop_and_join(&mut self) {
+        self.stopping.store(true, Ordering::Release);
+        for t in self.threads.drain(..) {
+            // A panicking shard already reported through the panic hook.
+            let _ = t.join();
+        }
+    }
+}
+
+impl Drop for Runtime {
+    fn drop(&mut self) {
+        self.stop_and_join();
+    }
+}
+
+struct Worker {
+    shard: Shard,
+    rx: Receiver<Command>,
+    events: Sender<RuntimeEvent>,
+    stopping: Arc<AtomicBool>,
+    started: Instant,
+    tick_ms: u64,
+    max_batch: usize,
+}
+
+impl Worker {
+    fn now_ms(&self) -> u64 {
+        self.started.elapsed().as_millis() as u64
+    }
+
+    fn run(mut self) {
+        let shard = self.shard.id();
+        let mut out = Vec::new();
+        let mut next_tick_ms = self.now_ms();
+        // The shutdown flag is polled at least this often.
+        let max_sleep = Duration::from_millis(self.tick_ms.min(50));
+        loop {
+            let now = self.now_ms();
+            if now >= next_tick_ms {
+                let t0 = Instant::now();
+                self.shard.tick(now, &mut out);
+                let duration = t0.elapsed();
+                self.flush(&mut out);
+                let _ = self.events.send(RuntimeEvent::Tick {
+                    shard,
+                    at_ms: now,
+                    duration,
+                    waiting: self.shard.waiting_total(),
+                });
+                // Keep the cadence; after a stall, start afresh rather than burst.
+                next_tick_ms += self.tick_ms;
+                if next_tick_ms <= now {
+                    next_tick_ms = now + self.tick_ms;
+                }
+            }
+            if self.stopping.load(Ordering::Acquire) {
+                self.drain_mailbox(&mut out);
+                return;
+            }
+            let wait = Duration::from_millis(next_tick_ms.saturating_sub(self.now_ms())).min(max_sleep);
+            match self.rx.recv_timeout(wait) {
+                Ok(cmd) => {
+                    let now = self.now_ms();
+                    self.shard.handle(now, cmd, &mut out);
+                    for cmd in self.rx.try_iter().take(self.max_batch - 1) {
+                        self.shard.handle(now, cmd, &mut out);
+                    }
+                    self.flush(&mut out);
+                }
+                Err(RecvTimeoutError::Timeout) => {}
+                Err(RecvTimeoutError::Disconnected) => return,
+            }
+        }
+    }
+
+    fn drain_mailbox(&mut self, out: &mut Vec<Event>) {
+        let now = self.now_ms();
+        while let Ok(cmd) = self.rx.try_recv() {
+            self.shard.handle(now, cmd, out);
+        }
+        self.flush(out);
+    }
+
+    fn flush(&self, out: &mut Vec<Event>) {
+        let shard = self.shard.id();
+        for event in out.drain(..) {
+            // A consumer that went away has nothing left to tell.
+            let _ = self.events.send(RuntimeEvent::Shard { shard, event });
+        }
+    }
+}

@@ -1,0 +1,275 @@
+//! The sans-IO shard: the pools of a group of regions, fed commands and ticked by its owner.
+//!
+//! A shard reads no clock, does no I/O and draws no randomness: `now_ms` is an input (real
+//! milliseconds in the runtime, virtual in `rally replay`), so the same inputs give the
+//! same events, byte for byte.
+
+use std::collections::VecDeque;
+use std::sync::Arc;
+
+use rustc_hash::FxHashMap;
+
+use crate::command::{Command, Event, PlayerId, Rejection, TicketId, TicketRequest};
+use crate::pool::{NewTicket, Pool, Retire};
+use crate::rules::{MAX_DATACENTERS_PER_SHARD, ModeId, Rules, ShardId};
+
+/// Per-shard settings.
+#[derive(Clone, Debug, PartialEq)]
+pub struct ShardConfig {
+    /// How long a finished ticket's id is remembered (and refused if used again), ms.
+    /// `None` remembers forever, as `rally replay` does.
+    pub remember_ids_ms: Option<u64>,
+}
+
+impl Default for ShardConfig {
+    fn default() -> Self {
+        // An hour: far longer than any client retries an enqueue, small enough that a
+        // long-running shard's memory stays bounded by its traffic rate.
+        ShardConfig { remember_ids_ms: Some(3_600_000) }
+    }
+}
+
+#[derive(Clone, Copy, Debug)]
+enum TicketState {
+    Waiting { mode: ModeId, slot: u32 },
+    /// Matched or cancelled; the id stays reserved.
+    Done,
+}
+
+/// Index updates the pools hand back when they form matches.
+struct Indexes<'a> {
+    tickets: &'a mut FxHashMap<TicketId, TicketState>,
+    players: &'a mut FxHashMap<PlayerId, TicketId>,
+    finished: &'a mut VecDeque<(u64, TicketId)>,
+    now_ms: u64,
+}
+
+impl Retire for Indexes<'_> {
+    fn retire(&mut self, ticket: TicketId, players: &[PlayerId]) {
+        self.tickets.insert(ticket, TicketState::Done);
+        for p in players {
+            self.players.remove(p);
+        }
+        self.finished.push_back((self.now_ms, ticket));
+    }
+}
+
+/// One shard's matchmaking state machine.
+pub struct Shard {
+    rules: Arc<Rules>,
+    id: ShardId,
+    config: ShardConfig,
+    /// Global datacenter index → bit in this shard's masks (`u8::MAX`: not served here).
+    local_dc: Vec<u8>,
+    pools: Vec<Pool>,
+    tickets: FxHashMap<TicketId, TicketState>,
+    players: FxHashMap<PlayerId, TicketId>,
+    /// Finished ticket ids in finishing order, to forget them after `remember_ids_ms`.
+    finished: VecDeque<(u64, TicketId)>,
+    next_match_seq: u64,
+    last_tick_ms: Option<u64>,
+    // Enqueue scratch.
+    rtt_scratch: Vec<f64>,
+    player_scratch: Vec<PlayerId>,
+}
+
+impl Shard {
+    /// Shard `id` of `rules`.
+    pub fn new(rules: Arc<Rules>, id: ShardId, config: ShardConfig) -> Self {
+        let dcs = &rules.shard(id).datacenters;
+        debug_assert!(dcs.len() <= MAX_DATACENTERS_PER_SHARD);
+        let mut local_dc = vec![u8::MAX; rules.datacenters.len()];
+        for (bit, dc) in dcs.iter().enumerate() {
+            local_dc[usize::from(dc.0)] = bit as u8;
+        }
+        let pools = rules
+            .modes
+            .iter()
+            .enumerate()
+            .map(|(i, m)| Pool::new(ModeId(i as u16), m, dcs.len()))
+            .collect();
+        Shard {
+            rules,
+            id,
+            config,
+            local_dc,
+            pools,
+            tickets: FxHashMap::default(),
+            players: FxHashMap::default(),
+            finished: VecDeque::new(),
+            next_match_seq: 0,
+            last_tick_ms: None,
+            rtt_scratch: Vec::new(),
+            player_scratch: Vec::new(),
+        }
+    }
+
+    /// Which shard this is.
+    pub fn id(&self) -> ShardId {
+        self.id
+    }
+
+    /// The rules it runs.
+    pub fn rules(&self) -> &Arc<Rules> {
+        &self.rules
+    }
+
+    /// Tickets waiting in `mode`.
+    pub fn waiting(&self, mode: ModeId) -> usize {
+        self.pools.get(usize::from(mode.0)).map_or(0, Pool::len)
+    }
+
+    /// Tickets waiting in every mode.
+    pub fn waiting_total(&self) -> usize {
+        self.pools.iter().map(Pool::len).sum()
+    }
+
+    /// When the next tick is due: one `tick_ms` after the last, or now if none ran yet.
+    pub fn poll_timeout(&self) -> Option<u64> {
+        Some(self.last_tick_ms.map_or(0, |t| t + self.rules.tick_ms))
+    }
+
+    /// Applies one command at `now_ms`, reporting its outcome into `out`.
+    pub fn handle(&mut self, now_ms: u64, cmd: Command, out: &mut Vec<Event>) {
+        match cmd {
+            Command::Enqueue(req) => {
+                let id = req.id;
+                match self.enqueue(now_ms, &req) {
+                    Ok(()) => out.push(Event::Enqueued(id)),
+                    Err(reason) => out.push(Event::Rejected { ticket: id, reason }),
+                }
+            }
+            Command::Cancel(id) => out.push(self.cancel(now_ms, id)),
+        }
+    }
+
+    /// Validates a ticket and stores it; on error nothing is kept.
+    pub fn enqueue(&mut self, now_ms: u64, req: &TicketRequest) -> Result<(), Rejection> {
+        let mode = self.rules.mode(req.mode).ok_or(Rejection::UnknownMode)?;
+        if req.players.is_empty() {
+            return Err(Rejection::Empty);
+        }
+        if req.players.len() > usize::from(mode.team_size) {
+            return Err(Rejection::PartyTooLarge);
+        }
+        let bad = |x: f64| !x.is_finite() || x < 0.0;
+        if req.players.iter().any(|p| bad(p.mmr) || p.rtt_ms.iter().any(|&(_, r)| bad(r))) {
+            return Err(Rejection::BadNumber);
+        }
+        for (i, p) in req.players.iter().enumerate() {
+            if req.players[..i].iter().any(|q| q.id == p.id) {
+                return Err(Rejection::DuplicatePlayer);
+            }
+        }
+        if self.tickets.contains_key(&req.id) {
+            return Err(Rejection::DuplicateTicket);
+        }
+        if req.players.iter().any(|p| self.players.contains_key(&p.id)) {
+            return Err(Rejection::PlayerAlreadyWaiting);
+        }
+        // Worst RTT per local datacenter; a datacenter some player lacks stays unreachable.
+        let n_dc = self.rules.shard(self.id).datacenters.len();
+        self.rtt_scratch.clear();
+        self.rtt_scratch.resize(n_dc, f64::NEG_INFINITY);
+        let mut common = u32::MAX;
+        for p in &req.players {
+            let mut mine = 0u32;
+            for &(dc, rtt) in &p.rtt_ms {
+                let Some(&bit) = self.local_dc.get(usize::from(dc.0)) else { continue };
+                if bit == u8::MAX {
+                    continue;
+                }
+                mine |= 1 << bit;
+                let worst = &mut self.rtt_scratch[usize::from(bit)];
+                *worst = worst.max(rtt);
+            }
+            common &= mine;
+        }
+        if common == 0 {
+            return Err(Rejection::NoKnownDatacenter);
+        }
+        for (bit, r) in self.rtt_scratch.iter_mut().enumerate() {
+            if common & (1 << bit) == 0 {
+                *r = f64::INFINITY;
+            }
+        }
+
+        let (mut min_mmr, mut max_mmr, mut sum_mmr) = (f64::INFINITY, f64::NEG_INFINITY, 0.0);
+        self.player_scratch.clear();
+        for p in &req.players {
+            min_mmr = min_mmr.min(p.mmr);
+            max_mmr = max_mmr.max(p.mmr);
+            sum_mmr += p.mmr;
+            self.player_scratch.push(p.id);
+        }
+        let slot = self.pools[usize::from(req.mode.0)].insert(NewTicket {
+            id: req.id,
+            enqueued_at_ms: now_ms,
+            players: &self.player_scratch,
+            min_mmr,
+            max_mmr,
+            sum_mmr,
+            rtt_ms: &self.rtt_scratch,
+        });
+        self.tickets.insert(req.id, TicketState::Waiting { mode: req.mode, slot });
+        for p in &req.players {
+            self.players.insert(p.id, req.id);
+        }
+        Ok(())
+    }
+
+    /// Stops a waiting ticket: `Cancelled`, or `NotWaiting` if it was not waiting.
+    pub fn cancel(&mut self, now_ms: u64, id: TicketId) -> Event {
+        let Some(&TicketState::Waiting { mode, slot }) = self.tickets.get(&id) else {
+            return Event::NotWaiting(id);
+        };
+        let pool = &mut self.pools[usize::from(mode.0)];
+        for p in pool.players(slot) {
+            self.players.remove(p);
+        }
+        pool.remove(slot);
+        self.tickets.insert(id, TicketState::Done);
+        self.finished.push_back((now_ms, id));
+        Event::Cancelled(id)
+    }
+
+    /// Forms every match the rules allow at `now_ms`, pushing `Event::Matched` into `out`.
+    pub fn tick(&mut self, now_ms: u64, out: &mut Vec<Event>) {
+        self.last_tick_ms = Some(now_ms);
+        self.forget_old_ids(now_ms);
+        let dcs = &self.rules.shards[usize::from(self.id.0)].datacenters;
+        let shard_tag = u64::from(self.id.0) << 48;
+        let mut indexes = Indexes {
+            tickets: &mut self.tickets,
+            players: &mut self.players,
+            finished: &mut self.finished,
+            now_ms,
+        };
+        for pool in &mut self.pools {
+            pool.tick(now_ms, dcs, shard_tag, &mut self.next_match_seq, &mut indexes, out);
+        }
+    }
+
+    fn forget_old_ids(&mut self, now_ms: u64) {
+        let Some(keep_ms) = self.config.remember_ids_ms else { return };
+        while let Some(&(at, id)) = self.finished.front() {
+            if now_ms.saturating_sub(at) <= keep_ms {
+                break;
+            }
+            self.finished.pop_front();
+            self.tickets.remove(&id);
+        }
+    }
+
+    /// Approximate heap bytes held by this shard (capacities of its tables and buffers).
+    pub fn heap_bytes(&self) -> usize {
+        // A hashbrown table holds one control byte per bucket beside each entry.
+        fn map_bytes<K, V>(m: &FxHashMap<K, V>) -> usize {
+            m.capacity() * 8 / 7 * (std::mem::size_of::<(K, V)>() + 1)
+        }
+        self.pools.iter().map(Pool::heap_bytes).sum::<usize>()
+            + map_bytes(&self.tickets)
+            + map_bytes(&self.players)
+            + self.finished.capacity() * 16
+    }
+}

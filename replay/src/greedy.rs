@@ -1,0 +1,194 @@
+//! A plain greedy matcher, the baseline the engine is held to in tests and benchmarks.
+//!
+//! Oldest ticket first; it takes the nearest-MMR neighbours that keep the set valid, the
+//! first datacenter (in configuration order) everyone accepts, and fills teams first-fit
+//! with the biggest parties first. No regions, no team balancing, no search: what a
+//! matchmaker written in an afternoon does. Same clock, same contract, same output format
+//! as `rally replay`.
+
+use std::fmt::Write as _;
+
+use rally_engine::Rules;
+
+use crate::check::{Admission, Admitted, CheckTicket};
+use crate::input::parse_line;
+
+struct Waiting {
+    ticket: CheckTicket,
+    center: f64,
+    taken: bool,
+}
+
+/// Runs the baseline over `events` with `rules`; returns the match lines (JSONL).
+pub fn run(rules: &Rules, events: &str, drain_ms: u64) -> String {
+    let mut admission = Admission::default();
+    let mut pools: Vec<Vec<Waiting>> = (0..rules.modes.len()).map(|_| Vec::new()).collect();
+    let mut out = String::new();
+    let mut next_tick = 0u64;
+    let mut n_matches = 0u64;
+    for line in events.lines() {
+        if let Ok(e) = parse_line(line, 0) {
+            while next_tick < e.at_ms() {
+                tick(rules, next_tick, &mut pools, &mut admission, &mut out, &mut n_matches);
+                next_tick += rules.tick_ms;
+            }
+        }
+        let (_, admitted) = admission.apply(rules, line);
+        match admitted {
+            Admitted::Enqueued(t) => {
+                let center = (t.min_mmr() + t.max_mmr()) / 2.0;
+                pools[t.mode].push(Waiting { ticket: t, center, taken: false });
+            }
+            Admitted::Cancelled(name) => {
+                for pool in &mut pools {
+                    pool.retain(|w| w.ticket.name != name);
+                }
+            }
+            Admitted::Nothing => {}
+        }
+    }
+    let end = admission.last_at_ms() + drain_ms;
+    while next_tick <= end {
+        tick(rules, next_tick, &mut pools, &mut admission, &mut out, &mut n_matches);
+        next_tick += rules.tick_ms;
+    }
+    out
+}
+
+fn tick(
+    rules: &Rules,
+    now: u64,
+    pools: &mut [Vec<Waiting>],
+    admission: &mut Admission,
+    out: &mut String,
+    n_matches: &mut u64,
+) {
+    let n_dc = rules.datacenters.len();
+    for (mode_idx, pool) in pools.iter_mut().enumerate() {
+        let mode = &rules.modes[mode_idx];
+        let need = mode.players_per_match();
+        let team_size = usize::from(mode.team_size);
+        let mut by_mmr: Vec<usize> = (0..pool.len()).collect();
+        by_mmr.sort_by(|&a, &b| pool[a].center.total_cmp(&pool[b].center).then(a.cmp(&b)));
+        let mut rank = vec![0; pool.len()];
+        for (r, &i) in by_mmr.iter().enumerate() {
+            rank[i] = r;
+        }
+        let window = |t: &CheckTicket| mode.mmr_window.at(now - t.at_ms);
+        let limit = |t: &CheckTicket| mode.max_rtt_ms.at(now - t.at_ms);
+        let accepts = |t: &CheckTicket, dc: usize| {
+            let l = limit(t);
+            t.players.iter().all(|p| p.rtt_to(dc).is_some_and(|r| r <= l))
+        };
+        // Pools are in arrival order: the oldest first.
+        for anchor in 0..pool.len() {
+            if pool[anchor].taken {
+                continue;
+            }
+            let a = &pool[anchor].ticket;
+            let mut chosen = vec![anchor];
+            let mut players = a.players.len();
+            let (mut lo, mut hi, mut w) = (a.min_mmr(), a.max_mmr(), window(a));
+            let mut dcs: Vec<bool> = (0..n_dc).map(|dc| accepts(a, dc)).collect();
+            let (mut l, mut r) = (rank[anchor], rank[anchor] + 1);
+            while players < need {
+                let left = (l > 0).then(|| by_mmr[l - 1]);
+                let right = (r < by_mmr.len()).then(|| by_mmr[r]);
+                let next = match (left, right) {
+                    (None, None) => break,
+                    (Some(x), None) => {
+                        l -= 1;
+                        x
+                    }
+                    (None, Some(y)) => {
+                        r += 1;
+                        y
+                    }
+                    (Some(x), Some(y)) => {
+                        if pool[anchor].center - pool[x].center <= pool[y].center - pool[anchor].center {
+                            l -= 1;
+                            x
+                        } else {
+                            r += 1;
+                            y
+                        }
+                    }
+                };
+                if (pool[next].center - pool[anchor].center).abs() > window(a) {
+                    // Beyond the anchor's window on this side; the other side may go on.
+                    if pool[next].center < pool[anchor].center {
+                        l = 0;
+                    } else {
+                        r = by_mmr.len();
+                    }
+                    continue;
+                }
+                let c = &pool[next];
+                if c.taken || players + c.ticket.players.len() > need {
+                    continue;
+                }
+                let (nlo, nhi, nw) = (lo.min(c.ticket.min_mmr()), hi.max(c.ticket.max_mmr()), w.min(window(&c.ticket)));
+                if nhi - nlo > nw {
+                    continue;
+                }
+                let ndcs: Vec<bool> = (0..n_dc).map(|dc| dcs[dc] && accepts(&c.ticket, dc)).collect();
+                if !ndcs.iter().any(|&ok| ok) {
+                    continue;
+                }
+                let mut sizes: Vec<usize> = chosen.iter().map(|&i| pool[i].ticket.players.len()).collect();
+                sizes.push(c.ticket.players.len());
+                if first_fit(&sizes, usize::from(mode.teams), team_size).is_none() {
+                    continue;
+                }
+                chosen.push(next);
+                players += c.ticket.players.len();
+                (lo, hi, w, dcs) = (nlo, nhi, nw, ndcs);
+            }
+            if players != need {
+                continue;
+            }
+            let sizes: Vec<usize> = chosen.iter().map(|&i| pool[i].ticket.players.len()).collect();
+            let Some(teams) = first_fit(&sizes, usize::from(mode.teams), team_size) else { continue };
+            if teams.iter().any(|t| t.iter().map(|&k| sizes[k]).sum::<usize>() != team_size) {
+                continue;
+            }
+            let dc = dcs.iter().position(|&ok| ok).expect("the set keeps one datacenter everyone accepts");
+            *n_matches += 1;
+            write!(out, "{{\"match\":\"g{n_matches}\",\"mode\":").unwrap();
+            out.push_str(&serde_json::to_string(&mode.name).unwrap());
+            write!(out, ",\"datacenter\":{},\"formed_at_ms\":{now},\"teams\":[", serde_json::to_string(&rules.datacenters[dc]).unwrap())
+                .unwrap();
+            for (ti, team) in teams.iter().enumerate() {
+                out.push_str(if ti == 0 { "[" } else { ",[" });
+                for (k, &member) in team.iter().enumerate() {
+                    if k > 0 {
+                        out.push(',');
+                    }
+                    out.push_str(&serde_json::to_string(&pool[chosen[member]].ticket.name).unwrap());
+                }
+                out.push(']');
+            }
+            out.push_str("]}\n");
+            for &i in &chosen {
+                pool[i].taken = true;
+                admission.finish(&pool[i].ticket.name);
+            }
+        }
+        pool.retain(|w| !w.taken);
+    }
+}
+
+/// First-fit decreasing of party sizes into `teams` teams of `team_size`; member indexes per
+/// team, or `None` if they do not fit.
+fn first_fit(sizes: &[usize], teams: usize, team_size: usize) -> Option<Vec<Vec<usize>>> {
+    let mut order: Vec<usize> = (0..sizes.len()).collect();
+    order.sort_by(|&a, &b| sizes[b].cmp(&sizes[a]).then(a.cmp(&b)));
+    let mut fill = vec![0; teams];
+    let mut out = vec![Vec::new(); teams];
+    for i in order {
+        let t = (0..teams).find(|&t| fill[t] + sizes[i] <= team_size)?;
+        fill[t] += sizes[i];
+        out[t].push(i);
+    }
+    Some(out)
+}

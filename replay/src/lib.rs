@@ -1,0 +1,342 @@
+//! `rally replay`: the offline simulator.
+//!
+//! Reads an `EVENTS.jsonl` log (enqueues and cancels with timestamps), drives one engine
+//! [`Shard`] per shard of the rules on a virtual clock exactly as the runtime would on a real one, and
+//! writes every formed match to `MATCHES.jsonl`. Studios tune their rules with it from
+//! recorded traffic; the quality tests and benchmarks measure the engine with it.
+//!
+//! The output depends only on the rules and the input: byte-identical across runs and
+//! machines. Timing figures go to the [`Summary`], never into the match file.
+//!
+//! Also here, as harness pieces for tests, benchmarks and `rally workload`: a synthetic
+//! traffic generator ([`workload`]), a plain greedy matcher to hold the engine against
+//! ([`greedy`]), and an independent validity checker for match files ([`check`]).
+
+#![forbid(unsafe_code)]
+#![warn(missing_docs)]
+
+pub mod check;
+pub mod greedy;
+mod input;
+mod summary;
+pub mod workload;
+
+use std::io::{self, BufRead, Write};
+use std::sync::Arc;
+use std::time::Instant;
+
+use rally_engine::{
+    Command, DatacenterId, Event, Match, ModeId, PlayerEntry, PlayerId, Rules, Shard, ShardConfig, ShardId, TicketId,
+    TicketRequest, home_shard,
+};
+use rustc_hash::FxHashMap;
+
+pub use input::{InputEvent, InputPlayer, LineError, MAX_TICKET_ID_BYTES, parse_line};
+pub use summary::{Percentiles, Summary};
+
+/// Replay settings.
+#[derive(Clone, Debug, PartialEq)]
+pub struct ReplayOptions {
+    /// How long the virtual clock runs on after the last event, ms.
+    pub drain_ms: u64,
+    /// Stop at the first bad line.
+    pub strict: bool,
+}
+
+impl Default for ReplayOptions {
+    fn default() -> Self {
+        ReplayOptions { drain_ms: 60_000, strict: false }
+    }
+}
+
+/// Why a replay stopped early.
+#[derive(Debug, thiserror::Error)]
+pub enum ReplayError {
+    /// `--strict` and a bad line.
+    #[error("line {line}: {reason}")]
+    Strict {
+        /// 1-based line number.
+        line: u64,
+        /// What was wrong with it.
+        reason: String,
+    },
+    /// Reading the input or writing the output failed.
+    #[error("i/o: {0}")]
+    Io(#[from] io::Error),
+}
+
+/// A bad line as reported on the diagnostics stream.
+enum Bad<'a> {
+    Line(&'a LineError),
+    Engine(rally_engine::Rejection),
+}
+
+impl Bad<'_> {
+    fn code(&self) -> &'static str {
+        match self {
+            Bad::Line(e) => e.code(),
+            Bad::Engine(r) => r.code(),
+        }
+    }
+    fn message(&self) -> String {
+        match self {
+            Bad::Line(e) => e.to_string(),
+            Bad::Engine(r) => r.to_string(),
+        }
+    }
+}
+
+/// The replay state: shards, id interning and the virtual clock.
+struct Replayer<'o, W: Write, D: Write> {
+    rules: Arc<Rules>,
+    shards: Vec<Shard>,
+    options: ReplayOptions,
+    /// Ticket strings, interned once; `TicketId(i)` is `ticket_names[i]`.
+    ticket_ids: FxHashMap<Box<str>, u64>,
+    ticket_names: Vec<Box<str>>,
+    /// The shard each accepted ticket went to, by `TicketId` (`u16::MAX`: never accepted).
+    ticket_shard: Vec<u16>,
+    player_ids: FxHashMap<Box<str>, u64>,
+    next_tick_ms: u64,
+    last_at_ms: u64,
+    events: Vec<Event>,
+    out: &'o mut W,
+    diag: &'o mut D,
+    summary: Summary,
+    line_buf: Vec<u8>,
+}
+
+/// Runs a whole replay: `input` events in, matches to `output`, one line per bad input line
+/// to `diag`. Returns the summary (wall time included).
+pub fn run(
+    rules: Arc<Rules>,
+    options: ReplayOptions,
+    input: &mut impl BufRead,
+    output: &mut impl Write,
+    diag: &mut impl Write,
+) -> Result<Summary, ReplayError> {
+    let started = Instant::now();
+    let shards = (0..rules.shards.len())
+        .map(|i| Shard::new(rules.clone(), ShardId(i as u16), ShardConfig { remember_ids_ms: None }))
+        .collect();
+    let mut r = Replayer {
+        rules,
+        shards,
+        options,
+        ticket_ids: FxHashMap::default(),
+        ticket_names: Vec::new(),
+        ticket_shard: Vec::new(),
+        player_ids: FxHashMap::default(),
+        next_tick_ms: 0,
+        last_at_ms: 0,
+        events: Vec::new(),
+        out: output,
+        diag,
+        summary: Summary::default(),
+        line_buf: Vec::new(),
+    };
+    let mut line = String::new();
+    let mut line_no = 0u64;
+    loop {
+        line.clear();
+        r.line_buf.clear();
+        // Read raw bytes so invalid UTF-8 is a bad line, not an I/O error.
+        if input.read_until(b'\n', &mut r.line_buf)? == 0 {
+            break;
+        }
+        line_no += 1;
+        let text = match std::str::from_utf8(&r.line_buf) {
+            Ok(t) => t.trim_end_matches(['\n', '\r']),
+            Err(e) => {
+                let err = LineError::Malformed(format!("invalid utf-8: {e}"));
+                r.bad_line(line_no, Bad::Line(&err))?;
+                continue;
+            }
+        };
+        if text.trim().is_empty() {
+            // Blank lines (a trailing newline, say) are not events and not errors.
+            continue;
+        }
+        r.summary.lines_read += 1;
+        line.push_str(text);
+        match parse_line(&line, r.last_at_ms) {
+            Ok(event) => r.apply(line_no, event)?,
+            Err(err) => r.bad_line(line_no, Bad::Line(&err))?,
+        }
+    }
+    let end_ms = r.last_at_ms.saturating_add(r.options.drain_ms);
+    r.run_ticks_through(end_ms)?;
+    r.out.flush()?;
+    r.summary.still_waiting = r.shards.iter().map(Shard::waiting_total).sum::<usize>() as u64;
+    r.summary.virtual_end_ms = end_ms;
+    r.summary.finish();
+    r.summary.wall_ms = started.elapsed().as_secs_f64() * 1000.0;
+    Ok(r.summary)
+}
+
+impl<W: Write, D: Write> Replayer<'_, W, D> {
+    fn bad_line(&mut self, line_no: u64, bad: Bad<'_>) -> Result<(), ReplayError> {
+        let code = bad.code();
+        *self.summary.rejected.entry(code.to_owned()).or_default() += 1;
+        let message = bad.message();
+        writeln!(self.diag, "line {line_no}: {code}: {message}")?;
+        if self.options.strict {
+            return Err(ReplayError::Strict { line: line_no, reason: format!("{code}: {message}") });
+        }
+        Ok(())
+    }
+
+    /// Runs every tick strictly before `at_ms`, so events at `at_ms` land before its tick.
+    fn run_ticks_before(&mut self, at_ms: u64) -> Result<(), ReplayError> {
+        while self.next_tick_ms < at_ms {
+            self.tick()?;
+        }
+        Ok(())
+    }
+
+    fn run_ticks_through(&mut self, end_ms: u64) -> Result<(), ReplayError> {
+        while self.next_tick_ms <= end_ms {
+            self.tick()?;
+        }
+        Ok(())
+    }
+
+    fn tick(&mut self) -> Result<(), ReplayError> {
+        let now = self.next_tick_ms;
+        let started = Instant::now();
+        for shard in &mut self.shards {
+            shard.tick(now, &mut self.events);
+        }
+        self.summary.record_tick(started.elapsed());
+        let mut events = std::mem::take(&mut self.events);
+        for event in events.drain(..) {
+            if let Event::Matched(m) = event {
+                self.write_match(&m)?;
+            }
+        }
+        self.events = events;
+        self.next_tick_ms = now.saturating_add(self.rules.tick_ms);
+        Ok(())
+    }
+
+    fn intern_ticket(&mut self, name: &str) -> TicketId {
+        if let Some(&id) = self.ticket_ids.get(name) {
+            return TicketId(id);
+        }
+        let id = self.ticket_names.len() as u64;
+        self.ticket_ids.insert(name.into(), id);
+        self.ticket_names.push(name.into());
+        self.ticket_shard.push(u16::MAX);
+        TicketId(id)
+    }
+
+    fn intern_player(&mut self, name: &str) -> PlayerId {
+        if let Some(&id) = self.player_ids.get(name) {
+            return PlayerId(id);
+        }
+        let id = self.player_ids.len() as u64;
+        self.player_ids.insert(name.into(), id);
+        PlayerId(id)
+    }
+
+    fn apply(&mut self, line_no: u64, event: InputEvent<'_>) -> Result<(), ReplayError> {
+        let at_ms = event.at_ms();
+        self.run_ticks_before(at_ms)?;
+        match event {
+            InputEvent::Enqueue { ticket, mode, players, .. } => {
+                let id = self.intern_ticket(&ticket);
+                // An unknown name becomes an id no mode has; the shard refuses it in its
+                // usual order of checks, so every reason is decided in one place.
+                let mode = self.rules.mode_id(&mode).unwrap_or(ModeId(u16::MAX));
+                let players: Vec<PlayerEntry> = players
+                    .iter()
+                    .map(|p| PlayerEntry {
+                        id: self.intern_player(&p.id),
+                        mmr: p.mmr,
+                        rtt_ms: p
+                            .rtt_ms
+                            .iter()
+                            .filter_map(|(dc, rtt)| self.datacenter(dc).map(|dc| (dc, *rtt)))
+                            .collect(),
+                    })
+                    .collect();
+                // A ticket no shard can take goes to the first, which says why in its
+                // usual order of checks.
+                let shard = home_shard(&self.rules, &players).unwrap_or(ShardId(0));
+                let req = TicketRequest { id, mode, players };
+                match self.shards[usize::from(shard.0)].enqueue(at_ms, &req) {
+                    Ok(()) => {
+                        self.ticket_shard[id.0 as usize] = shard.0;
+                        self.accepted(at_ms);
+                    }
+                    Err(reason) => self.bad_line(line_no, Bad::Engine(reason))?,
+                }
+            }
+            InputEvent::Cancel { ticket, .. } => {
+                let shard = self.ticket_ids.get(&*ticket).map(|&id| (id, self.ticket_shard[id as usize]));
+                let outcome = match shard {
+                    Some((id, shard)) if shard != u16::MAX => {
+                        self.shards[usize::from(shard)].handle(at_ms, Command::Cancel(TicketId(id)), &mut self.events);
+                        self.events.pop()
+                    }
+                    _ => None,
+                };
+                match outcome {
+                    Some(Event::Cancelled(_)) => self.summary.cancelled += 1,
+                    _ => self.summary.cancel_not_waiting += 1,
+                }
+                self.accepted(at_ms);
+            }
+        }
+        Ok(())
+    }
+
+    fn accepted(&mut self, at_ms: u64) {
+        self.summary.accepted += 1;
+        self.last_at_ms = at_ms;
+    }
+
+    fn datacenter(&self, name: &str) -> Option<DatacenterId> {
+        self.rules.datacenter_id(name)
+    }
+
+    fn write_match(&mut self, m: &Match) -> Result<(), ReplayError> {
+        self.summary.record_match(m);
+        let out = &mut *self.out;
+        let mode = &self.rules.modes[usize::from(m.mode.0)].name;
+        write!(out, "{{\"match\":\"m{}\",\"mode\":", self.summary.matches)?;
+        serde_json::to_writer(&mut *out, mode).map_err(io::Error::from)?;
+        out.write_all(b",\"datacenter\":")?;
+        serde_json::to_writer(&mut *out, self.rules.datacenter_name(m.datacenter)).map_err(io::Error::from)?;
+        write!(out, ",\"formed_at_ms\":{},\"teams\":[", m.formed_at_ms)?;
+        for (i, team) in m.teams().enumerate() {
+            out.write_all(if i == 0 { b"[" } else { b",[" })?;
+            for (j, t) in team.iter().enumerate() {
+                if j > 0 {
+                    out.write_all(b",")?;
+                }
+                serde_json::to_writer(&mut *out, &*self.ticket_names[t.id.0 as usize]).map_err(io::Error::from)?;
+            }
+            out.write_all(b"]")?;
+        }
+        out.write_all(b"],\"wait_ms\":[")?;
+        for (i, t) in m.tickets.iter().enumerate() {
+            if i > 0 {
+                out.write_all(b",")?;
+            }
+            write!(out, "{}", t.wait_ms)?;
+        }
+        out.write_all(b"],\"mmr_spread\":")?;
+        write_f64(out, m.mmr_spread)?;
+        out.write_all(b",\"team_imbalance\":")?;
+        write_f64(out, m.team_imbalance)?;
+        out.write_all(b",\"worst_rtt_ms\":")?;
+        write_f64(out, m.worst_rtt_ms)?;
+        out.write_all(b"}\n")?;
+        Ok(())
+    }
+}
+
+fn write_f64(out: &mut impl Write, x: f64) -> io::Result<()> {
+    serde_json::to_writer(out, &x).map_err(io::Error::from)
+}

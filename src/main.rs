@@ -1,0 +1,154 @@
+//! `rally`: the one binary. This file only parses the command line, loads configuration
+//! and wires the crates together; behaviour lives in the crates.
+
+#![forbid(unsafe_code)]
+
+use std::fs::File;
+use std::io::{self, BufRead, BufReader, BufWriter, Write};
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::sync::Arc;
+
+use anyhow::{Context, Result};
+use clap::{Args, Parser, Subcommand};
+use rally_engine::Rules;
+use rally_replay::{ReplayError, ReplayOptions, workload};
+
+#[derive(Parser)]
+#[command(name = "rally", version, about = "Rally: matchmaking and game services")]
+struct Cli {
+    #[command(subcommand)]
+    command: Cmd,
+}
+
+#[derive(Subcommand)]
+enum Cmd {
+    /// Replays an event log through the engine on a virtual clock (the offline simulator).
+    Replay(ReplayArgs),
+    /// Writes a synthetic event log for `rally replay` (seeded, reproducible).
+    Workload(WorkloadArgs),
+}
+
+#[derive(Args)]
+struct ReplayArgs {
+    /// Rules: regions, datacenters and modes (TOML).
+    #[arg(long, value_name = "MODES.toml")]
+    modes: PathBuf,
+    /// Events, one JSON object per line; `-` reads stdin.
+    #[arg(long, value_name = "EVENTS.jsonl")]
+    input: PathBuf,
+    /// Where formed matches go, one JSON object per line; `-` writes stdout.
+    #[arg(long, value_name = "MATCHES.jsonl")]
+    output: PathBuf,
+    /// How long the clock runs on after the last event, ms.
+    #[arg(long, value_name = "N", default_value_t = 60_000)]
+    drain_ms: u64,
+    /// Stop at the first bad line with exit code 2.
+    #[arg(long)]
+    strict: bool,
+    /// Also write the summary as JSON to this file (`-`: stdout).
+    #[arg(long, value_name = "FILE")]
+    summary_json: Option<PathBuf>,
+}
+
+#[derive(Args)]
+struct WorkloadArgs {
+    /// Rules the traffic is for: its modes and datacenters are used (TOML).
+    #[arg(long, value_name = "MODES.toml")]
+    modes: PathBuf,
+    /// Where the events go; `-` writes stdout.
+    #[arg(long, value_name = "EVENTS.jsonl", default_value = "-")]
+    output: PathBuf,
+    /// Tickets per second.
+    #[arg(long, default_value_t = 200.0)]
+    rate: f64,
+    /// Seconds of arrivals.
+    #[arg(long, default_value_t = 60.0)]
+    duration_s: f64,
+    /// Fraction of tickets that cancel later.
+    #[arg(long, default_value_t = 0.07)]
+    cancel_fraction: f64,
+    /// RNG seed.
+    #[arg(long, default_value_t = 1)]
+    seed: u64,
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Cmd::Replay(args) => replay(args),
+        Cmd::Workload(args) => generate(args),
+    };
+    match result {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn load_rules(path: &Path) -> Result<Arc<Rules>> {
+    let text = std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
+    let rules = Rules::from_toml(&text).with_context(|| format!("in {}", path.display()))?;
+    Ok(Arc::new(rules))
+}
+
+fn open_input(path: &Path) -> Result<Box<dyn BufRead>> {
+    Ok(if path == Path::new("-") {
+        Box::new(BufReader::with_capacity(1 << 20, io::stdin()))
+    } else {
+        let file = File::open(path).with_context(|| format!("opening {}", path.display()))?;
+        Box::new(BufReader::with_capacity(1 << 20, file))
+    })
+}
+
+fn open_output(path: &Path) -> Result<Box<dyn Write>> {
+    Ok(if path == Path::new("-") {
+        Box::new(BufWriter::with_capacity(1 << 20, io::stdout()))
+    } else {
+        let file = File::create(path).with_context(|| format!("creating {}", path.display()))?;
+        Box::new(BufWriter::with_capacity(1 << 20, file))
+    })
+}
+
+fn replay(args: ReplayArgs) -> Result<ExitCode> {
+    let rules = load_rules(&args.modes)?;
+    let mut input = open_input(&args.input)?;
+    let mut output = open_output(&args.output)?;
+    let options = ReplayOptions { drain_ms: args.drain_ms, strict: args.strict };
+    let mut diag = BufWriter::new(io::stderr().lock());
+    let summary = match rally_replay::run(rules, options, &mut input, &mut output, &mut diag) {
+        Ok(summary) => summary,
+        Err(ReplayError::Strict { line, reason }) => {
+            output.flush()?;
+            writeln!(diag, "error: --strict: line {line}: {reason}")?;
+            diag.flush()?;
+            return Ok(ExitCode::from(2));
+        }
+        Err(e) => return Err(e.into()),
+    };
+    output.flush()?;
+    writeln!(diag, "{summary}")?;
+    diag.flush()?;
+    if let Some(path) = args.summary_json {
+        let mut out = open_output(&path)?;
+        serde_json::to_writer_pretty(&mut out, &summary)?;
+        writeln!(out)?;
+        out.flush()?;
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn generate(args: WorkloadArgs) -> Result<ExitCode> {
+    let rules = load_rules(&args.modes)?;
+    anyhow::ensure!(args.rate > 0.0 && args.rate.is_finite(), "--rate must be a positive number");
+    anyhow::ensure!(args.duration_s >= 0.0 && args.duration_s.is_finite(), "--duration-s must not be negative");
+    anyhow::ensure!((0.0..=1.0).contains(&args.cancel_fraction), "--cancel-fraction must be within 0..=1");
+    let mut spec = workload::WorkloadSpec::mixed(&rules, args.seed, args.rate, args.duration_s);
+    spec.cancel_fraction = args.cancel_fraction;
+    let mut out = open_output(&args.output)?;
+    out.write_all(workload::generate(&rules, &spec).as_bytes())?;
+    out.flush()?;
+    Ok(ExitCode::SUCCESS)
+}
