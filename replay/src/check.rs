@@ -171,6 +171,11 @@ impl Admission {
     }
 
     /// The ticket if it is waiting.
+    pub fn n_waiting(&self) -> usize {
+        self.tickets.values().filter(|(state, _)| *state == State::Waiting).count()
+    }
+
+    /// The ticket `name` if it is waiting.
     pub fn waiting(&self, name: &str) -> Option<&CheckTicket> {
         match self.tickets.get(name) {
             Some((State::Waiting, t)) => Some(t),
@@ -194,6 +199,10 @@ pub struct Quality {
     pub wait_p95_ms: u64,
     /// Mean wait of matched tickets, ms.
     pub mean_wait_ms: f64,
+    /// 95th percentile wait over every ticket that was not cancelled, the ones never
+    /// matched counting as waiting forever (`u64::MAX`): a matcher cannot improve it by
+    /// leaving hard tickets behind.
+    pub wait_p95_all_ms: u64,
     /// Mean team imbalance per match.
     pub mean_imbalance: f64,
     /// Mean MMR spread per match.
@@ -269,7 +278,13 @@ pub fn evaluate(rules: &Rules, events: &str, matches: &str) -> Result<Quality, S
     for m in &matches[next_match..] {
         check_match(rules, &mut admission, m, &mut q, &mut waits)?;
     }
+    let mut all = waits.clone();
+    all.resize(all.len() + admission.n_waiting(), u64::MAX);
     waits.sort_unstable();
+    all.sort_unstable();
+    if !all.is_empty() {
+        q.wait_p95_all_ms = all[((0.95 * all.len() as f64).ceil() as usize).clamp(1, all.len()) - 1];
+    }
     if !waits.is_empty() {
         let rank = |p: f64| waits[((p * waits.len() as f64).ceil() as usize).clamp(1, waits.len()) - 1];
         q.wait_p50_ms = rank(0.50);

@@ -1,5 +1,10 @@
 //! Match quality: on mixed traffic the engine must beat a plain greedy matcher at equal
 //! validity — at least as many tickets matched, lower p95 wait, lower mean imbalance.
+//!
+//! The p95 wait compared is over every ticket that was not cancelled, a ticket never
+//! matched counting as waiting forever (`Quality::wait_p95_all_ms`). The p95 over matched
+//! tickets only is printed too; it rewards leaving hard tickets unmatched, which the
+//! engine does not do (it matches more of them, late), so it is not the yardstick.
 
 use std::sync::Arc;
 
@@ -36,12 +41,12 @@ fn compare(spec: &WorkloadSpec) -> (Quality, Quality) {
 #[test]
 fn engine_beats_greedy_on_mixed_traffic() {
     let rules = Rules::from_toml(RULES).unwrap();
-    for (seed, rate) in [(1, 100.0), (2, 300.0), (3, 40.0)] {
+    for (seed, rate) in [(1, 100.0), (2, 300.0), (3, 40.0), (5, 60.0)] {
         let spec = WorkloadSpec::mixed(&rules, seed, rate, 60.0);
         let (engine, greedy) = compare(&spec);
         eprintln!("seed {seed} rate {rate}\n  engine {engine:?}\n  greedy {greedy:?}");
         assert!(engine.tickets_matched >= greedy.tickets_matched, "seed {seed}: fewer tickets matched");
-        assert!(engine.wait_p95_ms < greedy.wait_p95_ms, "seed {seed}: p95 wait not lower");
+        assert!(engine.wait_p95_all_ms < greedy.wait_p95_all_ms, "seed {seed}: p95 wait not lower");
         assert!(engine.mean_imbalance < greedy.mean_imbalance, "seed {seed}: imbalance not lower");
     }
 }
