@@ -1,0 +1,147 @@
+//! Small hand-built situations with their expected matches, as snapshots.
+
+mod common;
+
+use common::*;
+use expect_test::expect;
+use rally_engine::{Command, Event, Rejection, TicketId};
+
+#[test]
+fn two_close_duelists_match_on_the_first_tick_in_their_best_datacenter() {
+    let mut s = shard();
+    enqueue(&mut s, 0, ticket(1, "duel", vec![eu(1, 1500.0)]));
+    enqueue(&mut s, 0, ticket(2, "duel", vec![player(2, 1520.0, &[("eu-west", 50.0), ("eu-central", 30.0)])]));
+    let matches = tick(&mut s, 0);
+    // eu-central: worst RTT 35 beats eu-west's 50.
+    expect![[r#"
+        t=0 duel @eu-central [t2] vs [t1] spread=20.0 imbalance=20.0 worst_rtt=35.0 waits=0,0
+    "#]]
+    .assert_eq(&render(s.rules(), &matches));
+    assert_eq!(s.waiting_total(), 0);
+}
+
+#[test]
+fn a_wide_gap_waits_until_both_windows_cover_it() {
+    let mut s = shard();
+    enqueue(&mut s, 0, ticket(1, "duel", vec![eu(1, 1500.0)]));
+    enqueue(&mut s, 2_000, ticket(2, "duel", vec![eu(2, 1580.0)]));
+    // Ticket 1's window reaches 80 at 3 s, ticket 2's only at 5 s (it came 2 s later).
+    let matches = run_ticks(&mut s, 0, 10_000);
+    expect![[r#"
+        t=5000 duel @eu-west [t2] vs [t1] spread=80.0 imbalance=80.0 worst_rtt=20.0 waits=3000,5000
+    "#]]
+    .assert_eq(&render(s.rules(), &matches));
+}
+
+#[test]
+fn rtt_limits_widen_until_a_datacenter_suits_both() {
+    let mut s = shard();
+    // The closest common datacenter is 90 ms away for one of them: the limit (60 +10/s)
+    // reaches 90 after 3 s.
+    enqueue(&mut s, 0, ticket(1, "duel", vec![player(1, 1500.0, &[("eu-west", 10.0), ("na-east", 90.0)])]));
+    enqueue(&mut s, 0, ticket(2, "duel", vec![player(2, 1500.0, &[("na-east", 15.0), ("eu-west", 95.0)])]));
+    let matches = run_ticks(&mut s, 0, 10_000);
+    expect![[r#"
+        t=3000 duel @na-east [t1] vs [t2] spread=0.0 imbalance=0.0 worst_rtt=90.0 waits=3000,3000
+    "#]]
+    .assert_eq(&render(s.rules(), &matches));
+}
+
+#[test]
+fn the_oldest_ticket_gets_the_contested_partner() {
+    let mut s = shard();
+    enqueue(&mut s, 0, ticket(1, "duel", vec![eu(1, 1460.0)]));
+    // Ticket 3 is closer to 2 in rating, but 1 has waited longer and 2 is in its window.
+    enqueue(&mut s, 1_000, ticket(2, "duel", vec![eu(2, 1500.0)]));
+    enqueue(&mut s, 1_000, ticket(3, "duel", vec![eu(3, 1510.0)]));
+    let matches = tick(&mut s, 1_000);
+    expect![[r#"
+        t=1000 duel @eu-west [t2] vs [t1] spread=40.0 imbalance=40.0 worst_rtt=20.0 waits=0,1000
+    "#]]
+    .assert_eq(&render(s.rules(), &matches));
+    assert_eq!(s.waiting_total(), 1);
+}
+
+#[test]
+fn parties_stay_together_and_teams_are_balanced_by_mean_rating() {
+    let mut s = shard();
+    enqueue(&mut s, 0, ticket(1, "trio", vec![eu(10, 1600.0), eu(11, 1640.0)]));
+    enqueue(&mut s, 0, ticket(2, "trio", vec![eu(20, 1500.0), eu(21, 1460.0)]));
+    enqueue(&mut s, 0, ticket(3, "trio", vec![eu(30, 1450.0)]));
+    enqueue(&mut s, 0, ticket(4, "trio", vec![eu(40, 1590.0)]));
+    let matches = tick(&mut s, 0);
+    // Duo 1 (3240) + solo 3 (1450) = 4690 against duo 2 (2960) + solo 4 (1590) = 4550:
+    // the better of the two splits that keep the duos whole (the other one is 140 apart).
+    expect![[r#"
+        t=0 trio @eu-west [t1 t3] vs [t2 t4] spread=190.0 imbalance=46.7 worst_rtt=20.0 waits=0,0,0,0
+    "#]]
+    .assert_eq(&render(s.rules(), &matches));
+    let m = &matches[0];
+    for t in &m.tickets {
+        assert_eq!(m.players_of(t).len(), usize::from(t.n_players));
+    }
+}
+
+#[test]
+fn free_for_all_takes_the_tightest_run_of_ratings() {
+    let mut s = shard();
+    for (id, mmr) in [(1, 1500.0), (2, 1420.0), (3, 1510.0), (4, 1520.0), (5, 1530.0), (6, 1590.0)] {
+        enqueue(&mut s, 0, ticket(id, "ffa4", vec![eu(id, mmr)]));
+    }
+    let matches = tick(&mut s, 0);
+    expect![[r#"
+        t=0 ffa4 @eu-west [t5] vs [t4] vs [t3] vs [t1] spread=30.0 imbalance=30.0 worst_rtt=20.0 waits=0,0,0,0
+    "#]]
+    .assert_eq(&render(s.rules(), &matches));
+}
+
+#[test]
+fn cancelled_tickets_are_never_matched_and_their_players_may_queue_again() {
+    let mut s = shard();
+    enqueue(&mut s, 0, ticket(1, "duel", vec![eu(1, 1500.0)]));
+    let mut out = Vec::new();
+    s.handle(50, Command::Cancel(TicketId(1)), &mut out);
+    assert_eq!(out, vec![Event::Cancelled(TicketId(1))]);
+    enqueue(&mut s, 60, ticket(2, "duel", vec![eu(2, 1500.0)]));
+    assert!(tick(&mut s, 100).is_empty());
+
+    // Player 1 is free again, under a new ticket id; the old id stays spent.
+    assert_eq!(enqueue(&mut s, 150, ticket(3, "duel", vec![eu(1, 1500.0)])), vec![Event::Enqueued(TicketId(3))]);
+    assert_eq!(
+        enqueue(&mut s, 150, ticket(1, "duel", vec![eu(9, 1500.0)])),
+        vec![Event::Rejected { ticket: TicketId(1), reason: Rejection::DuplicateTicket }]
+    );
+    assert_eq!(tick(&mut s, 200).len(), 1);
+
+    // Cancelling what is matched, cancelled or unknown is answered, not an error.
+    for id in [1, 2, 77] {
+        out.clear();
+        s.handle(300, Command::Cancel(TicketId(id)), &mut out);
+        assert_eq!(out, vec![Event::NotWaiting(TicketId(id))]);
+    }
+}
+
+#[test]
+fn poll_timeout_follows_the_tick_period() {
+    let mut s = shard();
+    assert_eq!(s.poll_timeout(), Some(0));
+    tick(&mut s, 0);
+    assert_eq!(s.poll_timeout(), Some(100));
+    tick(&mut s, 250);
+    assert_eq!(s.poll_timeout(), Some(350));
+}
+
+#[test]
+fn finished_ids_are_forgotten_after_the_configured_time() {
+    let mut s = rally_engine::Shard::new(
+        rules(),
+        rally_engine::ShardId(0),
+        rally_engine::ShardConfig { remember_ids_ms: Some(1_000) },
+    );
+    enqueue(&mut s, 0, ticket(1, "duel", vec![eu(1, 1500.0)]));
+    s.handle(0, Command::Cancel(TicketId(1)), &mut Vec::new());
+    tick(&mut s, 500);
+    assert!(matches!(enqueue(&mut s, 500, ticket(1, "duel", vec![eu(1, 1500.0)]))[0], Event::Rejected { .. }));
+    tick(&mut s, 1_100);
+    assert_eq!(enqueue(&mut s, 1_100, ticket(1, "duel", vec![eu(1, 1500.0)])), vec![Event::Enqueued(TicketId(1))]);
+}
