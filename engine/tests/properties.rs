@@ -1,0 +1,229 @@
+//! Random workloads against the shard, checked by an independent model: every match is
+//! valid under the contract, no ticket is used twice, parties stay whole, the reported
+//! figures are right, and the same inputs give the same events.
+
+mod common;
+
+use std::collections::HashMap;
+
+use common::*;
+use proptest::prelude::*;
+use rally_engine::{Command, Event, Match, PlayerEntry, PlayerId, Rules, TicketId, TicketRequest};
+
+#[derive(Clone, Debug)]
+enum Op {
+    Enqueue { ticket: u64, mode: usize, players: Vec<(u64, f64, Vec<(usize, f64)>)> },
+    Cancel(u64),
+    Tick { advance_ms: u64 },
+}
+
+fn op() -> impl Strategy<Value = Op> {
+    // Few ids so duplicates and conflicts happen; ratings narrow enough that matches form.
+    let rtt = prop::collection::vec((0usize..5, prop_oneof![9 => 5.0f64..160.0, 1 => Just(f64::NAN)]), 0..4);
+    let player = (0u64..120, prop_oneof![20 => 1300.0f64..1700.0, 1 => Just(-5.0)], rtt);
+    prop_oneof![
+        6 => (0u64..400, 0usize..4, prop::collection::vec(player, 0..5))
+            .prop_map(|(ticket, mode, players)| Op::Enqueue { ticket, mode, players }),
+        1 => (0u64..400).prop_map(Op::Cancel),
+        3 => (0u64..1_500).prop_map(|advance_ms| Op::Tick { advance_ms }),
+    ]
+}
+
+fn request(ticket: u64, mode: usize, players: &[(u64, f64, Vec<(usize, f64)>)]) -> TicketRequest {
+    TicketRequest {
+        id: TicketId(ticket),
+        // The rules have three modes: index 3 is an unknown mode.
+        mode: rally_engine::ModeId(mode as u16),
+        players: players
+            .iter()
+            .map(|(id, mmr, rtt)| PlayerEntry {
+                id: PlayerId(*id),
+                mmr: *mmr,
+                rtt_ms: rtt.iter().map(|&(dc, ms)| (rally_engine::DatacenterId(dc as u16), ms)).collect(),
+            })
+            .collect(),
+    }
+}
+
+/// Runs the ops through a fresh shard; returns every event with the time it happened at.
+fn run(ops: &[Op]) -> Vec<(u64, Event)> {
+    let mut s = shard();
+    let mut now = 0u64;
+    let mut events = Vec::new();
+    let mut out = Vec::new();
+    for op in ops {
+        match op {
+            Op::Enqueue { ticket, mode, players } => {
+                s.handle(now, Command::Enqueue(request(*ticket, *mode, players)), &mut out)
+            }
+            Op::Cancel(id) => s.handle(now, Command::Cancel(TicketId(*id)), &mut out),
+            Op::Tick { advance_ms } => {
+                now += advance_ms;
+                s.tick(now, &mut out);
+            }
+        }
+        events.extend(out.drain(..).map(|e| (now, e)));
+    }
+    events
+}
+
+struct Waiting {
+    req: TicketRequest,
+    at_ms: u64,
+}
+
+/// The model: replays the events against the requests and checks every match.
+fn check(ops: &[Op], events: &[(u64, Event)]) -> Result<(), TestCaseError> {
+    let rules = rules();
+    let mut requests: HashMap<u64, TicketRequest> = HashMap::new();
+    let mut waiting: HashMap<TicketId, Waiting> = HashMap::new();
+    let mut seen_ids = std::collections::HashSet::new();
+    let mut waiting_players: HashMap<PlayerId, TicketId> = HashMap::new();
+    // Requests by id, last one wins (events name tickets by id; the shard answers in order).
+    let mut pending: std::collections::VecDeque<TicketRequest> = ops
+        .iter()
+        .filter_map(|op| match op {
+            Op::Enqueue { ticket, mode, players } => Some(request(*ticket, *mode, players)),
+            _ => None,
+        })
+        .collect();
+    for (now, event) in events {
+        match event {
+            Event::Enqueued(id) | Event::Rejected { ticket: id, .. } => {
+                let req = pending.pop_front().expect("one answer per enqueue");
+                prop_assert_eq!(req.id, *id);
+                if let Event::Enqueued(_) = event {
+                    prop_assert!(seen_ids.insert(*id), "ticket id {:?} accepted twice", id);
+                    for p in &req.players {
+                        prop_assert!(waiting_players.insert(p.id, *id).is_none(), "player waiting twice");
+                    }
+                    waiting.insert(*id, Waiting { req: req.clone(), at_ms: *now });
+                }
+                requests.insert(id.0, req);
+            }
+            Event::Cancelled(id) => {
+                let w = waiting.remove(id).expect("only a waiting ticket is cancelled");
+                for p in &w.req.players {
+                    waiting_players.remove(&p.id);
+                }
+            }
+            Event::NotWaiting(id) => prop_assert!(!waiting.contains_key(id), "a waiting ticket was reported not waiting"),
+            Event::Matched(m) => {
+                check_match(&rules, &waiting, *now, m)?;
+                for t in &m.tickets {
+                    let w = waiting.remove(&t.id).expect("checked");
+                    for p in &w.req.players {
+                        waiting_players.remove(&p.id);
+                    }
+                }
+            }
+        }
+    }
+    prop_assert!(pending.is_empty());
+    Ok(())
+}
+
+fn check_match(rules: &Rules, waiting: &HashMap<TicketId, Waiting>, now: u64, m: &Match) -> Result<(), TestCaseError> {
+    let mode = &rules.modes[usize::from(m.mode.0)];
+    prop_assert_eq!(m.formed_at_ms, now);
+    prop_assert_eq!(m.teams().count(), usize::from(mode.teams));
+    let mut ids: Vec<TicketId> = m.tickets.iter().map(|t| t.id).collect();
+    ids.sort();
+    ids.dedup();
+    prop_assert_eq!(ids.len(), m.tickets.len(), "a ticket twice in one match");
+    let (mut lo, mut hi) = (f64::INFINITY, f64::NEG_INFINITY);
+    let mut worst_rtt = 0.0f64;
+    let mut means = Vec::new();
+    for team in m.teams() {
+        let mut size = 0;
+        let mut sum = 0.0;
+        for t in team {
+            let w = waiting.get(&t.id).ok_or_else(|| TestCaseError::fail(format!("{:?} not waiting", t.id)))?;
+            prop_assert_eq!(w.req.mode, m.mode);
+            // The party is whole, in order, on this team.
+            let ids: Vec<PlayerId> = w.req.players.iter().map(|p| p.id).collect();
+            prop_assert_eq!(m.players_of(t), &ids[..]);
+            prop_assert_eq!(t.wait_ms, now - w.at_ms);
+            size += w.req.players.len();
+            for p in &w.req.players {
+                lo = lo.min(p.mmr);
+                hi = hi.max(p.mmr);
+                sum += p.mmr;
+            }
+        }
+        prop_assert_eq!(size, usize::from(mode.team_size));
+        means.push(sum / f64::from(mode.team_size));
+    }
+    let spread = hi - lo;
+    for t in &m.tickets {
+        let w = &waiting[&t.id];
+        let wait = now - w.at_ms;
+        prop_assert!(spread <= mode.mmr_window.at(wait), "spread {} over {:?}'s window", spread, t.id);
+        let limit = mode.max_rtt_ms.at(wait);
+        for p in &w.req.players {
+            // The worst of a player's entries for the datacenter counts (duplicates allowed).
+            let rtt = p.rtt_ms.iter().filter(|(d, _)| *d == m.datacenter).map(|&(_, r)| r).fold(None, |a: Option<f64>, r| {
+                Some(a.map_or(r, |a| a.max(r)))
+            });
+            let rtt = rtt.ok_or_else(|| TestCaseError::fail("player without an rtt to the match's datacenter"))?;
+            prop_assert!(rtt <= limit, "rtt {} over limit {}", rtt, limit);
+            worst_rtt = worst_rtt.max(rtt);
+        }
+    }
+    let imbalance = means.iter().cloned().fold(f64::NEG_INFINITY, f64::max) - means.iter().cloned().fold(f64::INFINITY, f64::min);
+    prop_assert!((m.mmr_spread - spread).abs() < 1e-9);
+    prop_assert!((m.team_imbalance - imbalance).abs() < 1e-6);
+    prop_assert!((m.worst_rtt_ms - worst_rtt).abs() < 1e-9);
+    Ok(())
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 256, ..ProptestConfig::default() })]
+
+    #[test]
+    fn every_match_is_valid_and_whole(ops in prop::collection::vec(op(), 1..400)) {
+        let events = run(&ops);
+        check(&ops, &events)?;
+    }
+
+    #[test]
+    fn same_inputs_same_events(ops in prop::collection::vec(op(), 1..300)) {
+        prop_assert_eq!(run(&ops), run(&ops));
+    }
+}
+
+#[test]
+fn many_tickets_in_every_mode_all_match_validly() {
+    // A denser, longer run than the proptest cases: most tickets match.
+    use rand::{Rng, SeedableRng};
+    let mut rng = rand::rngs::SmallRng::seed_from_u64(7);
+    let mut ops = Vec::new();
+    let mut next_player = 0u64;
+    for ticket in 0..3_000u64 {
+        let mode = rng.random_range(0..3usize);
+        let size = if mode == 1 { rng.random_range(1..=3) } else { 1 };
+        let players = (0..size)
+            .map(|_| {
+                next_player += 1;
+                let home = rng.random_range(0..5usize);
+                let rtt = (0..5).map(|dc| (dc, if dc == home { 20.0 } else { rng.random_range(40.0..140.0) })).collect();
+                (next_player, rng.random_range(1200.0..1800.0), rtt)
+            })
+            .collect();
+        ops.push(Op::Enqueue { ticket, mode, players });
+        if ticket % 10 == 9 {
+            ops.push(Op::Tick { advance_ms: 100 });
+        }
+        if ticket % 97 == 0 {
+            ops.push(Op::Cancel(ticket / 2));
+        }
+    }
+    ops.extend((0..300).map(|_| Op::Tick { advance_ms: 100 }));
+    let events = run(&ops);
+    check(&ops, &events).unwrap();
+    let matched: usize = events
+        .iter()
+        .filter_map(|(_, e)| if let Event::Matched(m) = e { Some(m.tickets.len()) } else { None })
+        .sum();
+    assert!(matched > 2_500, "only {matched} of 3000 tickets matched");
+}

@@ -1,0 +1,115 @@
+//! The shard runtime on real threads: events delivered, backpressure, graceful shutdown.
+//! Waits are on channel receives with deadlines, never on sleeps.
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+use common::*;
+use crossbeam_channel::Receiver;
+use rally_engine::{Command, Event, Runtime, RuntimeConfig, RuntimeEvent, ShardId, SubmitError, TicketId};
+
+const DEADLINE: Duration = Duration::from_secs(10);
+
+/// Receives until `pick` returns something, or fails after `DEADLINE`.
+fn wait_for<T>(rx: &Receiver<RuntimeEvent>, mut pick: impl FnMut(&RuntimeEvent) -> Option<T>) -> T {
+    let until = Instant::now() + DEADLINE;
+    loop {
+        let left = until.saturating_duration_since(Instant::now());
+        let event = rx.recv_timeout(left).expect("the expected event arrived in time");
+        if let Some(found) = pick(&event) {
+            return found;
+        }
+    }
+}
+
+#[test]
+fn enqueued_tickets_are_matched_on_a_real_clock_tick() {
+    let (tx, rx) = crossbeam_channel::unbounded();
+    let runtime = Runtime::start(rules(), RuntimeConfig::default(), tx).unwrap();
+    let shard = runtime.shard(ShardId(0)).unwrap().clone();
+    shard.try_submit(Command::Enqueue(ticket(1, "duel", vec![eu(1, 1500.0)]))).unwrap();
+    shard.try_submit(Command::Enqueue(ticket(2, "duel", vec![eu(2, 1510.0)]))).unwrap();
+    let m = wait_for(&rx, |e| match e {
+        RuntimeEvent::Shard { event: Event::Matched(m), .. } => Some(m.clone()),
+        _ => None,
+    });
+    let mut ids: Vec<u64> = m.tickets.iter().map(|t| t.id.0).collect();
+    ids.sort();
+    assert_eq!(ids, [1, 2]);
+    // Ticks keep coming and report the queue.
+    let waiting = wait_for(&rx, |e| match e {
+        RuntimeEvent::Tick { waiting, .. } => Some(*waiting),
+        _ => None,
+    });
+    assert_eq!(waiting, 0);
+    runtime.shutdown();
+}
+
+#[test]
+fn a_full_mailbox_is_a_retryable_rejection() {
+    // A rendezvous event channel nobody reads: the shard thread blocks on its first event,
+    // so nothing leaves its mailbox of one.
+    let (tx, rx) = crossbeam_channel::bounded(0);
+    let config = RuntimeConfig { mailbox_capacity: 1, ..RuntimeConfig::default() };
+    let runtime = Runtime::start(rules(), config, tx).unwrap();
+    let shard = runtime.shard(ShardId(0)).unwrap().clone();
+    shard.try_submit(Command::Cancel(TicketId(1))).unwrap();
+    let err = shard.try_submit(Command::Cancel(TicketId(2))).unwrap_err();
+    assert_eq!(err, SubmitError::MailboxFull);
+    assert!(err.is_retryable());
+    // Once the consumer reads, the shard catches up and the retry is accepted.
+    let until = Instant::now() + DEADLINE;
+    loop {
+        let _ = rx.recv_timeout(Duration::from_millis(10));
+        match shard.try_submit(Command::Cancel(TicketId(2))) {
+            Ok(()) => break,
+            Err(SubmitError::MailboxFull) if Instant::now() < until => continue,
+            Err(e) => panic!("retry failed: {e}"),
+        }
+    }
+    drop(rx);
+    runtime.shutdown();
+}
+
+#[test]
+fn shutdown_applies_what_was_queued_then_refuses_more() {
+    let (tx, rx) = crossbeam_channel::unbounded();
+    let runtime = Runtime::start(rules(), RuntimeConfig::default(), tx).unwrap();
+    let shard = runtime.shard(ShardId(0)).unwrap().clone();
+    for id in 0..100 {
+        shard.try_submit(Command::Enqueue(ticket(id, "trio", vec![eu(id, 1000.0 + 50.0 * id as f64)]))).unwrap();
+    }
+    runtime.shutdown();
+    let answered = rx.try_iter().filter(|e| matches!(e, RuntimeEvent::Shard { event: Event::Enqueued(_), .. })).count();
+    assert_eq!(answered, 100, "every command submitted before shutdown is applied");
+    assert_eq!(shard.try_submit(Command::Cancel(TicketId(1))), Err(SubmitError::ShuttingDown));
+}
+
+#[test]
+fn an_unknown_shard_is_a_typed_error() {
+    let (tx, _rx) = crossbeam_channel::unbounded();
+    let runtime = Runtime::start(rules(), RuntimeConfig::default(), tx).unwrap();
+    assert_eq!(runtime.shards().len(), 1);
+    assert_eq!(runtime.shard(ShardId(7)).unwrap_err(), SubmitError::UnknownShard);
+    assert!(!SubmitError::UnknownShard.is_retryable());
+}
+
+#[test]
+fn one_thread_per_configured_shard() {
+    let mut text = RULES.to_owned();
+    text.insert_str(0, "shards = [[\"eu\"], [\"na\"]]\n");
+    let rules = std::sync::Arc::new(rally_engine::Rules::from_toml(&text).unwrap());
+    let (tx, rx) = crossbeam_channel::unbounded();
+    let runtime = Runtime::start(rules, RuntimeConfig::default(), tx).unwrap();
+    assert_eq!(runtime.shards().len(), 2);
+    let mut seen = [false; 2];
+    while !seen.iter().all(|&s| s) {
+        let shard = wait_for(&rx, |e| match e {
+            RuntimeEvent::Tick { shard, .. } => Some(*shard),
+            _ => None,
+        });
+        seen[usize::from(shard.0)] = true;
+    }
+    runtime.shutdown();
+}
