@@ -26,7 +26,7 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use rally_engine::{
-    Command, DatacenterId, Event, Match, ModeId, PlayerEntry, PlayerId, Rules, Shard, ShardConfig, ShardId, TicketId,
+    Command, DatacenterId, Event, Match, ModeId, PlayerEntry, PlayerId, Rejection, Rules, Shard, ShardConfig, ShardId, TicketId,
     TicketRequest, home_shard,
 };
 use rustc_hash::FxHashMap;
@@ -97,6 +97,9 @@ struct Replayer<'o, W: Write, D: Write> {
     /// The shard each accepted ticket went to, by `TicketId` (`u16::MAX`: never accepted).
     ticket_shard: Vec<u16>,
     player_ids: FxHashMap<Box<str>, u64>,
+    /// With more than one shard, the players waiting and their tickets: a shard only knows
+    /// its own, and the contract forbids waiting twice anywhere.
+    across_shards: Option<AcrossShards>,
     next_tick_ms: u64,
     last_at_ms: u64,
     events: Vec<Event>,
@@ -104,6 +107,34 @@ struct Replayer<'o, W: Write, D: Write> {
     diag: &'o mut D,
     summary: Summary,
     line_buf: Vec<u8>,
+}
+
+#[derive(Default)]
+struct AcrossShards {
+    waiting_players: FxHashMap<PlayerId, TicketId>,
+    ticket_players: FxHashMap<TicketId, Vec<PlayerId>>,
+}
+
+impl AcrossShards {
+    fn conflict(&self, used_before: bool, players: &[PlayerEntry]) -> Option<Rejection> {
+        if used_before {
+            return Some(Rejection::DuplicateTicket);
+        }
+        players.iter().any(|p| self.waiting_players.contains_key(&p.id)).then_some(Rejection::PlayerAlreadyWaiting)
+    }
+
+    fn enqueued(&mut self, ticket: TicketId, players: &[PlayerEntry]) {
+        for p in players {
+            self.waiting_players.insert(p.id, ticket);
+        }
+        self.ticket_players.insert(ticket, players.iter().map(|p| p.id).collect());
+    }
+
+    fn finished(&mut self, ticket: TicketId) {
+        for p in self.ticket_players.remove(&ticket).unwrap_or_default() {
+            self.waiting_players.remove(&p);
+        }
+    }
 }
 
 /// Runs a whole replay: `input` events in, matches to `output`, one line per bad input line
@@ -116,9 +147,10 @@ pub fn run(
     diag: &mut impl Write,
 ) -> Result<Summary, ReplayError> {
     let started = Instant::now();
-    let shards = (0..rules.shards.len())
+    let shards: Vec<Shard> = (0..rules.shards.len())
         .map(|i| Shard::new(rules.clone(), ShardId(i as u16), ShardConfig { remember_ids_ms: None }))
         .collect();
+    let across_shards = (shards.len() > 1).then(AcrossShards::default);
     let mut r = Replayer {
         rules,
         shards,
@@ -127,6 +159,7 @@ pub fn run(
         ticket_names: Vec::new(),
         ticket_shard: Vec::new(),
         player_ids: FxHashMap::default(),
+        across_shards,
         next_tick_ms: 0,
         last_at_ms: 0,
         events: Vec::new(),
@@ -211,6 +244,11 @@ impl<W: Write, D: Write> Replayer<'_, W, D> {
         let mut events = std::mem::take(&mut self.events);
         for event in events.drain(..) {
             if let Event::Matched(m) = event {
+                if let Some(across) = &mut self.across_shards {
+                    for t in &m.tickets {
+                        across.finished(t.id);
+                    }
+                }
                 self.write_match(&m)?;
             }
         }
@@ -264,9 +302,14 @@ impl<W: Write, D: Write> Replayer<'_, W, D> {
                 // usual order of checks.
                 let shard = home_shard(&self.rules, &players).unwrap_or(ShardId(0));
                 let req = TicketRequest { id, mode, players };
-                match self.shards[usize::from(shard.0)].enqueue(at_ms, &req) {
+                let used_before = self.ticket_shard[id.0 as usize] != u16::MAX;
+                let conflict = self.across_shards.as_ref().and_then(|a| a.conflict(used_before, &req.players));
+                match conflict.map_or_else(|| self.shards[usize::from(shard.0)].enqueue(at_ms, &req), Err) {
                     Ok(()) => {
                         self.ticket_shard[id.0 as usize] = shard.0;
+                        if let Some(across) = &mut self.across_shards {
+                            across.enqueued(id, &req.players);
+                        }
                         self.accepted(at_ms);
                     }
                     Err(reason) => self.bad_line(line_no, Bad::Engine(reason))?,
@@ -282,7 +325,12 @@ impl<W: Write, D: Write> Replayer<'_, W, D> {
                     _ => None,
                 };
                 match outcome {
-                    Some(Event::Cancelled(_)) => self.summary.cancelled += 1,
+                    Some(Event::Cancelled(id)) => {
+                        if let Some(across) = &mut self.across_shards {
+                            across.finished(id);
+                        }
+                        self.summary.cancelled += 1
+                    }
                     _ => self.summary.cancel_not_waiting += 1,
                 }
                 self.accepted(at_ms);

@@ -1,0 +1,251 @@
+//! The `rally replay` contract: clock, bad lines, rejections, strict mode, determinism,
+//! and that no input — however broken — makes it panic or emit an invalid match.
+
+use std::sync::Arc;
+
+use proptest::prelude::*;
+use rally_engine::Rules;
+use rally_replay::check::evaluate;
+use rally_replay::workload::{WorkloadSpec, generate};
+use rally_replay::{ReplayError, ReplayOptions, Summary};
+
+const RULES: &str = include_str!("../../examples/modes.toml");
+
+fn rules() -> Arc<Rules> {
+    Arc::new(Rules::from_toml(RULES).unwrap())
+}
+
+struct Outcome {
+    summary: Summary,
+    matches: String,
+    diag: String,
+}
+
+fn replay_with(rules: Arc<Rules>, input: &[u8], options: ReplayOptions) -> Result<Outcome, ReplayError> {
+    let (mut out, mut diag) = (Vec::new(), Vec::new());
+    let summary = rally_replay::run(rules, options, &mut &input[..], &mut out, &mut diag)?;
+    Ok(Outcome { summary, matches: String::from_utf8(out).unwrap(), diag: String::from_utf8(diag).unwrap() })
+}
+
+fn replay(input: &str) -> Outcome {
+    replay_with(rules(), input.as_bytes(), ReplayOptions { drain_ms: 10_000, strict: false }).unwrap()
+}
+
+fn solo(at_ms: u64, ticket: &str, player: &str, mmr: f64) -> String {
+    format!(
+        r#"{{"at_ms":{at_ms},"op":"enqueue","ticket":"{ticket}","mode":"duel-1v1","players":[{{"id":"{player}","mmr":{mmr},"rtt_ms":{{"eu-west":20.0,"mars-1":1.0}}}}]}}"#
+    )
+}
+
+#[test]
+fn events_at_or_before_a_tick_are_applied_before_it() {
+    let input = [solo(100, "a", "pa", 1500.0), solo(100, "b", "pb", 1500.0), solo(101, "c", "pc", 1500.0), solo(200, "d", "pd", 1500.0)]
+        .join("\n");
+    let out = replay(&input);
+    let formed: Vec<u64> = out
+        .matches
+        .lines()
+        .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap()["formed_at_ms"].as_u64().unwrap())
+        .collect();
+    assert_eq!(formed, [100, 200]);
+    assert_eq!(out.summary.accepted, 4);
+    assert_eq!(out.summary.rejected_total(), 0, "an unknown RTT key is ignored, not an error: {}", out.diag);
+    // The clock ran on for the drain after the last event, and stopped.
+    assert_eq!(out.summary.virtual_end_ms, 10_200);
+}
+
+#[test]
+fn match_lines_follow_the_contract_format() {
+    let input = [solo(0, "t1", "p1", 1500.0), solo(0, "t2", "p2", 1510.0)].join("\n");
+    let out = replay(&input);
+    assert_eq!(
+        out.matches,
+        "{\"match\":\"m1\",\"mode\":\"duel-1v1\",\"datacenter\":\"eu-west\",\"formed_at_ms\":0,\"teams\":[[\"t2\"],[\"t1\"]],\
+         \"wait_ms\":[0,0],\"mmr_spread\":10.0,\"team_imbalance\":10.0,\"worst_rtt_ms\":20.0}\n"
+    );
+}
+
+#[test]
+fn every_bad_line_is_reported_counted_and_skipped() {
+    let party6: Vec<String> = (0..6).map(|i| format!(r#"{{"id":"q{i}","mmr":1500,"rtt_ms":{{"eu-west":20}}}}"#)).collect();
+    let lines = [
+        // Good lines that later ones collide with.
+        (solo(10, "ok1", "p1", 1500.0), None),
+        ("{not json".to_owned(), Some("malformed_json")),
+        (r#"{"op":"cancel","ticket":"x"}"#.to_owned(), Some("at_ms_missing")),
+        (r#"{"at_ms":-1,"op":"cancel","ticket":"x"}"#.to_owned(), Some("at_ms_negative")),
+        (r#"{"at_ms":10.5,"op":"cancel","ticket":"x"}"#.to_owned(), Some("at_ms_not_integer")),
+        (r#"{"at_ms":9,"op":"cancel","ticket":"x"}"#.to_owned(), Some("at_ms_decreasing")),
+        (r#"{"at_ms":10,"op":"rename","ticket":"x"}"#.to_owned(), Some("unknown_op")),
+        (r#"{"at_ms":10,"op":"cancel","ticket":""}"#.to_owned(), Some("bad_ticket_id")),
+        (solo(10, "ok1", "p9", 1500.0), Some("ticket_id_used_before")),
+        (solo(10, "ok2", "p1", 1500.0), Some("player_already_waiting")),
+        (solo(10, "ok3", "p3", -4.0), Some("bad_number")),
+        (
+            r#"{"at_ms":10,"op":"enqueue","ticket":"m","mode":"polo","players":[{"id":"x","mmr":1,"rtt_ms":{"eu-west":1}}]}"#
+                .to_owned(),
+            Some("unknown_mode"),
+        ),
+        (r#"{"at_ms":10,"op":"enqueue","ticket":"e","mode":"duel-1v1","players":[]}"#.to_owned(), Some("empty_ticket")),
+        (
+            format!(r#"{{"at_ms":10,"op":"enqueue","ticket":"big","mode":"squad-5v5","players":[{}]}}"#, party6.join(",")),
+            Some("party_too_large"),
+        ),
+        (
+            r#"{"at_ms":10,"op":"enqueue","ticket":"d","mode":"trio-3v3","players":[{"id":"y","mmr":1,"rtt_ms":{"eu-west":1}},{"id":"y","mmr":1,"rtt_ms":{"eu-west":1}}]}"#
+                .to_owned(),
+            Some("duplicate_player_in_ticket"),
+        ),
+        (
+            r#"{"at_ms":10,"op":"enqueue","ticket":"n","mode":"duel-1v1","players":[{"id":"z","mmr":1,"rtt_ms":{"mars-1":1}}]}"#
+                .to_owned(),
+            Some("no_known_datacenter"),
+        ),
+        ("\u{fffe}\u{0}".to_owned(), Some("malformed_json")),
+    ];
+    let input: String = lines.iter().map(|(l, _)| format!("{l}\n")).collect();
+    let out = replay(&input);
+    let expected: Vec<&str> = lines.iter().filter_map(|(_, code)| *code).collect();
+    let mut counted = 0;
+    for (no, (_, code)) in lines.iter().enumerate() {
+        if let Some(code) = code {
+            let prefix = format!("line {}: {code}: ", no + 1);
+            assert!(out.diag.lines().any(|l| l.starts_with(&prefix)), "no `{prefix}` in\n{}", out.diag);
+            counted += 1;
+        }
+    }
+    assert_eq!(out.diag.lines().count(), counted);
+    for code in &expected {
+        assert!(out.summary.rejected.get(*code).copied().unwrap_or(0) >= 1, "{code} not counted");
+    }
+    assert_eq!(out.summary.rejected_total(), expected.len() as u64);
+    assert_eq!(out.summary.accepted, 1);
+    assert_eq!(out.summary.lines_read, lines.len() as u64);
+}
+
+#[test]
+fn invalid_utf8_is_a_bad_line_not_an_error() {
+    let mut input = solo(0, "a", "pa", 1500.0).into_bytes();
+    input.extend_from_slice(b"\n{\"at_ms\":1,\"op\":\"cancel\",\"ticket\":\"\xff\xfe\"}\n");
+    input.extend_from_slice(solo(2, "b", "pb", 1500.0).as_bytes());
+    let out = replay_with(rules(), &input, ReplayOptions::default()).unwrap();
+    assert_eq!(out.summary.rejected.get("malformed_json"), Some(&1));
+    assert_eq!(out.summary.matches, 1);
+}
+
+#[test]
+fn strict_mode_stops_at_the_first_bad_line() {
+    let input = [solo(0, "a", "pa", 1500.0), solo(0, "a", "pb", 1500.0), "garbage".to_owned()].join("\n");
+    let err = replay_with(rules(), input.as_bytes(), ReplayOptions { strict: true, ..ReplayOptions::default() })
+        .err()
+        .expect("strict replay fails");
+    match err {
+        ReplayError::Strict { line, reason } => {
+            assert_eq!(line, 2);
+            assert!(reason.starts_with("ticket_id_used_before"), "{reason}");
+        }
+        other => panic!("{other}"),
+    }
+}
+
+#[test]
+fn cancelling_a_ticket_no_longer_waiting_is_counted_not_an_error() {
+    let input = [
+        solo(0, "a", "pa", 1500.0),
+        solo(0, "b", "pb", 1500.0),
+        solo(0, "c", "pc", 3000.0),
+        r#"{"at_ms":500,"op":"cancel","ticket":"a"}"#.to_owned(),
+        r#"{"at_ms":500,"op":"cancel","ticket":"c"}"#.to_owned(),
+        r#"{"at_ms":600,"op":"cancel","ticket":"c"}"#.to_owned(),
+        r#"{"at_ms":600,"op":"cancel","ticket":"never-seen"}"#.to_owned(),
+    ]
+    .join("\n");
+    let out = replay(&input);
+    assert_eq!((out.summary.cancelled, out.summary.cancel_not_waiting), (1, 3));
+    assert_eq!(out.summary.rejected_total(), 0);
+    assert_eq!(out.summary.still_waiting, 0);
+}
+
+#[test]
+fn same_input_gives_byte_identical_output() {
+    let rules = rules();
+    let events = generate(&rules, &WorkloadSpec::mixed(&rules, 11, 200.0, 20.0));
+    let run = || replay_with(rules.clone(), events.as_bytes(), ReplayOptions::default()).unwrap();
+    let (a, b) = (run(), run());
+    assert!(!a.matches.is_empty());
+    assert_eq!(a.matches, b.matches);
+    evaluate(&rules, &events, &a.matches).expect("every match is valid");
+}
+
+#[test]
+fn regions_split_into_shards_still_give_valid_matches() {
+    let text = format!("shards = [[\"eu\"], [\"na\", \"ap\"]]\n{RULES}");
+    let split = Arc::new(Rules::from_toml(&text).unwrap());
+    let mut events = generate(&split, &WorkloadSpec::mixed(&split, 12, 150.0, 20.0));
+    // A player queueing in a second shard while waiting in the first, and a ticket id
+    // reused across shards, are refused as with one shard.
+    events.push_str(
+        r#"{"at_ms":60000,"op":"enqueue","ticket":"x1","mode":"duel-1v1","players":[{"id":"dual","mmr":1,"rtt_ms":{"eu-west":5}}]}
+{"at_ms":60000,"op":"enqueue","ticket":"x2","mode":"duel-1v1","players":[{"id":"dual","mmr":1,"rtt_ms":{"na-east":5}}]}
+{"at_ms":60000,"op":"enqueue","ticket":"x1","mode":"duel-1v1","players":[{"id":"other","mmr":1,"rtt_ms":{"na-east":5}}]}
+"#,
+    );
+    let out = replay_with(split.clone(), events.as_bytes(), ReplayOptions::default()).unwrap();
+    assert_eq!(out.summary.rejected.get("player_already_waiting"), Some(&1), "{}", out.diag);
+    assert_eq!(out.summary.rejected.get("ticket_id_used_before"), Some(&1), "{}", out.diag);
+    evaluate(&split, &events, &out.matches).expect("every match is valid");
+}
+
+/// Valid lines to mutate.
+fn seed_lines() -> Vec<String> {
+    let rules = rules();
+    generate(&rules, &WorkloadSpec::mixed(&rules, 3, 50.0, 2.0)).lines().map(str::to_owned).collect()
+}
+
+fn mutate(line: &str, edits: &[(usize, u8, u8)]) -> Vec<u8> {
+    let mut bytes = line.as_bytes().to_vec();
+    for &(at, kind, byte) in edits {
+        if bytes.is_empty() {
+            bytes.push(byte);
+            continue;
+        }
+        let at = at % bytes.len();
+        match kind % 4 {
+            0 => bytes[at] = byte,
+            1 => {
+                bytes.remove(at);
+            }
+            2 => bytes.insert(at, byte),
+            _ => bytes.truncate(at),
+        }
+    }
+    bytes
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 300, ..ProptestConfig::default() })]
+
+    #[test]
+    fn random_bytes_never_panic(input in prop::collection::vec(any::<u8>(), 0..2_000), strict in any::<bool>()) {
+        let result = replay_with(rules(), &input, ReplayOptions { drain_ms: 5_000, strict });
+        let ok = matches!(result, Ok(_) | Err(ReplayError::Strict { .. }));
+        prop_assert!(ok, "an i/o error from in-memory buffers");
+    }
+
+    #[test]
+    fn mutated_lines_never_panic_nor_break_validity(
+        picks in prop::collection::vec((0usize..10_000, prop::collection::vec((any::<usize>(), any::<u8>(), any::<u8>()), 0..4)), 1..60)
+    ) {
+        let seeds = seed_lines();
+        let mut input = Vec::new();
+        for (pick, edits) in &picks {
+            input.extend(mutate(&seeds[pick % seeds.len()], edits));
+            input.push(b'\n');
+        }
+        let out = replay_with(rules(), &input, ReplayOptions { drain_ms: 5_000, strict: false });
+        let out = out.map_err(|e| TestCaseError::fail(e.to_string()))?;
+        if let Ok(text) = std::str::from_utf8(&input) {
+            evaluate(&rules(), text, &out.matches).map_err(TestCaseError::fail)?;
+        }
+    }
+}
