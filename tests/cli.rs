@@ -1,0 +1,94 @@
+//! The `rally` binary end to end: exit codes, stdin/stdout, summary file, clear errors.
+
+use std::io::Write;
+use std::path::PathBuf;
+use std::process::{Command, Output, Stdio};
+
+const MODES: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/examples/modes.toml");
+const EVENTS: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/examples/events.jsonl");
+
+fn rally(args: &[&str], stdin: &[u8]) -> Output {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_rally"))
+        .args(args)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("rally starts");
+    child.stdin.take().unwrap().write_all(stdin).unwrap();
+    child.wait_with_output().unwrap()
+}
+
+fn scratch(name: &str) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!("rally-cli-{}-{name}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
+}
+
+#[test]
+fn replays_the_example_from_file_to_stdout_with_a_summary() {
+    let dir = scratch("summary");
+    let summary_path = dir.join("summary.json");
+    let out = rally(
+        &["replay", "--modes", MODES, "--input", EVENTS, "--output", "-", "--summary-json", summary_path.to_str().unwrap()],
+        b"",
+    );
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    let matches = String::from_utf8(out.stdout).unwrap();
+    assert!(matches.lines().count() >= 2, "{matches}");
+    for line in matches.lines() {
+        let v: serde_json::Value = serde_json::from_str(line).unwrap();
+        assert!(v["match"].is_string() && v["teams"].is_array());
+    }
+    assert!(stderr.contains("wait ms"), "the summary table goes to stderr: {stderr}");
+    let summary: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&summary_path).unwrap()).unwrap();
+    assert_eq!(summary["matches"].as_u64().unwrap() as usize, matches.lines().count());
+    for key in ["lines_read", "accepted", "rejected", "tickets_matched", "wait_ms", "mean_spread", "mean_imbalance", "mean_worst_rtt_ms", "tick_us", "wall_ms"] {
+        assert!(summary.get(key).is_some(), "summary lacks {key}");
+    }
+}
+
+#[test]
+fn reads_stdin_and_keeps_going_past_bad_lines() {
+    let input = b"{\"at_ms\":0,\"op\":\"cancel\",\"ticket\":\"t\"}\nnot json\n";
+    let out = rally(&["replay", "--modes", MODES, "--input", "-", "--output", "-", "--drain-ms", "0"], input);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    assert!(stderr.contains("line 2: malformed_json"), "{stderr}");
+}
+
+#[test]
+fn strict_mode_exits_with_code_2_naming_the_line() {
+    let input = b"{\"at_ms\":5,\"op\":\"cancel\",\"ticket\":\"t\"}\n{\"at_ms\":4,\"op\":\"cancel\",\"ticket\":\"t\"}\n";
+    let out = rally(&["replay", "--modes", MODES, "--input", "-", "--output", "-", "--strict"], input);
+    assert_eq!(out.status.code(), Some(2));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("line 2") && stderr.contains("at_ms_decreasing"), "{stderr}");
+}
+
+#[test]
+fn bad_rules_are_a_clear_error() {
+    let dir = scratch("rules");
+    let path = dir.join("modes.toml");
+    std::fs::write(&path, "[regions]\neu = []\n").unwrap();
+    let out = rally(&["replay", "--modes", path.to_str().unwrap(), "--input", "-", "--output", "-"], b"");
+    assert_eq!(out.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("region `eu` lists no datacenters"), "{stderr}");
+
+    let out = rally(&["replay", "--modes", "/nonexistent/modes.toml", "--input", "-", "--output", "-"], b"");
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("/nonexistent/modes.toml"));
+}
+
+#[test]
+fn workload_output_replays_cleanly() {
+    let out = rally(&["workload", "--modes", MODES, "--rate", "50", "--duration-s", "5", "--seed", "9"], b"");
+    assert!(out.status.success());
+    let events = out.stdout;
+    let again = rally(&["workload", "--modes", MODES, "--rate", "50", "--duration-s", "5", "--seed", "9"], b"");
+    assert_eq!(events, again.stdout, "same seed, same bytes");
+    let out = rally(&["replay", "--modes", MODES, "--input", "-", "--output", "-", "--strict"], &events);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+}
