@@ -1,1 +1,194 @@
-fn main(){}
+//! One tick over N waiting tickets, for 1v1 solos and for 5v5 with parties of 1–5.
+//!
+//! Setup (untimed): a fresh shard gets N tickets with ratings ~ N(1500, 250) and a home
+//! datacenter among seven, enqueued at 30 s; a tick at that instant merges them all into
+//! the sorted pool while every MMR window is still zero, so nothing matches.
+//! Timed: the next tick, 5 s later, when windows have grown to 50 — a tick over N waiting
+//! tickets that forms every match it can. `cargo bench -p rally-engine` prints, besides
+//! criterion's timings, matches formed per tick and live heap bytes per waiting ticket
+//! (measured with a counting allocator around the setup).
+
+use std::alloc::{GlobalAlloc, Layout, System};
+use std::hint::black_box;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicIsize, Ordering};
+
+use criterion::{BatchSize, BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
+use rally_engine::{
+    DatacenterId, Event, ModeId, PlayerEntry, PlayerId, Rules, Shard, ShardConfig, ShardId, TicketId, TicketRequest,
+};
+use rand::rngs::SmallRng;
+use rand::{Rng, SeedableRng};
+
+/// Counts live heap bytes so memory per ticket is measured, not estimated.
+struct Counting;
+
+static LIVE: AtomicIsize = AtomicIsize::new(0);
+
+// SAFETY: forwards to the system allocator unchanged; only counts sizes.
+unsafe impl GlobalAlloc for Counting {
+    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
+        LIVE.fetch_add(layout.size() as isize, Ordering::Relaxed);
+        // SAFETY: same contract as the caller's.
+        unsafe { System.alloc(layout) }
+    }
+    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
+        LIVE.fetch_sub(layout.size() as isize, Ordering::Relaxed);
+        // SAFETY: same contract as the caller's.
+        unsafe { System.dealloc(ptr, layout) }
+    }
+    unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
+        LIVE.fetch_add(new_size as isize - layout.size() as isize, Ordering::Relaxed);
+        // SAFETY: same contract as the caller's.
+        unsafe { System.realloc(ptr, layout, new_size) }
+    }
+}
+
+#[global_allocator]
+static GLOBAL: Counting = Counting;
+
+/// The shape of `examples/modes.toml`, with windows that start at zero so the setup tick
+/// forms nothing; growth 10/s gives a 50-point window at the timed tick.
+const RULES: &str = r#"
+[regions]
+eu = ["eu-west", "eu-central", "eu-north"]
+na = ["na-east", "na-west"]
+ap = ["ap-southeast", "ap-northeast"]
+
+[[mode]]
+name = "duel-1v1"
+teams = 2
+team_size = 1
+mmr_window = { start = 0.0, growth_per_s = 10.0, max = 400.0 }
+max_rtt_ms = { start = 60.0, growth_per_s = 5.0, max = 150.0 }
+
+[[mode]]
+name = "squad-5v5"
+teams = 2
+team_size = 5
+mmr_window = { start = 0.0, growth_per_s = 10.0, max = 500.0 }
+max_rtt_ms = { start = 80.0, growth_per_s = 8.0, max = 180.0 }
+"#;
+
+const SETUP_TICK_MS: u64 = 30_000;
+const TIMED_TICK_MS: u64 = 35_000;
+
+struct Workload {
+    rules: Arc<Rules>,
+    mode: ModeId,
+    tickets: Vec<TicketRequest>,
+    enqueued_at: Vec<u64>,
+}
+
+fn workload(n: usize, team_size: usize, seed: u64) -> Workload {
+    let rules = Arc::new(Rules::from_toml(RULES).unwrap());
+    let mode = ModeId(if team_size == 1 { 0 } else { 1 });
+    let mut rng = SmallRng::seed_from_u64(seed);
+    let n_dc = rules.datacenters.len();
+    let party_weights = [0.55, 0.2, 0.12, 0.08, 0.05];
+    let mut next_player = 0u64;
+    let mut tickets = Vec::with_capacity(n);
+    let mut enqueued_at = Vec::with_capacity(n);
+    for i in 0..n {
+        let size = if team_size == 1 {
+            1
+        } else {
+            let mut x: f64 = rng.random();
+            party_weights.iter().position(|&w| {
+                x -= w;
+                x < 0.0
+            }).unwrap_or(0)
+                + 1
+        };
+        let party_mmr = 1500.0 + 250.0 * normal(&mut rng);
+        let home = rng.random_range(0..n_dc);
+        let players = (0..size)
+            .map(|_| {
+                next_player += 1;
+                let rtt_ms = (0..n_dc)
+                    .map(|dc| {
+                        let same_region = rules.datacenter_region[dc] == rules.datacenter_region[home];
+                        let rtt = if dc == home {
+                            rng.random_range(8.0..35.0)
+                        } else if same_region {
+                            rng.random_range(25.0..90.0)
+                        } else {
+                            rng.random_range(80.0..190.0)
+                        };
+                        (DatacenterId(dc as u16), rtt)
+                    })
+                    .collect();
+                PlayerEntry { id: PlayerId(next_player), mmr: (party_mmr + 40.0 * normal(&mut rng)).max(1.0), rtt_ms }
+            })
+            .collect();
+        tickets.push(TicketRequest { id: TicketId(i as u64), mode, players });
+        enqueued_at.push(SETUP_TICK_MS);
+    }
+    Workload { rules, mode, tickets, enqueued_at }
+}
+
+fn normal(rng: &mut SmallRng) -> f64 {
+    let u1: f64 = rng.random::<f64>().max(f64::MIN_POSITIVE);
+    let u2: f64 = rng.random();
+    (-2.0 * u1.ln()).sqrt() * (std::f64::consts::TAU * u2).cos()
+}
+
+/// A shard holding the workload's tickets, merged and waiting; the events buffer to reuse.
+fn prepared(w: &Workload) -> (Shard, Vec<Event>) {
+    let mut shard = Shard::new(w.rules.clone(), ShardId(0), ShardConfig::default());
+    for (t, &at) in w.tickets.iter().zip(&w.enqueued_at) {
+        shard.enqueue(at, t).expect("bench tickets are valid");
+    }
+    let mut out = Vec::new();
+    shard.tick(SETUP_TICK_MS, &mut out);
+    assert!(out.is_empty(), "zero windows form no match at the setup tick");
+    assert_eq!(shard.waiting(w.mode), w.tickets.len());
+    (shard, out)
+}
+
+fn report_shape(name: &str, w: &Workload) {
+    let before = LIVE.load(Ordering::Relaxed);
+    let (mut shard, mut out) = prepared(w);
+    let live = LIVE.load(Ordering::Relaxed) - before;
+    let n = w.tickets.len();
+    shard.tick(TIMED_TICK_MS, &mut out);
+    let matched: usize = out.iter().map(|e| if let Event::Matched(m) = e { m.tickets.len() } else { 0 }).sum();
+    eprintln!(
+        "{name}/{n}: {:.0} live heap bytes per waiting ticket (heap_bytes() says {:.0}); timed tick forms {} matches, matching {:.1}% of tickets",
+        live as f64 / n as f64,
+        shard.heap_bytes() as f64 / n as f64,
+        out.len(),
+        100.0 * matched as f64 / n as f64,
+    );
+}
+
+fn bench_tick(c: &mut Criterion) {
+    let sizes: Vec<usize> = match std::env::var("RALLY_BENCH_SIZES") {
+        Ok(list) => list.split(',').map(|s| s.trim().parse().expect("RALLY_BENCH_SIZES: numbers")).collect(),
+        Err(_) => vec![10_000, 100_000, 1_000_000],
+    };
+    for (name, team_size) in [("1v1", 1), ("5v5-parties", 5)] {
+        let mut group = c.benchmark_group(format!("tick/{name}"));
+        group.sample_size(10);
+        for &n in &sizes {
+            let w = workload(n, team_size, 42);
+            report_shape(name, &w);
+            group.throughput(Throughput::Elements(n as u64));
+            group.bench_with_input(BenchmarkId::from_parameter(n), &w, |b, w| {
+                b.iter_batched(
+                    || prepared(w),
+                    |(mut shard, mut out)| {
+                        shard.tick(TIMED_TICK_MS, &mut out);
+                        black_box(out.len());
+                        (shard, out)
+                    },
+                    BatchSize::PerIteration,
+                )
+            });
+        }
+        group.finish();
+    }
+}
+
+criterion_group!(benches, bench_tick);
+criterion_main!(benches);
