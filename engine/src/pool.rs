@@ -64,13 +64,12 @@ struct Slot {
     n_players: u8,
 }
 
-/// What the matcher reads of a ticket, kept in MMR order.
+/// What the matcher reads of a ticket, kept in MMR order. 32 bytes: two to a cache line.
 #[derive(Clone, Copy, Debug)]
 struct Entry {
     min_mmr: f64,
     max_mmr: f64,
     enqueued_at_ms: u64,
-    id: TicketId,
     slot: u32,
     n_players: u8,
     /// Matched or cancelled; dropped at the next compaction.
@@ -84,7 +83,8 @@ impl Entry {
         self.min_mmr
             .total_cmp(&other.min_mmr)
             .then(self.enqueued_at_ms.cmp(&other.enqueued_at_ms))
-            .then(self.id.cmp(&other.id))
+            // Slots are handed out deterministically, so this last tie-break is too.
+            .then(self.slot.cmp(&other.slot))
     }
 }
 
@@ -147,6 +147,7 @@ pub(crate) struct Pool {
     split: SplitSearch,
     /// Positions in `sorted` reserved during the current tick.
     reserved: Vec<u32>,
+    skips: Skips,
 }
 
 impl Pool {
@@ -174,6 +175,7 @@ impl Pool {
             best_chosen: Vec::new(),
             split: SplitSearch::default(),
             reserved: Vec::new(),
+            skips: Skips::default(),
         }
     }
 
@@ -218,7 +220,6 @@ impl Pool {
             min_mmr: t.min_mmr,
             max_mmr: t.max_mmr,
             enqueued_at_ms: t.enqueued_at_ms,
-            id: t.id,
             slot,
             n_players: t.players.len() as u8,
             taken: false,
@@ -294,6 +295,11 @@ impl Pool {
                 k -= 1;
             }
             self.pending.clear();
+            // A burst leaves a big buffer behind; keep what ordinary ticks need.
+            let keep = (self.sorted.len() / 64).max(1024);
+            if self.pending.capacity() > 4 * keep {
+                self.pending.shrink_to(keep);
+            }
             first_moved = first_moved.min(i);
         }
         for (idx, e) in self.sorted.iter().enumerate().skip(first_moved) {
@@ -328,6 +334,7 @@ impl Pool {
         if self.n_waiting < 2 {
             return;
         }
+        self.skips.reset(self.sorted.len());
         // `age` is only read here; anchors that match are skipped through `taken`.
         for age_idx in 0..self.age.len() {
             if self.n_waiting < 2 {
@@ -364,8 +371,30 @@ impl Pool {
         self.reserved.clear();
     }
 
+    /// `sorted[pos]` as a candidate for anchor `a`, if the two accept each other. The RTT
+    /// row (a likely cache miss) is read only once the ratings fit.
+    #[inline]
+    fn candidate_for(&self, a: &Candidate, pos: usize, now_ms: u64) -> Option<Candidate> {
+        let e = self.sorted[pos];
+        let wait = now_ms.saturating_sub(e.enqueued_at_ms);
+        let window = self.mmr_window.at(wait);
+        let spread = a.max_mmr.max(e.max_mmr) - a.min_mmr.min(e.min_mmr);
+        if spread > a.window || spread > window {
+            return None;
+        }
+        let dc_mask = self.dc_mask(e.slot, self.max_rtt.at(wait));
+        (dc_mask & a.dc_mask != 0).then_some(Candidate {
+            pos: pos as u32,
+            min_mmr: e.min_mmr,
+            max_mmr: e.max_mmr,
+            window,
+            dc_mask,
+            n_players: e.n_players,
+        })
+    }
+
     fn candidate(&self, pos: usize, now_ms: u64) -> Candidate {
-        let e = &self.sorted[pos];
+        let e = self.sorted[pos];
         let wait = now_ms.saturating_sub(e.enqueued_at_ms);
         Candidate {
             pos: pos as u32,
@@ -403,41 +432,40 @@ impl Pool {
                     exhausted = true;
                     break;
                 }
-                // Next nearest neighbour by sort key, from whichever side is closer.
-                let left_ok = left > 0 && self.sorted[left - 1].min_mmr >= lo_bound;
-                let right_ok = right < self.sorted.len() && self.sorted[right].min_mmr <= hi_bound;
-                let pos = match (left_ok, right_ok) {
-                    (false, false) => {
+                // Next nearest untaken neighbour by sort key, from whichever side is closer.
+                let l = self.skips.next_left(left).filter(|&p| self.sorted[p].min_mmr >= lo_bound);
+                let r = Some(self.skips.next_right(right))
+                    .filter(|&p| p < self.sorted.len() && self.sorted[p].min_mmr <= hi_bound);
+                let pos = match (l, r) {
+                    (None, None) => {
                         exhausted = true;
                         break;
                     }
-                    (true, false) => {
-                        left -= 1;
-                        left
+                    (Some(p), None) => {
+                        left = p;
+                        p
                     }
-                    (false, true) => {
-                        right += 1;
-                        right - 1
+                    (None, Some(p)) => {
+                        right = p + 1;
+                        p
                     }
-                    (true, true) => {
-                        let dl = a.min_mmr - self.sorted[left - 1].min_mmr;
-                        let dr = self.sorted[right].min_mmr - a.min_mmr;
+                    (Some(lp), Some(rp)) => {
+                        let dl = a.min_mmr - self.sorted[lp].min_mmr;
+                        let dr = self.sorted[rp].min_mmr - a.min_mmr;
                         if dl <= dr {
-                            left -= 1;
-                            left
+                            left = lp;
+                            lp
                         } else {
-                            right += 1;
-                            right - 1
+                            right = rp + 1;
+                            rp
                         }
                     }
                 };
                 scanned += 1;
-                if self.sorted[pos].taken || self.sorted[pos].reserved {
+                if self.sorted[pos].reserved {
                     continue;
                 }
-                let c = self.candidate(pos, now_ms);
-                let spread = a.max_mmr.max(c.max_mmr) - a.min_mmr.min(c.min_mmr);
-                if spread <= a.window && spread <= c.window && c.dc_mask & a.dc_mask != 0 {
+                if let Some(c) = self.candidate_for(&a, pos, now_ms) {
                     collected += usize::from(c.n_players);
                     self.candidates.push(c);
                 }
@@ -555,6 +583,13 @@ impl Pool {
     /// between team means. On success `best_chosen` holds sorted positions, team by team,
     /// and `split.best` the team of each.
     fn split_teams(&mut self) -> bool {
+        if self.team_size == 1 {
+            // One ticket per team: every split is the same match.
+            let (chosen, candidates) = (&self.chosen, &self.candidates);
+            self.best_chosen.clear();
+            self.best_chosen.extend(chosen.iter().map(|&ci| candidates[ci as usize].pos));
+            return true;
+        }
         let split = &mut self.split;
         split.items.clear();
         for &ci in &self.chosen {
@@ -637,15 +672,16 @@ impl Pool {
             team_players += u16::from(e.n_players);
             team_sums[usize::from(team)] += self.slots[e.slot as usize].sum_mmr;
             tickets.push(MatchedTicket {
-                id: e.id,
+                id: self.slots[e.slot as usize].id,
                 team,
                 first_player: players.len() as u16,
                 n_players: u16::from(e.n_players),
                 wait_ms: now_ms.saturating_sub(e.enqueued_at_ms),
             });
             players.extend_from_slice(self.players(e.slot));
-            retire.retire(e.id, self.players(e.slot));
+            retire.retire(self.slots[e.slot as usize].id, self.players(e.slot));
             self.sorted[pos].taken = true;
+            self.skips.take(pos);
             self.free_slot(e.slot);
         }
         debug_assert_eq!(usize::from(team) + 1, usize::from(self.teams));
@@ -678,6 +714,53 @@ impl Pool {
             + self.pos.capacity() * 4
             + (self.sorted.capacity() + self.pending.capacity()) * size_of::<Entry>()
             + self.age.capacity() * 8
+            + (self.skips.left.capacity() + self.skips.right.capacity()) * 4
+    }
+}
+
+/// Jumps over the entries of `sorted` taken during a tick (union–find with path halving),
+/// so an anchor late in a dense, mostly matched neighbourhood does not wade through them.
+#[derive(Default)]
+struct Skips {
+    /// `right[i]` leads to the first untaken position ≥ `i`; `right[len] = len` ends it.
+    right: Vec<u32>,
+    /// Shifted by one: `left[j]` leads to `k` where `k - 1` is the last untaken position
+    /// < `j`; `left[0] = 0` means none.
+    left: Vec<u32>,
+}
+
+impl Skips {
+    fn reset(&mut self, len: usize) {
+        self.right.clear();
+        self.right.extend(0..=len as u32);
+        self.left.clear();
+        self.left.extend(0..=len as u32);
+    }
+
+    fn take(&mut self, pos: usize) {
+        self.right[pos] = pos as u32 + 1;
+        self.left[pos + 1] = pos as u32;
+    }
+
+    /// The first untaken position ≥ `i` (`len` if none).
+    fn next_right(&mut self, mut i: usize) -> usize {
+        while self.right[i] as usize != i {
+            let next = self.right[i] as usize;
+            self.right[i] = self.right[next];
+            i = next;
+        }
+        i
+    }
+
+    /// The last untaken position < `i`.
+    fn next_left(&mut self, i: usize) -> Option<usize> {
+        let mut j = i;
+        while self.left[j] as usize != j {
+            let next = self.left[j] as usize;
+            self.left[j] = self.left[next];
+            j = next;
+        }
+        j.checked_sub(1)
     }
 }
 

@@ -451,11 +451,11 @@ max_rtt_ms = { start = 80.0, growth_per_s = 8.0, max = 180.0 }
     fn refuses_bad_files_with_clear_reasons() {
         let cases = [
             ("tick_ms = 0\n[regions]\neu=[\"a\"]", "tick_ms must be at least 1"),
-            ("[[mode]]\nname='x'", "no regions"),
+            ("tick_ms = 50", "no regions"),
             ("[regions]\neu=[]", "region `eu` lists no datacenters"),
             ("[regions]\neu=[\"a\"]\nna=[\"a\"]", "datacenter `a` is listed more than once"),
             ("[regions]\neu=[\"a\"]", "no modes"),
-            ("[regions]\neu=[\"a\"]\nbogus = 1", "unknown field `bogus`"),
+            ("bogus = 1\n[regions]\neu=[\"a\"]", "unknown field `bogus`"),
         ];
         for (text, want) in cases {
             let got = err(text);
