@@ -73,8 +73,19 @@ struct WorkloadArgs {
     seed: u64,
 }
 
+/// Exit codes: 0 success, 1 a runtime error (unreadable file, bad rules…), 2 `replay
+/// --strict` stopped at a bad line, 64 a command-line usage error (EX_USAGE).
+const EXIT_USAGE: u8 = 64;
+
 fn main() -> ExitCode {
-    let cli = Cli::parse();
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(e) => {
+            // `--help` and `--version` arrive here too, as successes.
+            let _ = e.print();
+            return if e.use_stderr() { ExitCode::from(EXIT_USAGE) } else { ExitCode::SUCCESS };
+        }
+    };
     let result = match cli.command {
         Cmd::Replay(args) => replay(args),
         Cmd::Workload(args) => generate(args),

@@ -1,4 +1,4 @@
-//! One mode's waiting tickets in one region, and the matcher that runs over them.
+//! One mode's waiting tickets in one shard, and the matcher that runs over them.
 //!
 //! Layout. Tickets live in a slab (`slots`, with their RTTs and player ids in flat side
 //! arrays of fixed stride) so their index never changes while they wait. The matcher works

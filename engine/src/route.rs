@@ -4,8 +4,8 @@ use crate::command::{PlayerEntry, Rejection};
 use crate::rules::{RegionId, Rules, ShardId};
 
 /// The region whose best datacenter — the one with the lowest worst-player RTT among those
-/// every player of the ticket has measured — is best overall. Ties go to the region listed
-/// first. Fails with [`Rejection::NoKnownDatacenter`] when no configured datacenter was
+/// every player of the ticket has measured — is best overall. Ties go to the region first
+/// in [`Rules::regions`] (name order). Fails with [`Rejection::NoKnownDatacenter`] when no configured datacenter was
 /// measured by every player (RTT entries naming no configured datacenter do not count).
 ///
 pub fn home_region(rules: &Rules, players: &[PlayerEntry]) -> Result<RegionId, Rejection> {
@@ -33,7 +33,8 @@ pub fn home_region(rules: &Rules, players: &[PlayerEntry]) -> Result<RegionId, R
 }
 
 /// The shard serving the ticket's [`home_region`]. A ticket is matched only within its
-/// shard: with one shard per region, that is its home region, where its best matches are.
+/// shard; by default one shard serves every region, so this matters only when the rules
+/// split regions into several shards.
 pub fn home_shard(rules: &Rules, players: &[PlayerEntry]) -> Result<ShardId, Rejection> {
     home_region(rules, players).map(|r| rules.region_shard[usize::from(r.0)])
 }

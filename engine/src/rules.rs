@@ -91,7 +91,7 @@ impl Mode {
     }
 }
 
-/// A region: a group of datacenters served by one engine shard.
+/// A region: a named group of datacenters. Shards serve whole regions.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Region {
     /// The region's name (`eu`, `na`, …).
@@ -150,7 +150,7 @@ pub enum RulesError {
     /// A region lists no datacenters.
     #[error("region `{0}` lists no datacenters")]
     EmptyRegion(String),
-    /// A region lists too many datacenters.
+    /// A shard would serve more datacenters than its bitmasks hold.
     #[error(
         "shard `{shard}` would serve {count} datacenters; at most {MAX_DATACENTERS_PER_SHARD} are supported: split its regions with `shards = [[...], [...]]`"
     )]

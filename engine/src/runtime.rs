@@ -4,6 +4,10 @@
 //! The thread owns its shard outright — no lock is taken on the tick path. Senders never
 //! block: a full mailbox is backpressure, answered with [`SubmitError::MailboxFull`], which
 //! callers pass on to clients as a retryable error.
+//!
+//! The other direction does block: a shard sends its events with a blocking `send`, so
+//! a bounded events channel that nobody drains stalls the shard (and then its mailbox
+//! fills). Use an unbounded channel, or drain it from a dedicated thread.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};

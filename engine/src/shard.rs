@@ -9,7 +9,7 @@ use std::sync::Arc;
 
 use rustc_hash::FxHashMap;
 
-use crate::command::{Command, Event, PlayerId, Rejection, TicketId, TicketRequest};
+use crate::command::{Command, Event, PlayerEntry, PlayerId, Rejection, TicketId, TicketRequest};
 use crate::pool::{NewTicket, Pool, Retire};
 use crate::rules::{MAX_DATACENTERS_PER_SHARD, ModeId, Rules, ShardId};
 
@@ -143,8 +143,11 @@ impl Shard {
         }
     }
 
-    /// Validates a ticket and stores it; on error nothing is kept.
-    pub fn enqueue(&mut self, now_ms: u64, req: &TicketRequest) -> Result<(), Rejection> {
+    /// Whether `enqueue` would accept `req` now, without storing anything. The ticket's
+    /// own faults are checked first, then its clashes with the shard's state. Every reason
+    /// but `PlayerAlreadyWaiting` is final; that one clears once the player's other ticket
+    /// is matched or cancelled.
+    pub fn check(&self, req: &TicketRequest) -> Result<(), Rejection> {
         let mode = self.rules.mode(req.mode).ok_or(Rejection::UnknownMode)?;
         if req.players.is_empty() {
             return Err(Rejection::Empty);
@@ -161,12 +164,27 @@ impl Shard {
                 return Err(Rejection::DuplicatePlayer);
             }
         }
+        let known = |p: &PlayerEntry| {
+            p.rtt_ms.iter().fold(0u32, |mask, &(dc, _)| match self.local_dc.get(usize::from(dc.0)) {
+                Some(&bit) if bit != u8::MAX => mask | 1 << bit,
+                _ => mask,
+            })
+        };
+        if req.players.iter().fold(u32::MAX, |common, p| common & known(p)) == 0 {
+            return Err(Rejection::NoKnownDatacenter);
+        }
         if self.tickets.contains_key(&req.id) {
             return Err(Rejection::DuplicateTicket);
         }
         if req.players.iter().any(|p| self.players.contains_key(&p.id)) {
             return Err(Rejection::PlayerAlreadyWaiting);
         }
+        Ok(())
+    }
+
+    /// Validates a ticket (as [`Shard::check`]) and stores it; on error nothing is kept.
+    pub fn enqueue(&mut self, now_ms: u64, req: &TicketRequest) -> Result<(), Rejection> {
+        self.check(req)?;
         // Worst RTT per local datacenter; a datacenter some player lacks stays unreachable.
         let n_dc = self.rules.shard(self.id).datacenters.len();
         self.rtt_scratch.clear();
@@ -185,9 +203,7 @@ impl Shard {
             }
             common &= mine;
         }
-        if common == 0 {
-            return Err(Rejection::NoKnownDatacenter);
-        }
+        debug_assert_ne!(common, 0, "checked above");
         for (bit, r) in self.rtt_scratch.iter_mut().enumerate() {
             if common & (1 << bit) == 0 {
                 *r = f64::INFINITY;

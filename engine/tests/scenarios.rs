@@ -14,7 +14,7 @@ fn two_close_duelists_match_on_the_first_tick_in_their_best_datacenter() {
     let matches = tick(&mut s, 0);
     // eu-central: worst RTT 35 beats eu-west's 50.
     expect![[r#"
-        t=0 duel @eu-central [t2] vs [t1] spread=20.0 imbalance=20.0 worst_rtt=35.0 waits=0,0
+        t=0 duel @eu-central [t1] vs [t2] spread=20.0 imbalance=20.0 worst_rtt=35.0 waits=0,0
     "#]]
     .assert_eq(&render(s.rules(), &matches));
     assert_eq!(s.waiting_total(), 0);
@@ -28,7 +28,7 @@ fn a_wide_gap_waits_until_both_windows_cover_it() {
     // Ticket 1's window reaches 80 at 3 s, ticket 2's only at 5 s (it came 2 s later).
     let matches = run_ticks(&mut s, 0, 10_000);
     expect![[r#"
-        t=5000 duel @eu-west [t2] vs [t1] spread=80.0 imbalance=80.0 worst_rtt=20.0 waits=3000,5000
+        t=5000 duel @eu-west [t1] vs [t2] spread=80.0 imbalance=80.0 worst_rtt=20.0 waits=5000,3000
     "#]]
     .assert_eq(&render(s.rules(), &matches));
 }
@@ -56,7 +56,7 @@ fn the_oldest_ticket_gets_the_contested_partner() {
     enqueue(&mut s, 1_000, ticket(3, "duel", vec![eu(3, 1510.0)]));
     let matches = tick(&mut s, 1_000);
     expect![[r#"
-        t=1000 duel @eu-west [t2] vs [t1] spread=40.0 imbalance=40.0 worst_rtt=20.0 waits=0,1000
+        t=1000 duel @eu-west [t1] vs [t2] spread=40.0 imbalance=40.0 worst_rtt=20.0 waits=1000,0
     "#]]
     .assert_eq(&render(s.rules(), &matches));
     assert_eq!(s.waiting_total(), 1);
@@ -90,7 +90,7 @@ fn free_for_all_takes_the_tightest_run_of_ratings() {
     }
     let matches = tick(&mut s, 0);
     expect![[r#"
-        t=0 ffa4 @eu-west [t5] vs [t4] vs [t3] vs [t1] spread=30.0 imbalance=30.0 worst_rtt=20.0 waits=0,0,0,0
+        t=0 ffa4 @eu-west [t1] vs [t3] vs [t4] vs [t5] spread=30.0 imbalance=30.0 worst_rtt=20.0 waits=0,0,0,0
     "#]]
     .assert_eq(&render(s.rules(), &matches));
 }

@@ -6,9 +6,9 @@
 //! contract's text, so an engine bug cannot hide behind itself.
 //!
 //! One deliberate difference: the contract leaves "no known datacenter" open; the engine
-//! asks for a datacenter of the ticket's home region known to every player, this checker
-//! for any configured datacenter known to every player. The engine is stricter, so a ticket
-//! it accepts is one the checker accepts too.
+//! asks for a datacenter of the ticket's shard known to every player, this checker for any
+//! configured datacenter known to every player. They agree with one shard (the default);
+//! with several the engine is stricter, so a ticket it accepts the checker accepts too.
 
 use std::collections::HashMap;
 
@@ -108,12 +108,6 @@ impl Admission {
                             return None;
                         }
                     }
-                    if self.tickets.contains_key(&*ticket) {
-                        return None;
-                    }
-                    if players.iter().any(|p| self.waiting_players.contains_key(&*p.id)) {
-                        return None;
-                    }
                     let players: Vec<CheckPlayer> = players
                         .iter()
                         .map(|p| CheckPlayer {
@@ -128,6 +122,12 @@ impl Admission {
                         .collect();
                     let known = (0..rules.datacenters.len()).any(|dc| players.iter().all(|p| p.rtt_to(dc).is_some()));
                     if !known {
+                        return None;
+                    }
+                    if self.tickets.contains_key(&*ticket) {
+                        return None;
+                    }
+                    if players.iter().any(|p| self.waiting_players.contains_key(&*p.id)) {
                         return None;
                     }
                     Some(CheckTicket { name: ticket.to_string(), at_ms, mode: mode_idx, players })
@@ -170,7 +170,7 @@ impl Admission {
         self.last_at_ms
     }
 
-    /// The ticket if it is waiting.
+    /// How many tickets are waiting.
     pub fn n_waiting(&self) -> usize {
         self.tickets.values().filter(|(state, _)| *state == State::Waiting).count()
     }

@@ -181,6 +181,7 @@ pub fn run(
         let text = match std::str::from_utf8(&r.line_buf) {
             Ok(t) => t.trim_end_matches(['\n', '\r']),
             Err(e) => {
+                r.summary.lines_read += 1;
                 let err = LineError::Malformed(format!("invalid utf-8: {e}"));
                 r.bad_line(line_no, Bad::Line(&err))?;
                 continue;
@@ -279,7 +280,6 @@ impl<W: Write, D: Write> Replayer<'_, W, D> {
 
     fn apply(&mut self, line_no: u64, event: InputEvent<'_>) -> Result<(), ReplayError> {
         let at_ms = event.at_ms();
-        self.run_ticks_before(at_ms)?;
         match event {
             InputEvent::Enqueue { ticket, mode, players, .. } => {
                 let id = self.intern_ticket(&ticket);
@@ -288,25 +288,35 @@ impl<W: Write, D: Write> Replayer<'_, W, D> {
                 let mode = self.rules.mode_id(&mode).unwrap_or(ModeId(u16::MAX));
                 let players: Vec<PlayerEntry> = players
                     .iter()
-                    .map(|p| PlayerEntry {
-                        id: self.intern_player(&p.id),
-                        mmr: p.mmr,
-                        rtt_ms: p
-                            .rtt_ms
-                            .iter()
-                            .filter_map(|(dc, rtt)| self.datacenter(dc).map(|dc| (dc, *rtt)))
-                            .collect(),
-                    })
+                    .map(|p| PlayerEntry { id: self.intern_player(&p.id), mmr: p.mmr, rtt_ms: self.rtt_map(&p.rtt_ms) })
                     .collect();
                 // A ticket no shard can take goes to the first, which says why in its
                 // usual order of checks.
-                let shard = home_shard(&self.rules, &players).unwrap_or(ShardId(0));
+                let shard = usize::from(home_shard(&self.rules, &players).unwrap_or(ShardId(0)).0);
                 let req = TicketRequest { id, mode, players };
                 let used_before = self.ticket_shard[id.0 as usize] != u16::MAX;
-                let conflict = self.across_shards.as_ref().and_then(|a| a.conflict(used_before, &req.players));
-                match conflict.map_or_else(|| self.shards[usize::from(shard.0)].enqueue(at_ms, &req), Err) {
+                // A refused line must not move the clock (a later line may carry an
+                // earlier time), so final reasons are found before any tick runs. Only
+                // "player already waiting" can change with time: a tick may match the
+                // other ticket. That one is decided at the line's own time.
+                let verdict = self.shards[shard].check(&req).and_then(|()| {
+                    let across = self.across_shards.as_ref();
+                    across.and_then(|a| a.conflict(used_before, &[])).map_or(Ok(()), Err)
+                });
+                let verdict = match verdict {
+                    Ok(()) | Err(Rejection::PlayerAlreadyWaiting) => {
+                        self.run_ticks_before(at_ms)?;
+                        let across = self.across_shards.as_ref();
+                        match across.and_then(|a| a.conflict(false, &req.players)) {
+                            Some(reason) => Err(reason),
+                            None => self.shards[shard].enqueue(at_ms, &req),
+                        }
+                    }
+                    Err(reason) => Err(reason),
+                };
+                match verdict {
                     Ok(()) => {
-                        self.ticket_shard[id.0 as usize] = shard.0;
+                        self.ticket_shard[id.0 as usize] = shard as u16;
                         if let Some(across) = &mut self.across_shards {
                             across.enqueued(id, &req.players);
                         }
@@ -316,6 +326,7 @@ impl<W: Write, D: Write> Replayer<'_, W, D> {
                 }
             }
             InputEvent::Cancel { ticket, .. } => {
+                self.run_ticks_before(at_ms)?;
                 let shard = self.ticket_ids.get(&*ticket).map(|&id| (id, self.ticket_shard[id as usize]));
                 let outcome = match shard {
                     Some((id, shard)) if shard != u16::MAX => {
@@ -344,8 +355,18 @@ impl<W: Write, D: Write> Replayer<'_, W, D> {
         self.last_at_ms = at_ms;
     }
 
-    fn datacenter(&self, name: &str) -> Option<DatacenterId> {
-        self.rules.datacenter_id(name)
+    /// A player's RTTs by configured datacenter: unknown names are ignored, and a name
+    /// given twice keeps its last value, as JSON readers do.
+    fn rtt_map(&self, rtt_ms: &[(std::borrow::Cow<'_, str>, f64)]) -> Vec<(DatacenterId, f64)> {
+        let mut out: Vec<(DatacenterId, f64)> = Vec::with_capacity(rtt_ms.len());
+        for (name, rtt) in rtt_ms {
+            let Some(dc) = self.rules.datacenter_id(name) else { continue };
+            match out.iter_mut().find(|(d, _)| *d == dc) {
+                Some(entry) => entry.1 = *rtt,
+                None => out.push((dc, *rtt)),
+            }
+        }
+        out
     }
 
     fn write_match(&mut self, m: &Match) -> Result<(), ReplayError> {

@@ -55,12 +55,41 @@ fn events_at_or_before_a_tick_are_applied_before_it() {
 }
 
 #[test]
+fn a_refused_line_does_not_move_the_clock() {
+    // The unknown-mode line at 5000 is skipped; the next line may be earlier than it, and
+    // its ticket must meet the waiting one at 1000, not after ticks up to 5000.
+    let input = [
+        solo(0, "a", "pa", 1500.0),
+        r#"{"at_ms":5000,"op":"enqueue","ticket":"x","mode":"polo","players":[{"id":"px","mmr":1,"rtt_ms":{"eu-west":1}}]}"#
+            .to_owned(),
+        solo(1000, "b", "pb", 1510.0),
+    ]
+    .join("\n");
+    let out = replay(&input);
+    assert_eq!(out.summary.rejected.get("unknown_mode"), Some(&1));
+    let first: serde_json::Value = serde_json::from_str(out.matches.lines().next().expect("a match")).unwrap();
+    assert_eq!(first["formed_at_ms"], 1_000);
+}
+
+#[test]
+fn duplicate_rtt_keys_keep_the_last_value() {
+    let line = |at: u64, t: &str, p: &str| {
+        format!(
+            r#"{{"at_ms":{at},"op":"enqueue","ticket":"{t}","mode":"duel-1v1","players":[{{"id":"{p}","mmr":1500,"rtt_ms":{{"eu-west":500.0,"eu-west":20.0}}}}]}}"#
+        )
+    };
+    let out = replay(&[line(0, "a", "pa"), line(0, "b", "pb")].join("\n"));
+    let m: serde_json::Value = serde_json::from_str(out.matches.lines().next().expect("a match")).unwrap();
+    assert_eq!((m["formed_at_ms"].as_u64(), m["worst_rtt_ms"].as_f64()), (Some(0), Some(20.0)));
+}
+
+#[test]
 fn match_lines_follow_the_contract_format() {
     let input = [solo(0, "t1", "p1", 1500.0), solo(0, "t2", "p2", 1510.0)].join("\n");
     let out = replay(&input);
     assert_eq!(
         out.matches,
-        "{\"match\":\"m1\",\"mode\":\"duel-1v1\",\"datacenter\":\"eu-west\",\"formed_at_ms\":0,\"teams\":[[\"t2\"],[\"t1\"]],\
+        "{\"match\":\"m1\",\"mode\":\"duel-1v1\",\"datacenter\":\"eu-west\",\"formed_at_ms\":0,\"teams\":[[\"t1\"],[\"t2\"]],\
          \"wait_ms\":[0,0],\"mmr_spread\":10.0,\"team_imbalance\":10.0,\"worst_rtt_ms\":20.0}\n"
     );
 }
