@@ -30,7 +30,17 @@ fn replays_the_example_from_file_to_stdout_with_a_summary() {
     let dir = scratch("summary");
     let summary_path = dir.join("summary.json");
     let out = rally(
-        &["replay", "--modes", MODES, "--input", EVENTS, "--output", "-", "--summary-json", summary_path.to_str().unwrap()],
+        &[
+            "replay",
+            "--modes",
+            MODES,
+            "--input",
+            EVENTS,
+            "--output",
+            "-",
+            "--summary-json",
+            summary_path.to_str().unwrap(),
+        ],
         b"",
     );
     let stderr = String::from_utf8_lossy(&out.stderr);
@@ -44,7 +54,18 @@ fn replays_the_example_from_file_to_stdout_with_a_summary() {
     assert!(stderr.contains("wait ms"), "the summary table goes to stderr: {stderr}");
     let summary: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&summary_path).unwrap()).unwrap();
     assert_eq!(summary["matches"].as_u64().unwrap() as usize, matches.lines().count());
-    for key in ["lines_read", "accepted", "rejected", "tickets_matched", "wait_ms", "mean_spread", "mean_imbalance", "mean_worst_rtt_ms", "tick_us", "wall_ms"] {
+    for key in [
+        "lines_read",
+        "accepted",
+        "rejected",
+        "tickets_matched",
+        "wait_ms",
+        "mean_spread",
+        "mean_imbalance",
+        "mean_worst_rtt_ms",
+        "tick_us",
+        "wall_ms",
+    ] {
         assert!(summary.get(key).is_some(), "summary lacks {key}");
     }
 }

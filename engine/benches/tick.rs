@@ -94,10 +94,13 @@ fn workload(n: usize, team_size: usize, seed: u64) -> Workload {
             1
         } else {
             let mut x: f64 = rng.random();
-            party_weights.iter().position(|&w| {
-                x -= w;
-                x < 0.0
-            }).unwrap_or(0)
+            party_weights
+                .iter()
+                .position(|&w| {
+                    x -= w;
+                    x < 0.0
+                })
+                .unwrap_or(0)
                 + 1
         };
         let party_mmr = 1500.0 + 250.0 * normal(&mut rng);

@@ -28,8 +28,8 @@ pub use command::{
 };
 pub use route::{home_region, home_shard};
 pub use rules::{
-    DatacenterId, MAX_DATACENTERS_PER_SHARD, MAX_PLAYERS_PER_MATCH, Mode, ModeId, Region, RegionId, Rules,
-    RulesError, ShardId, ShardPlan, Widening,
+    DatacenterId, MAX_DATACENTERS_PER_SHARD, MAX_PLAYERS_PER_MATCH, Mode, ModeId, Region, RegionId, Rules, RulesError,
+    ShardId, ShardPlan, Widening,
 };
 pub use runtime::{Runtime, RuntimeConfig, RuntimeEvent, ShardHandle, SubmitError};
 pub use shard::{Shard, ShardConfig};

@@ -54,6 +54,19 @@ impl Widening {
         (self.start + self.growth_per_s * wait_ms as f64 / 1000.0).min(self.max)
     }
 
+    /// The shortest wait (ms) after which the limit is at least `value`, rounded down so a
+    /// caller that waits this long never misses the moment; `None` if it never gets there.
+    pub(crate) fn wait_for(&self, value: f64) -> Option<u64> {
+        if value <= self.start {
+            return Some(0);
+        }
+        if value > self.max || self.growth_per_s <= 0.0 {
+            return None;
+        }
+        // `as` truncates: the floor of a positive number, without a libm call.
+        Some(((value - self.start) * 1000.0 / self.growth_per_s) as u64)
+    }
+
     fn validate(&self, mode: &str, field: &'static str) -> Result<(), RulesError> {
         let bad = |reason: &'static str| RulesError::BadWidening { mode: mode.to_owned(), field, reason };
         if !(self.start.is_finite() && self.growth_per_s.is_finite() && self.max.is_finite()) {
@@ -431,7 +444,10 @@ max_rtt_ms = { start = 80.0, growth_per_s = 8.0, max = 180.0 }
         let unknown = GOOD.replace("tick_ms = 50", "shards = [[\"mars\"]]");
         assert_eq!(err(&unknown), "shards: unknown region `mars`");
         let many: Vec<String> = (0..33).map(|i| format!("\"dc{i}\"")).collect();
-        let big = format!("[regions]\nr = [{}]\n[[mode]]\nname='m'\nteams=2\nteam_size=1\nmmr_window={{start=1.0,growth_per_s=1.0,max=2.0}}\nmax_rtt_ms={{start=1.0,growth_per_s=1.0,max=2.0}}", many.join(","));
+        let big = format!(
+            "[regions]\nr = [{}]\n[[mode]]\nname='m'\nteams=2\nteam_size=1\nmmr_window={{start=1.0,growth_per_s=1.0,max=2.0}}\nmax_rtt_ms={{start=1.0,growth_per_s=1.0,max=2.0}}",
+            many.join(",")
+        );
         assert!(err(&big).contains("shard `r` would serve 33 datacenters"));
     }
 
@@ -484,7 +500,8 @@ max_rtt_ms = { start = 80.0, growth_per_s = 8.0, max = 180.0 }
             let got = err(&mode(&body));
             assert!(got.contains(want), "{body:?}: got {got:?}, want {want:?}");
         }
-        let dup = format!("{}\n[[mode]]\nname='m'\nteams=2\nteam_size=1\n{w}", mode(&format!("teams=2\nteam_size=1\n{w}")));
+        let dup =
+            format!("{}\n[[mode]]\nname='m'\nteams=2\nteam_size=1\n{w}", mode(&format!("teams=2\nteam_size=1\n{w}")));
         assert!(err(&dup).contains("mode `m` is defined more than once"));
     }
 }

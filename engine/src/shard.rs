@@ -31,7 +31,10 @@ impl Default for ShardConfig {
 
 #[derive(Clone, Copy, Debug)]
 enum TicketState {
-    Waiting { mode: ModeId, slot: u32 },
+    Waiting {
+        mode: ModeId,
+        slot: u32,
+    },
     /// Matched or cancelled; the id stays reserved.
     Done,
 }
@@ -82,12 +85,7 @@ impl Shard {
         for (bit, dc) in dcs.iter().enumerate() {
             local_dc[usize::from(dc.0)] = bit as u8;
         }
-        let pools = rules
-            .modes
-            .iter()
-            .enumerate()
-            .map(|(i, m)| Pool::new(ModeId(i as u16), m, dcs.len()))
-            .collect();
+        let pools = rules.modes.iter().enumerate().map(|(i, m)| Pool::new(ModeId(i as u16), m, dcs.len())).collect();
         Shard {
             rules,
             id,
@@ -255,12 +253,8 @@ impl Shard {
         self.forget_old_ids(now_ms);
         let dcs = &self.rules.shards[usize::from(self.id.0)].datacenters;
         let shard_tag = u64::from(self.id.0) << 48;
-        let mut indexes = Indexes {
-            tickets: &mut self.tickets,
-            players: &mut self.players,
-            finished: &mut self.finished,
-            now_ms,
-        };
+        let mut indexes =
+            Indexes { tickets: &mut self.tickets, players: &mut self.players, finished: &mut self.finished, now_ms };
         for pool in &mut self.pools {
             pool.tick(now_ms, dcs, shard_tag, &mut self.next_match_seq, &mut indexes, out);
         }

@@ -10,9 +10,12 @@ use common::*;
 use proptest::prelude::*;
 use rally_engine::{Command, Event, Match, PlayerEntry, PlayerId, Rules, TicketId, TicketRequest};
 
+/// (player id, rating, (datacenter index, RTT) pairs).
+type GenPlayer = (u64, f64, Vec<(usize, f64)>);
+
 #[derive(Clone, Debug)]
 enum Op {
-    Enqueue { ticket: u64, mode: usize, players: Vec<(u64, f64, Vec<(usize, f64)>)> },
+    Enqueue { ticket: u64, mode: usize, players: Vec<GenPlayer> },
     Cancel(u64),
     Tick { advance_ms: u64 },
 }
@@ -29,7 +32,7 @@ fn op() -> impl Strategy<Value = Op> {
     ]
 }
 
-fn request(ticket: u64, mode: usize, players: &[(u64, f64, Vec<(usize, f64)>)]) -> TicketRequest {
+fn request(ticket: u64, mode: usize, players: &[GenPlayer]) -> TicketRequest {
     TicketRequest {
         id: TicketId(ticket),
         // The rules have three modes: index 3 is an unknown mode.
@@ -107,7 +110,9 @@ fn check(ops: &[Op], events: &[(u64, Event)]) -> Result<(), TestCaseError> {
                     waiting_players.remove(&p.id);
                 }
             }
-            Event::NotWaiting(id) => prop_assert!(!waiting.contains_key(id), "a waiting ticket was reported not waiting"),
+            Event::NotWaiting(id) => {
+                prop_assert!(!waiting.contains_key(id), "a waiting ticket was reported not waiting")
+            }
             Event::Matched(m) => {
                 check_match(&rules, &waiting, *now, m)?;
                 for t in &m.tickets {
@@ -162,15 +167,19 @@ fn check_match(rules: &Rules, waiting: &HashMap<TicketId, Waiting>, now: u64, m:
         let limit = mode.max_rtt_ms.at(wait);
         for p in &w.req.players {
             // The worst of a player's entries for the datacenter counts (duplicates allowed).
-            let rtt = p.rtt_ms.iter().filter(|(d, _)| *d == m.datacenter).map(|&(_, r)| r).fold(None, |a: Option<f64>, r| {
-                Some(a.map_or(r, |a| a.max(r)))
-            });
+            let rtt = p
+                .rtt_ms
+                .iter()
+                .filter(|(d, _)| *d == m.datacenter)
+                .map(|&(_, r)| r)
+                .fold(None, |a: Option<f64>, r| Some(a.map_or(r, |a| a.max(r))));
             let rtt = rtt.ok_or_else(|| TestCaseError::fail("player without an rtt to the match's datacenter"))?;
             prop_assert!(rtt <= limit, "rtt {} over limit {}", rtt, limit);
             worst_rtt = worst_rtt.max(rtt);
         }
     }
-    let imbalance = means.iter().cloned().fold(f64::NEG_INFINITY, f64::max) - means.iter().cloned().fold(f64::INFINITY, f64::min);
+    let imbalance =
+        means.iter().cloned().fold(f64::NEG_INFINITY, f64::max) - means.iter().cloned().fold(f64::INFINITY, f64::min);
     prop_assert!((m.mmr_spread - spread).abs() < 1e-9);
     prop_assert!((m.team_imbalance - imbalance).abs() < 1e-6);
     prop_assert!((m.worst_rtt_ms - worst_rtt).abs() < 1e-9);
@@ -206,7 +215,8 @@ fn many_tickets_in_every_mode_all_match_validly() {
             .map(|_| {
                 next_player += 1;
                 let home = rng.random_range(0..5usize);
-                let rtt = (0..5).map(|dc| (dc, if dc == home { 20.0 } else { rng.random_range(40.0..140.0) })).collect();
+                let rtt =
+                    (0..5).map(|dc| (dc, if dc == home { 20.0 } else { rng.random_range(40.0..140.0) })).collect();
                 (next_player, rng.random_range(1200.0..1800.0), rtt)
             })
             .collect();
@@ -221,9 +231,7 @@ fn many_tickets_in_every_mode_all_match_validly() {
     ops.extend((0..300).map(|_| Op::Tick { advance_ms: 100 }));
     let events = run(&ops);
     check(&ops, &events).unwrap();
-    let matched: usize = events
-        .iter()
-        .filter_map(|(_, e)| if let Event::Matched(m) = e { Some(m.tickets.len()) } else { None })
-        .sum();
+    let matched: usize =
+        events.iter().filter_map(|(_, e)| if let Event::Matched(m) = e { Some(m.tickets.len()) } else { None }).sum();
     assert!(matched > 2_500, "only {matched} of 3000 tickets matched");
 }

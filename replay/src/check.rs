@@ -146,7 +146,11 @@ impl Admission {
             }
             InputEvent::Cancel { ticket, .. } => {
                 self.last_at_ms = at_ms;
-                if self.finish(&ticket).is_some() { Admitted::Cancelled(ticket.into_owned()) } else { Admitted::Nothing }
+                if self.finish(&ticket).is_some() {
+                    Admitted::Cancelled(ticket.into_owned())
+                } else {
+                    Admitted::Nothing
+                }
             }
         };
         (Some(at_ms), outcome)
@@ -222,7 +226,9 @@ struct MatchLine {
 fn parse_match(line_no: usize, line: &str) -> Result<MatchLine, String> {
     let v: serde_json::Value = serde_json::from_str(line).map_err(|e| format!("match line {line_no}: {e}"))?;
     let field = |k: &str| v.get(k).ok_or_else(|| format!("match line {line_no}: no `{k}`"));
-    let text = |k: &str| field(k)?.as_str().map(str::to_owned).ok_or_else(|| format!("match line {line_no}: `{k}` not a string"));
+    let text = |k: &str| {
+        field(k)?.as_str().map(str::to_owned).ok_or_else(|| format!("match line {line_no}: `{k}` not a string"))
+    };
     let teams = field("teams")?
         .as_array()
         .ok_or_else(|| format!("match line {line_no}: teams not an array"))?
@@ -231,7 +237,9 @@ fn parse_match(line_no: usize, line: &str) -> Result<MatchLine, String> {
             team.as_array()
                 .ok_or_else(|| format!("match line {line_no}: team not an array"))?
                 .iter()
-                .map(|t| t.as_str().map(str::to_owned).ok_or_else(|| format!("match line {line_no}: ticket not a string")))
+                .map(|t| {
+                    t.as_str().map(str::to_owned).ok_or_else(|| format!("match line {line_no}: ticket not a string"))
+                })
                 .collect()
         })
         .collect::<Result<_, String>>()?;
@@ -239,7 +247,9 @@ fn parse_match(line_no: usize, line: &str) -> Result<MatchLine, String> {
         line_no,
         mode: text("mode")?,
         datacenter: text("datacenter")?,
-        formed_at_ms: field("formed_at_ms")?.as_u64().ok_or_else(|| format!("match line {line_no}: bad formed_at_ms"))?,
+        formed_at_ms: field("formed_at_ms")?
+            .as_u64()
+            .ok_or_else(|| format!("match line {line_no}: bad formed_at_ms"))?,
         teams,
     })
 }
@@ -310,7 +320,9 @@ fn check_match(
     let fail = |why: String| Err(format!("match line {}: {why}", m.line_no));
     let Some(mode_id) = rules.mode_id(&m.mode) else { return fail(format!("unknown mode {}", m.mode)) };
     let mode = &rules.modes[usize::from(mode_id.0)];
-    let Some(dc) = rules.datacenter_id(&m.datacenter) else { return fail(format!("unknown datacenter {}", m.datacenter)) };
+    let Some(dc) = rules.datacenter_id(&m.datacenter) else {
+        return fail(format!("unknown datacenter {}", m.datacenter));
+    };
     let dc = usize::from(dc.0);
     if m.teams.len() != usize::from(mode.teams) {
         return fail(format!("{} teams, mode has {}", m.teams.len(), mode.teams));
@@ -345,11 +357,13 @@ fn check_match(
     let mut worst_rtt = 0.0f64;
     for (_, ticket) in &tickets {
         let wait = t - ticket.at_ms;
-        let window = (mode.mmr_window.start + mode.mmr_window.growth_per_s * wait as f64 / 1000.0).min(mode.mmr_window.max);
+        let window =
+            (mode.mmr_window.start + mode.mmr_window.growth_per_s * wait as f64 / 1000.0).min(mode.mmr_window.max);
         if spread > window {
             return fail(format!("spread {spread} exceeds ticket {}'s window {window}", ticket.name));
         }
-        let limit = (mode.max_rtt_ms.start + mode.max_rtt_ms.growth_per_s * wait as f64 / 1000.0).min(mode.max_rtt_ms.max);
+        let limit =
+            (mode.max_rtt_ms.start + mode.max_rtt_ms.growth_per_s * wait as f64 / 1000.0).min(mode.max_rtt_ms.max);
         for p in &ticket.players {
             match p.rtt_to(dc) {
                 Some(r) if r <= limit => worst_rtt = worst_rtt.max(r),
@@ -364,7 +378,8 @@ fn check_match(
         team_sums[*team] += ticket.players.iter().map(|p| p.mmr).sum::<f64>();
     }
     let size = f64::from(mode.team_size);
-    let (mlo, mhi) = team_sums.iter().fold((f64::INFINITY, f64::NEG_INFINITY), |(a, b), s| (a.min(s / size), b.max(s / size)));
+    let (mlo, mhi) =
+        team_sums.iter().fold((f64::INFINITY, f64::NEG_INFINITY), |(a, b), s| (a.min(s / size), b.max(s / size)));
     for (_, ticket) in &tickets {
         admission.finish(&ticket.name);
     }

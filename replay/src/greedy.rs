@@ -156,8 +156,12 @@ fn tick(
             *n_matches += 1;
             write!(out, "{{\"match\":\"g{n_matches}\",\"mode\":").unwrap();
             out.push_str(&serde_json::to_string(&mode.name).unwrap());
-            write!(out, ",\"datacenter\":{},\"formed_at_ms\":{now},\"teams\":[", serde_json::to_string(&rules.datacenters[dc]).unwrap())
-                .unwrap();
+            write!(
+                out,
+                ",\"datacenter\":{},\"formed_at_ms\":{now},\"teams\":[",
+                serde_json::to_string(&rules.datacenters[dc]).unwrap()
+            )
+            .unwrap();
             for (ti, team) in teams.iter().enumerate() {
                 out.push_str(if ti == 0 { "[" } else { ",[" });
                 for (k, &member) in team.iter().enumerate() {

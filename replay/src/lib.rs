@@ -26,8 +26,8 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use rally_engine::{
-    Command, DatacenterId, Event, Match, ModeId, PlayerEntry, PlayerId, Rejection, Rules, Shard, ShardConfig, ShardId, TicketId,
-    TicketRequest, home_shard,
+    Command, DatacenterId, Event, Match, ModeId, PlayerEntry, PlayerId, Rejection, Rules, Shard, ShardConfig, ShardId,
+    TicketId, TicketRequest, home_shard,
 };
 use rustc_hash::FxHashMap;
 

@@ -9,9 +9,9 @@
 
 use std::fmt::Write as _;
 
+use rally_engine::Rules;
 use rand::rngs::SmallRng;
 use rand::{Rng, SeedableRng};
-use rally_engine::Rules;
 
 /// How to generate traffic.
 #[derive(Clone, Debug, PartialEq)]
@@ -61,11 +61,8 @@ pub fn generate(rules: &Rules, spec: &WorkloadSpec) -> String {
     let mut rng = SmallRng::seed_from_u64(spec.seed);
     let n_tickets = (spec.tickets_per_s * spec.duration_s).round() as u64;
     let mode_total: f64 = spec.modes.iter().map(|(_, w)| w).sum();
-    let region_weights: Vec<f64> = if spec.region_weights.is_empty() {
-        vec![1.0; rules.regions.len()]
-    } else {
-        spec.region_weights.clone()
-    };
+    let region_weights: Vec<f64> =
+        if spec.region_weights.is_empty() { vec![1.0; rules.regions.len()] } else { spec.region_weights.clone() };
     let region_total: f64 = region_weights.iter().sum();
 
     // (at_ms, order, line): enqueues and their cancels, sorted at the end.
@@ -73,8 +70,8 @@ pub fn generate(rules: &Rules, spec: &WorkloadSpec) -> String {
     let mut player_seq = 0u64;
     for i in 0..n_tickets {
         let at_ms = (i as f64 * 1000.0 / spec.tickets_per_s) as u64;
-        let mode_name = pick(&mut rng, spec.modes.iter().map(|(_, w)| *w), mode_total)
-            .map_or("", |k| spec.modes[k].0.as_str());
+        let mode_name =
+            pick(&mut rng, spec.modes.iter().map(|(_, w)| *w), mode_total).map_or("", |k| spec.modes[k].0.as_str());
         let team_size = rules.mode_id(mode_name).and_then(|id| rules.mode(id)).map_or(1, |m| usize::from(m.team_size));
         let sizes = &spec.party_size_weights[..spec.party_size_weights.len().min(team_size).max(1)];
         let party = pick(&mut rng, sizes.iter().copied(), sizes.iter().sum()).unwrap_or(0) + 1;
@@ -88,7 +85,8 @@ pub fn generate(rules: &Rules, spec: &WorkloadSpec) -> String {
         for member in 0..party {
             let mmr = if party == 1 { party_mmr } else { party_mmr + normal(&mut rng, 0.0, 60.0) }.max(0.0);
             let base = rng.random_range(8.0..35.0);
-            let skip_dc = (rng.random::<f64>() < spec.missing_rtt_fraction).then(|| rng.random_range(0..home_dcs.len()));
+            let skip_dc =
+                (rng.random::<f64>() < spec.missing_rtt_fraction).then(|| rng.random_range(0..home_dcs.len()));
             if member > 0 {
                 line.push(',');
             }

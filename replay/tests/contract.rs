@@ -39,8 +39,13 @@ fn solo(at_ms: u64, ticket: &str, player: &str, mmr: f64) -> String {
 
 #[test]
 fn events_at_or_before_a_tick_are_applied_before_it() {
-    let input = [solo(100, "a", "pa", 1500.0), solo(100, "b", "pb", 1500.0), solo(101, "c", "pc", 1500.0), solo(200, "d", "pd", 1500.0)]
-        .join("\n");
+    let input = [
+        solo(100, "a", "pa", 1500.0),
+        solo(100, "b", "pb", 1500.0),
+        solo(101, "c", "pc", 1500.0),
+        solo(200, "d", "pd", 1500.0),
+    ]
+    .join("\n");
     let out = replay(&input);
     let formed: Vec<u64> = out
         .matches
@@ -96,7 +101,8 @@ fn match_lines_follow_the_contract_format() {
 
 #[test]
 fn every_bad_line_is_reported_counted_and_skipped() {
-    let party6: Vec<String> = (0..6).map(|i| format!(r#"{{"id":"q{i}","mmr":1500,"rtt_ms":{{"eu-west":20}}}}"#)).collect();
+    let party6: Vec<String> =
+        (0..6).map(|i| format!(r#"{{"id":"q{i}","mmr":1500,"rtt_ms":{{"eu-west":20}}}}"#)).collect();
     let lines = [
         // Good lines that later ones collide with.
         (solo(10, "ok1", "p1", 1500.0), None),

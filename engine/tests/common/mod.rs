@@ -97,8 +97,14 @@ pub fn run_ticks(shard: &mut Shard, from_ms: u64, to_ms: u64) -> Vec<Match> {
 pub fn render(rules: &Rules, matches: &[Match]) -> String {
     let mut s = String::new();
     for m in matches {
-        write!(s, "t={} {} @{} ", m.formed_at_ms, rules.modes[usize::from(m.mode.0)].name, rules.datacenter_name(m.datacenter))
-            .unwrap();
+        write!(
+            s,
+            "t={} {} @{} ",
+            m.formed_at_ms,
+            rules.modes[usize::from(m.mode.0)].name,
+            rules.datacenter_name(m.datacenter)
+        )
+        .unwrap();
         for (i, team) in m.teams().enumerate() {
             s.push_str(if i == 0 { "[" } else { " vs [" });
             let ids: Vec<String> = team.iter().map(|t| format!("t{}", t.id.0)).collect();
