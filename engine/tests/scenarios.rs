@@ -85,12 +85,15 @@ fn parties_stay_together_and_teams_are_balanced_by_mean_rating() {
 #[test]
 fn free_for_all_takes_the_tightest_run_of_ratings() {
     let mut s = shard();
-    for (id, mmr) in [(1, 1500.0), (2, 1420.0), (3, 1510.0), (4, 1520.0), (5, 1530.0), (6, 1590.0)] {
-        enqueue(&mut s, 0, ticket(id, "ffa4", vec![eu(id, mmr)]));
+    // Ticket 1 waits a tick alone, so it is the oldest and anchors the search.
+    enqueue(&mut s, 0, ticket(1, "ffa4", vec![eu(1, 1500.0)]));
+    assert!(tick(&mut s, 0).is_empty());
+    for (id, mmr) in [(2, 1420.0), (3, 1510.0), (4, 1520.0), (5, 1530.0), (6, 1590.0)] {
+        enqueue(&mut s, 100, ticket(id, "ffa4", vec![eu(id, mmr)]));
     }
-    let matches = tick(&mut s, 0);
+    let matches = tick(&mut s, 100);
     expect![[r#"
-        t=0 ffa4 @eu-west [t1] vs [t3] vs [t4] vs [t5] spread=30.0 imbalance=30.0 worst_rtt=20.0 waits=0,0,0,0
+        t=100 ffa4 @eu-west [t1] vs [t3] vs [t4] vs [t5] spread=30.0 imbalance=30.0 worst_rtt=20.0 waits=100,0,0,0
     "#]]
     .assert_eq(&render(s.rules(), &matches));
 }
