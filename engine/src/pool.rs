@@ -47,8 +47,8 @@ const NONE: u32 = u32::MAX;
 /// windows, team packing, scan limits) waits before searching again: the time its MMR
 /// window takes to grow by `RESEARCH_GROWTH` points, within these bounds. Others still
 /// pick it as a candidate meanwhile, and new tickets nearby still find it. Measured on the
-/// 240k-ticket narrow-window replay (BENCHMARKS.md): 8.6 s instead of 37 s searching every
-/// tick, with 0.03% fewer tickets matched.
+/// 240k-ticket narrow-window replay (BENCHMARKS.md): 8.2 s instead of 37 s searching every
+/// tick, with 0.06% fewer tickets matched.
 const RESEARCH_GROWTH: f64 = 2.0;
 const RESEARCH_DELAY_MIN_MS: u64 = 100;
 /// Below this many waiting tickets a pool searches every failed anchor every tick: the
@@ -452,7 +452,8 @@ impl Pool {
     }
 
     /// Looks for a match around the ticket at `sorted[anchor]`; on success its members
-    /// (positions in `sorted`) are in `best_chosen`.
+    /// (positions in `sorted`) are in `best_chosen`, on failure `retry_at_ms` says when
+    /// searching from this anchor again could first succeed.
     fn find_match(&mut self, anchor: usize, now_ms: u64) -> bool {
         let a = self.candidate(anchor, now_ms);
         if a.dc_mask == 0 {
@@ -477,7 +478,9 @@ impl Pool {
         // The earliest time a later search could find what this one did not: when a
         // rejected neighbour becomes compatible, or the window reaches the next one out.
         // What it cannot reason about (a search that ran out of budget or found no set
-        // among compatible candidates) is retried after `RESEARCH_DELAY_MS`.
+        // among compatible candidates) is retried next tick — or, on a big pool, after
+        // `research_delay_ms` even if a neighbour becomes compatible sooner: under load,
+        // a failed anchor waits its turn (others still pick it, new tickets still find it).
         let research_at =
             if self.n_waiting >= RESEARCH_DELAY_FROM_WAITING { now_ms + self.research_delay_ms } else { now_ms + 1 };
         self.retry_at_ms = u64::MAX;
@@ -527,7 +530,8 @@ impl Pool {
                 };
                 scanned += 1;
                 if self.sorted[pos].reserved {
-                    self.retry_at_ms = now_ms + 1;
+                    // Held for an older anchor this tick; free again after it.
+                    self.retry_at_ms = self.retry_at_ms.min(research_at);
                     continue;
                 }
                 match self.candidate_for(&a, pos, now_ms) {
