@@ -624,6 +624,7 @@ impl Pool {
             window: a.window,
             dc_mask: a.dc_mask,
             players: u32::from(a.n_players),
+            sums: 1 | 1u128 << a.n_players,
         };
         self.subset_dfs(1, state, &mut budget)
     }
@@ -644,15 +645,37 @@ impl Pool {
             let hi = st.hi.max(c.max_mmr);
             let window = st.window.min(c.window);
             let dc_mask = st.dc_mask & c.dc_mask;
-            if hi - lo <= window && dc_mask != 0 {
+            let sums = st.sums | st.sums << c.n_players;
+            if hi - lo <= window && dc_mask != 0 && self.may_pack(sums, players) {
                 self.chosen.push(next as u32);
-                if self.subset_dfs(next + 1, SubsetState { lo, hi, window, dc_mask, players }, budget) {
+                let st = SubsetState { lo, hi, window, dc_mask, players, sums };
+                if self.subset_dfs(next + 1, st, budget) {
                     return true;
                 }
                 self.chosen.pop();
             }
         }
         self.subset_dfs(next + 1, st, budget)
+    }
+
+    /// Whether parties with these subset `sums` and `players` in all could still be split
+    /// into two teams as more parties join: one side must hold at most `team_size` and
+    /// leave at most `team_size` to the other. The greedy baseline's first-fit check, made
+    /// exact; it prunes the subset search early instead of at its leaves. Always true for
+    /// more than two teams (the split search decides those).
+    #[inline]
+    fn may_pack(&self, sums: u128, players: u32) -> bool {
+        if self.teams != 2 {
+            return true;
+        }
+        let t = u32::from(self.team_size);
+        let lo = players.saturating_sub(t);
+        if lo > t {
+            return false;
+        }
+        // Bits lo..=t.
+        let range = (u128::MAX >> (127 - t)) & (u128::MAX << lo);
+        sums & range != 0
     }
 
     /// Splits the chosen candidates into teams of exactly `team_size`, minimising the gap
@@ -856,6 +879,8 @@ struct SubsetState {
     window: f64,
     dc_mask: u32,
     players: u32,
+    /// Bit k: some of the chosen parties sum to exactly k players (two-team modes).
+    sums: u128,
 }
 
 #[derive(Clone, Copy, Debug)]
