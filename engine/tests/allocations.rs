@@ -1,0 +1,113 @@
+//! A tick allocates nothing per waiting ticket in the steady state: once the pool's
+//! buffers have grown, ticking over thousands of waiting tickets that cannot match yet
+//! allocates nothing at all, and a tick that forms matches allocates only for them.
+//!
+//! Its own test binary: the counting allocator is global to the binary.
+
+use std::alloc::{GlobalAlloc, Layout, System};
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+use rally_engine::{
+    DatacenterId, Event, ModeId, PlayerEntry, PlayerId, Rules, Shard, ShardConfig, ShardId, TicketId, TicketRequest,
+};
+
+struct Counting;
+
+static ALLOCATIONS: AtomicUsize = AtomicUsize::new(0);
+
+// SAFETY: forwards to the system allocator unchanged; only counts calls.
+unsafe impl GlobalAlloc for Counting {
+    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
+        ALLOCATIONS.fetch_add(1, Ordering::Relaxed);
+        // SAFETY: same contract as the caller's.
+        unsafe { System.alloc(layout) }
+    }
+    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
+        // SAFETY: same contract as the caller's.
+        unsafe { System.dealloc(ptr, layout) }
+    }
+    unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
+        ALLOCATIONS.fetch_add(1, Ordering::Relaxed);
+        // SAFETY: same contract as the caller's.
+        unsafe { System.realloc(ptr, layout, new_size) }
+    }
+}
+
+#[global_allocator]
+static GLOBAL: Counting = Counting;
+
+/// Windows that grow slowly: players 10 MMR apart need 10 s to meet.
+const RULES: &str = r#"
+[regions]
+eu = ["eu-west", "eu-central"]
+
+[[mode]]
+name = "duel"
+teams = 2
+team_size = 1
+mmr_window = { start = 1.0, growth_per_s = 1.0, max = 400.0 }
+max_rtt_ms = { start = 60.0, growth_per_s = 5.0, max = 150.0 }
+
+[[mode]]
+name = "squad"
+teams = 2
+team_size = 5
+mmr_window = { start = 1.0, growth_per_s = 1.0, max = 400.0 }
+max_rtt_ms = { start = 60.0, growth_per_s = 5.0, max = 150.0 }
+"#;
+
+fn request(id: u64, mode: u16, mmr: f64) -> TicketRequest {
+    TicketRequest {
+        id: TicketId(id),
+        mode: ModeId(mode),
+        players: vec![PlayerEntry {
+            id: PlayerId(id),
+            mmr,
+            rtt_ms: vec![(DatacenterId(0), 20.0), (DatacenterId(1), 30.0)],
+        }],
+    }
+}
+
+fn allocations_during(f: impl FnOnce()) -> usize {
+    let before = ALLOCATIONS.load(Ordering::Relaxed);
+    f();
+    ALLOCATIONS.load(Ordering::Relaxed) - before
+}
+
+#[test]
+fn ticks_over_waiting_tickets_allocate_only_for_the_matches_they_form() {
+    let rules = std::sync::Arc::new(Rules::from_toml(RULES).unwrap());
+    let mut shard = Shard::new(rules, ShardId(0), ShardConfig::default());
+    let mut out = Vec::with_capacity(1_024);
+    // 4,000 tickets per mode, 10 MMR apart: none can match for 9 s.
+    for i in 0..8_000u64 {
+        let mode = (i % 2) as u16;
+        shard.enqueue(0, &request(i, mode, 1_000.0 + 10.0 * (i / 2) as f64)).unwrap();
+    }
+    // The first ticks grow the pool's buffers.
+    for t in [0, 100, 200] {
+        shard.tick(t, &mut out);
+    }
+    assert!(out.is_empty());
+    let steady = allocations_during(|| {
+        for t in (300..3_000).step_by(100) {
+            shard.tick(t, &mut out);
+        }
+    });
+    assert!(out.is_empty(), "nothing can match yet");
+    assert_eq!(steady, 0, "27 ticks over 8,000 waiting tickets allocated {steady} times");
+
+    // Once windows reach 10, the duel pairs match: two allocations per match (its ticket
+    // and player lists), nothing per waiting ticket. The slack covers the amortised,
+    // logarithmic growth of the event buffer and the queue of finished ids.
+    let mut matches = 0;
+    let forming = allocations_during(|| {
+        for t in (3_000..12_000).step_by(100) {
+            shard.tick(t, &mut out);
+            matches += out.iter().filter(|e| matches!(e, Event::Matched(_))).count();
+            out.clear();
+        }
+    });
+    assert!(matches >= 1_000, "only {matches} matches formed");
+    assert!(forming <= 2 * matches + 64, "{forming} allocations for {matches} matches");
+}
