@@ -71,6 +71,9 @@ struct Slot {
     sum_mmr: f64,
     /// Bumped on every reuse, so stale `age` entries are recognised.
     generation: u32,
+    /// Index in `sorted` or `pending`, by `state`. Kept here rather than in a side array
+    /// so an anchor's liveness check and its position cost one cache miss, not two.
+    pos: u32,
     state: SlotState,
     n_players: u8,
 }
@@ -145,8 +148,6 @@ pub(crate) struct Pool {
     /// `slots.len() * team_size`.
     player_ids: Vec<PlayerId>,
     free: Vec<u32>,
-    /// Per slot: index in `sorted` or `pending`, by state.
-    pos: Vec<u32>,
     sorted: Vec<Entry>,
     pending: Vec<Entry>,
     /// (slot, generation) in arrival order.
@@ -182,7 +183,6 @@ impl Pool {
             rtt: Vec::new(),
             player_ids: Vec::new(),
             free: Vec::new(),
-            pos: Vec::new(),
             sorted: Vec::new(),
             pending: Vec::new(),
             age: Vec::new(),
@@ -216,10 +216,16 @@ impl Pool {
             Some(slot) => slot,
             None => {
                 let slot = self.slots.len() as u32;
-                self.slots.push(Slot { id: t.id, sum_mmr: 0.0, generation: 0, state: SlotState::Free, n_players: 0 });
+                self.slots.push(Slot {
+                    id: t.id,
+                    sum_mmr: 0.0,
+                    generation: 0,
+                    pos: NONE,
+                    state: SlotState::Free,
+                    n_players: 0,
+                });
                 self.rtt.resize(self.rtt.len() + self.n_dc, f64::INFINITY);
                 self.player_ids.resize(self.player_ids.len() + usize::from(self.team_size), PlayerId(0));
-                self.pos.push(NONE);
                 slot
             }
         };
@@ -234,7 +240,7 @@ impl Pool {
         self.rtt[slot as usize * n_dc..][..n_dc].copy_from_slice(t.rtt_ms);
         let stride = usize::from(self.team_size);
         self.player_ids[slot as usize * stride..][..t.players.len()].copy_from_slice(t.players);
-        self.pos[slot as usize] = self.pending.len() as u32;
+        self.slots[slot as usize].pos = self.pending.len() as u32;
         self.pending.push(Entry {
             min_mmr: t.min_mmr,
             max_mmr: t.max_mmr,
@@ -266,20 +272,20 @@ impl Pool {
                 return;
             }
             SlotState::Pending => {
-                let idx = self.pos[slot as usize] as usize;
+                let idx = self.slots[slot as usize].pos as usize;
                 self.pending.swap_remove(idx);
                 if let Some(moved) = self.pending.get(idx) {
-                    self.pos[moved.slot as usize] = idx as u32;
+                    self.slots[moved.slot as usize].pos = idx as u32;
                 }
             }
-            SlotState::Sorted => self.sorted[self.pos[slot as usize] as usize].taken = true,
+            SlotState::Sorted => self.sorted[self.slots[slot as usize].pos as usize].taken = true,
         }
         self.free_slot(slot);
     }
 
     fn free_slot(&mut self, slot: u32) {
         self.slots[slot as usize].state = SlotState::Free;
-        self.pos[slot as usize] = NONE;
+        self.slots[slot as usize].pos = NONE;
         self.free.push(slot);
         self.n_waiting -= 1;
     }
@@ -323,7 +329,7 @@ impl Pool {
             first_moved = first_moved.min(i);
         }
         for (idx, e) in self.sorted.iter().enumerate().skip(first_moved) {
-            self.pos[e.slot as usize] = idx as u32;
+            self.slots[e.slot as usize].pos = idx as u32;
         }
         debug_assert!(self.sorted.windows(2).all(|w| w[0].key_cmp(&w[1]).is_lt()));
         debug_assert_eq!(self.sorted.len(), self.n_waiting);
@@ -365,7 +371,7 @@ impl Pool {
             if s.generation != generation || s.state != SlotState::Sorted {
                 continue;
             }
-            let anchor = self.pos[slot as usize] as usize;
+            let anchor = self.slots[slot as usize].pos as usize;
             let e = self.sorted[anchor];
             if e.taken || e.reserved {
                 continue;
@@ -819,10 +825,9 @@ impl Pool {
             + self.rtt.capacity() * size_of::<f64>()
             + self.player_ids.capacity() * size_of::<PlayerId>()
             + self.free.capacity() * 4
-            + self.pos.capacity() * 4
             + (self.sorted.capacity() + self.pending.capacity()) * size_of::<Entry>()
             + self.age.capacity() * 8
-            + (self.skips.left.capacity() + self.skips.right.capacity()) * 4
+            + self.skips.links.capacity() * 8
     }
 }
 
@@ -830,31 +835,30 @@ impl Pool {
 /// so an anchor late in a dense, mostly matched neighbourhood does not wade through them.
 #[derive(Default)]
 struct Skips {
-    /// `right[i]` leads to the first untaken position ≥ `i`; `right[len] = len` ends it.
-    right: Vec<u32>,
-    /// Shifted by one: `left[j]` leads to `k` where `k - 1` is the last untaken position
-    /// < `j`; `left[0] = 0` means none.
-    left: Vec<u32>,
+    /// Per position `i` (0..=len), the two jump links side by side, so the anchor's first
+    /// step either way touches one cache line:
+    /// - `[i].0` leads to the first untaken position ≥ `i`; `[len].0 = len` ends it;
+    /// - `[j].1`, shifted by one, leads to `k` where `k - 1` is the last untaken position
+    ///   < `j`; `[0].1 = 0` means none.
+    links: Vec<(u32, u32)>,
 }
 
 impl Skips {
     fn reset(&mut self, len: usize) {
-        self.right.clear();
-        self.right.extend(0..=len as u32);
-        self.left.clear();
-        self.left.extend(0..=len as u32);
+        self.links.clear();
+        self.links.extend((0..=len as u32).map(|i| (i, i)));
     }
 
     fn take(&mut self, pos: usize) {
-        self.right[pos] = pos as u32 + 1;
-        self.left[pos + 1] = pos as u32;
+        self.links[pos].0 = pos as u32 + 1;
+        self.links[pos + 1].1 = pos as u32;
     }
 
     /// The first untaken position ≥ `i` (`len` if none).
     fn next_right(&mut self, mut i: usize) -> usize {
-        while self.right[i] as usize != i {
-            let next = self.right[i] as usize;
-            self.right[i] = self.right[next];
+        while self.links[i].0 as usize != i {
+            let next = self.links[i].0 as usize;
+            self.links[i].0 = self.links[next].0;
             i = next;
         }
         i
@@ -863,9 +867,9 @@ impl Skips {
     /// The last untaken position < `i`.
     fn next_left(&mut self, i: usize) -> Option<usize> {
         let mut j = i;
-        while self.left[j] as usize != j {
-            let next = self.left[j] as usize;
-            self.left[j] = self.left[next];
+        while self.links[j].1 as usize != j {
+            let next = self.links[j].1 as usize;
+            self.links[j].1 = self.links[next].1;
             j = next;
         }
         j.checked_sub(1)
