@@ -38,15 +38,33 @@ fn compare(spec: &WorkloadSpec) -> (Quality, Quality) {
     (engine, greedy)
 }
 
-#[test]
-fn engine_beats_greedy_on_mixed_traffic() {
+/// One seeded minute of mixed traffic at `rate` tickets per second.
+fn engine_beats_greedy(seed: u64, rate: f64) {
     let rules = Rules::from_toml(RULES).unwrap();
-    for (seed, rate) in [(1, 100.0), (2, 300.0), (3, 40.0), (4, 150.0)] {
-        let spec = WorkloadSpec::mixed(&rules, seed, rate, 60.0);
-        let (engine, greedy) = compare(&spec);
-        eprintln!("seed {seed} rate {rate}\n  engine {engine:?}\n  greedy {greedy:?}");
-        assert!(engine.tickets_matched >= greedy.tickets_matched, "seed {seed}: fewer tickets matched");
-        assert!(engine.wait_p95_all_ms < greedy.wait_p95_all_ms, "seed {seed}: p95 wait not lower");
-        assert!(engine.mean_imbalance < greedy.mean_imbalance, "seed {seed}: imbalance not lower");
-    }
+    let spec = WorkloadSpec::mixed(&rules, seed, rate, 60.0);
+    let (engine, greedy) = compare(&spec);
+    eprintln!("seed {seed} rate {rate}\n  engine {engine:?}\n  greedy {greedy:?}");
+    assert!(engine.tickets_matched >= greedy.tickets_matched, "seed {seed}: fewer tickets matched");
+    assert!(engine.wait_p95_all_ms < greedy.wait_p95_all_ms, "seed {seed}: p95 wait not lower");
+    assert!(engine.mean_imbalance < greedy.mean_imbalance, "seed {seed}: imbalance not lower");
+}
+
+#[test]
+fn beats_greedy_at_100_tickets_per_s() {
+    engine_beats_greedy(1, 100.0);
+}
+
+#[test]
+fn beats_greedy_at_300_tickets_per_s() {
+    engine_beats_greedy(2, 300.0);
+}
+
+#[test]
+fn beats_greedy_at_40_tickets_per_s() {
+    engine_beats_greedy(3, 40.0);
+}
+
+#[test]
+fn beats_greedy_at_150_tickets_per_s() {
+    engine_beats_greedy(4, 150.0);
 }
