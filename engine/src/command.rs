@@ -51,8 +51,10 @@ pub enum Command {
     Cancel(TicketId),
 }
 
-/// Why a ticket was refused. Every variant is the client's fault and permanent: retrying
-/// the same ticket will not help. (Backpressure is the runtime's `SubmitError`, not this.)
+/// Why a ticket was refused: the client's fault, never backpressure (that is the runtime's
+/// `SubmitError`). Retrying the same ticket fails the same way, except
+/// `PlayerAlreadyWaiting`, which clears when the player's other ticket ends, and
+/// `DuplicateTicket`, which clears once the shard forgets the id (`remember_ids_ms`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, thiserror::Error)]
 pub enum Rejection {
     /// The mode does not exist.

@@ -43,18 +43,21 @@ const SUBSET_BUDGET: u32 = 2_000;
 const SPLIT_BUDGET: u32 = 4_000;
 
 const NONE: u32 = u32::MAX;
-/// How long an anchor whose search failed for reasons time cannot be bounded for (joint
-/// windows, team packing, scan limits) waits before searching again: the time its MMR
-/// window takes to grow by `RESEARCH_GROWTH` points, within these bounds. Others still
-/// pick it as a candidate meanwhile, and new tickets nearby still find it. Measured on the
-/// 240k-ticket narrow-window replay (BENCHMARKS.md): 8.2 s instead of 37 s searching every
-/// tick, with 0.06% fewer tickets matched.
+/// Under load (a pool of at least `RESEARCH_DELAY_FROM_WAITING` tickets) an anchor whose
+/// search failed waits at least the time its MMR window takes to grow `RESEARCH_GROWTH`
+/// points (within `RESEARCH_DELAY_MIN_MS..=RESEARCH_DELAY_MAX_MS`) before searching again,
+/// even if a neighbour becomes compatible sooner. Others still pick it as a candidate
+/// meanwhile, and new tickets nearby still find it. Below the threshold it searches again
+/// as soon as its retry time allows, and arrivals wake their neighbours. Measured on the
+/// 240k-ticket narrow-window replay (BENCHMARKS.md): 6.8 s instead of 37 s searching every
+/// tick, with as many tickets matched; on the mixed-traffic quality seeds, no change.
 const RESEARCH_GROWTH: f64 = 2.0;
+/// Shortest re-search delay under load.
 const RESEARCH_DELAY_MIN_MS: u64 = 100;
-/// Below this many waiting tickets a pool searches every failed anchor every tick: the
-/// delay is a load measure, and on small pools it costs match quality for no gain.
-const RESEARCH_DELAY_FROM_WAITING: usize = 4_000;
+/// Longest re-search delay under load.
 const RESEARCH_DELAY_MAX_MS: u64 = 2_000;
+/// Pool size from which the re-search delay applies.
+const RESEARCH_DELAY_FROM_WAITING: usize = 1_500;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum SlotState {
@@ -320,19 +323,58 @@ impl Pool {
                 }
                 k -= 1;
             }
+            first_moved = first_moved.min(i);
+        }
+        for (idx, e) in self.sorted.iter().enumerate().skip(first_moved) {
+            self.slots[e.slot as usize].pos = idx as u32;
+        }
+        if !self.pending.is_empty() {
+            if self.n_waiting < RESEARCH_DELAY_FROM_WAITING {
+                // Under load the arrivals' own searches find sleeping tickets instead:
+                // valid matches still, only not always the oldest anchor's pick.
+                self.wake_neighbours_of_pending();
+            }
             self.pending.clear();
             // A burst leaves a big buffer behind; keep what ordinary ticks need.
             let keep = (self.sorted.len() / 64).max(1024);
             if self.pending.capacity() > 4 * keep {
                 self.pending.shrink_to(keep);
             }
-            first_moved = first_moved.min(i);
-        }
-        for (idx, e) in self.sorted.iter().enumerate().skip(first_moved) {
-            self.slots[e.slot as usize].pos = idx as u32;
         }
         debug_assert!(self.sorted.windows(2).all(|w| w[0].key_cmp(&w[1]).is_lt()));
         debug_assert_eq!(self.sorted.len(), self.n_waiting);
+    }
+
+    /// When an anchor whose search failed for reasons time cannot bound searches again:
+    /// next tick, or on a big pool after `research_delay_ms`.
+    fn research_at(&self, now_ms: u64) -> u64 {
+        if self.n_waiting >= RESEARCH_DELAY_FROM_WAITING { now_ms + self.research_delay_ms } else { now_ms + 1 }
+    }
+
+    /// New tickets may complete sets for waiting ones that sleep on a retry time: wake the
+    /// nearest few on each side of each arrival, within its window at arrival. Older
+    /// anchors then get the first pick, as oldest-first promises. Runs after the merge.
+    fn wake_neighbours_of_pending(&mut self) {
+        let reach = self.mmr_window.at(0);
+        let per_side = 2 * self.players_per_match;
+        for i in 0..self.pending.len() {
+            let new = self.pending[i];
+            let at = self.slots[new.slot as usize].pos as usize;
+            for pos in (0..at).rev().take(per_side) {
+                let e = &mut self.sorted[pos];
+                if new.min_mmr - e.min_mmr > reach {
+                    break;
+                }
+                e.retry_at_ms = 0;
+            }
+            for pos in (at + 1..self.sorted.len()).take(per_side) {
+                let e = &mut self.sorted[pos];
+                if e.min_mmr - new.max_mmr > reach {
+                    break;
+                }
+                e.retry_at_ms = 0;
+            }
+        }
     }
 
     /// The datacenters (local bits) where every player of `slot` is within `limit`.
@@ -385,7 +427,9 @@ impl Pool {
                 out.push(crate::command::Event::Matched(m));
                 continue;
             }
-            self.sorted[anchor].retry_at_ms = self.retry_at_ms;
+            // Under load a failed anchor waits at least the re-search delay, even when a
+            // neighbour becomes compatible sooner (see `research_at`).
+            self.sorted[anchor].retry_at_ms = self.retry_at_ms.max(self.research_at(now_ms));
             if self.find_match(anchor, now_ms + RESERVE_HORIZON_MS) {
                 // Starvation guard: the set this anchor could have in a moment is held for it,
                 // so younger tickets cannot pair those members off first. A ticket far from
@@ -395,6 +439,11 @@ impl Pool {
                     let pos = self.best_chosen[i];
                     self.sorted[pos as usize].reserved = true;
                     self.reserved.push(pos);
+                }
+                // Reserve again next tick, whatever its own search said — except under load,
+                // where its own retry time stands (see `research_at`).
+                if self.n_waiting < RESEARCH_DELAY_FROM_WAITING {
+                    self.sorted[anchor].retry_at_ms = now_ms + 1;
                 }
             }
         }
@@ -436,12 +485,13 @@ impl Pool {
         self.mmr_window.wait_for(spread).map_or(u64::MAX, |w| enqueued_at_ms.saturating_add(w))
     }
 
-    /// When both tickets' RTT limits first admit a datacenter both have measured.
+    /// When both tickets' RTT limits first admit one datacenter: per datacenter, the later
+    /// of the times each ticket's own limit reaches its own RTT there; the soonest of those.
     fn rtt_limits_meet(&self, x: &Entry, y: &Entry) -> u64 {
         let row = |e: &Entry| &self.rtt[e.slot as usize * self.n_dc..][..self.n_dc];
-        let needed = row(x).iter().zip(row(y)).map(|(a, b)| a.max(*b)).fold(f64::INFINITY, f64::min);
-        let when = |e: &Entry| self.max_rtt.wait_for(needed).map_or(u64::MAX, |w| e.enqueued_at_ms.saturating_add(w));
-        when(x).max(when(y))
+        let when =
+            |e: &Entry, rtt: f64| self.max_rtt.wait_for(rtt).map_or(u64::MAX, |w| e.enqueued_at_ms.saturating_add(w));
+        row(x).iter().zip(row(y)).map(|(&rx, &ry)| when(x, rx).max(when(y, ry))).min().unwrap_or(u64::MAX)
     }
 
     fn candidate(&self, pos: usize, now_ms: u64) -> Candidate {
@@ -473,6 +523,8 @@ impl Pool {
         // Solo-only modes pack any set; party modes get spare candidates to pack with.
         let slack = if self.team_size == 1 { need.min(SOLO_SLACK) } else { usize::from(self.team_size) * 2 };
         let scan_limit = (SCAN_PER_PLAYER * self.players_per_match).min(SCAN_CAP);
+        // Big free-for-alls need more than the usual cap just to fill the match.
+        let max_candidates = MAX_CANDIDATES.max(self.players_per_match + slack);
 
         self.candidates.clear();
         self.candidates.push(a);
@@ -487,13 +539,12 @@ impl Pool {
         // among compatible candidates) is retried next tick — or, on a big pool, after
         // `research_delay_ms` even if a neighbour becomes compatible sooner: under load,
         // a failed anchor waits its turn (others still pick it, new tickets still find it).
-        let research_at =
-            if self.n_waiting >= RESEARCH_DELAY_FROM_WAITING { now_ms + self.research_delay_ms } else { now_ms + 1 };
+        let research_at = self.research_at(now_ms);
         self.retry_at_ms = u64::MAX;
         loop {
             let mut exhausted = false;
             while collected < target {
-                if scanned >= scan_limit || self.candidates.len() >= MAX_CANDIDATES {
+                if scanned >= scan_limit || self.candidates.len() >= max_candidates {
                     exhausted = true;
                     self.retry_at_ms = research_at;
                     break;
@@ -507,10 +558,13 @@ impl Pool {
                     (None, None) => {
                         exhausted = true;
                         let anchor_at = self.sorted[anchor].enqueued_at_ms;
-                        for p in [l_any, r_any].into_iter().flatten() {
-                            let e = &self.sorted[p];
-                            let spread = a.max_mmr.max(e.max_mmr) - a.min_mmr.min(e.min_mmr);
-                            self.retry_at_ms = self.retry_at_ms.min(self.window_reaches(anchor_at, spread));
+                        // Lower bounds on the spread with anything at or beyond the next
+                        // entry out: `sorted` is ordered by lowest rating only, so a wide
+                        // party there may hide a close solo behind it.
+                        let left_gap = l_any.map(|p| a.max_mmr - self.sorted[p].min_mmr);
+                        let right_gap = r_any.map(|p| a.max_mmr.max(self.sorted[p].min_mmr) - a.min_mmr);
+                        for gap in [left_gap, right_gap].into_iter().flatten() {
+                            self.retry_at_ms = self.retry_at_ms.min(self.window_reaches(anchor_at, gap));
                         }
                         break;
                     }

@@ -122,7 +122,9 @@ impl Shard {
         self.pools.iter().map(Pool::len).sum()
     }
 
-    /// When the next tick is due: one `tick_ms` after the last, or now if none ran yet.
+    /// When the next tick is due (ms on the caller's clock): one `tick_ms` after the last,
+    /// or 0 — at once — if none ran yet. Always `Some`; the `Option` leaves room for a shard
+    /// with nothing to do.
     pub fn poll_timeout(&self) -> Option<u64> {
         Some(self.last_tick_ms.map_or(0, |t| t + self.rules.tick_ms))
     }

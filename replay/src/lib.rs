@@ -116,11 +116,8 @@ struct AcrossShards {
 }
 
 impl AcrossShards {
-    fn conflict(&self, used_before: bool, players: &[PlayerEntry]) -> Option<Rejection> {
-        if used_before {
-            return Some(Rejection::DuplicateTicket);
-        }
-        players.iter().any(|p| self.waiting_players.contains_key(&p.id)).then_some(Rejection::PlayerAlreadyWaiting)
+    fn any_waiting(&self, players: &[PlayerEntry]) -> bool {
+        players.iter().any(|p| self.waiting_players.contains_key(&p.id))
     }
 
     fn enqueued(&mut self, ticket: TicketId, players: &[PlayerEntry]) {
@@ -294,22 +291,20 @@ impl<W: Write, D: Write> Replayer<'_, W, D> {
                 // usual order of checks.
                 let shard = usize::from(home_shard(&self.rules, &players).unwrap_or(ShardId(0)).0);
                 let req = TicketRequest { id, mode, players };
+                // Accepted before by any shard (the home shard only knows its own).
                 let used_before = self.ticket_shard[id.0 as usize] != u16::MAX;
                 // A refused line must not move the clock (a later line may carry an
                 // earlier time), so final reasons are found before any tick runs. Only
                 // "player already waiting" can change with time: a tick may match the
                 // other ticket. That one is decided at the line's own time.
-                let verdict = self.shards[shard].check(&req).and_then(|()| {
-                    let across = self.across_shards.as_ref();
-                    across.and_then(|a| a.conflict(used_before, &[])).map_or(Ok(()), Err)
-                });
-                let verdict = match verdict {
+                let verdict = match self.shards[shard].check(&req) {
+                    Ok(()) | Err(Rejection::PlayerAlreadyWaiting) if used_before => Err(Rejection::DuplicateTicket),
                     Ok(()) | Err(Rejection::PlayerAlreadyWaiting) => {
                         self.run_ticks_before(at_ms)?;
-                        let across = self.across_shards.as_ref();
-                        match across.and_then(|a| a.conflict(false, &req.players)) {
-                            Some(reason) => Err(reason),
-                            None => self.shards[shard].enqueue(at_ms, &req),
+                        if self.across_shards.as_ref().is_some_and(|a| a.any_waiting(&req.players)) {
+                            Err(Rejection::PlayerAlreadyWaiting)
+                        } else {
+                            self.shards[shard].enqueue(at_ms, &req)
                         }
                     }
                     Err(reason) => Err(reason),
