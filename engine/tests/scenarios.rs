@@ -52,7 +52,6 @@ fn the_oldest_ticket_gets_the_contested_partner() {
     let mut s = shard();
     enqueue(&mut s, 0, ticket(1, "duel", vec![eu(1, 1460.0)]));
     // Ticket 3 is closer to 2 in rating, but 1 has waited longer and 2 is in its window.
-    // Alone until then, 1 sleeps on a retry time; the arrivals wake it.
     enqueue(&mut s, 1_000, ticket(2, "duel", vec![eu(2, 1500.0)]));
     enqueue(&mut s, 1_000, ticket(3, "duel", vec![eu(3, 1510.0)]));
     let matches = tick(&mut s, 1_000);
@@ -159,6 +158,24 @@ fn a_match_forms_as_soon_as_each_ticket_accepts_its_own_rtt() {
     let matches = run_ticks(&mut s, 0, 10_000);
     expect![[r#"
         t=4000 duel @eu-west [t1] vs [t2] spread=0.0 imbalance=0.0 worst_rtt=100.0 waits=4000,2000
+    "#]]
+    .assert_eq(&render(s.rules(), &matches));
+}
+
+#[test]
+fn a_sleeping_old_ticket_still_gets_first_pick_of_new_arrivals() {
+    let mut s = shard();
+    // Ticket 10 is out of everyone's reach, so ticket 1 searches, finds nobody, and
+    // sleeps on a retry time (alone, it would not even be searched from).
+    enqueue(&mut s, 0, ticket(10, "duel", vec![eu(10, 3000.0)]));
+    enqueue(&mut s, 0, ticket(1, "duel", vec![eu(1, 1460.0)]));
+    assert!(run_ticks(&mut s, 0, 900).is_empty());
+    // Newcomers 2 and 3 would pair with each other; the older ticket 1 picks first.
+    enqueue(&mut s, 1_000, ticket(2, "duel", vec![eu(2, 1500.0)]));
+    enqueue(&mut s, 1_000, ticket(3, "duel", vec![eu(3, 1510.0)]));
+    let matches = tick(&mut s, 1_000);
+    expect![[r#"
+        t=1000 duel @eu-west [t1] vs [t2] spread=40.0 imbalance=40.0 worst_rtt=20.0 waits=1000,0
     "#]]
     .assert_eq(&render(s.rules(), &matches));
 }
