@@ -8,10 +8,9 @@
 //! criterion's timings, matches formed per tick and live heap bytes per waiting ticket
 //! (measured with a counting allocator around the setup).
 
-use std::alloc::{GlobalAlloc, Layout, System};
 use std::hint::black_box;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicIsize, Ordering};
+use std::sync::atomic::Ordering;
 
 use criterion::{BatchSize, BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
 use rally_engine::{
@@ -21,31 +20,11 @@ use rand::rngs::SmallRng;
 use rand::{Rng, SeedableRng};
 
 /// Counts live heap bytes so memory per ticket is measured, not estimated.
-struct Counting;
-
-static LIVE: AtomicIsize = AtomicIsize::new(0);
-
-// SAFETY: forwards to the system allocator unchanged; only counts sizes.
-unsafe impl GlobalAlloc for Counting {
-    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
-        LIVE.fetch_add(layout.size() as isize, Ordering::Relaxed);
-        // SAFETY: same contract as the caller's.
-        unsafe { System.alloc(layout) }
-    }
-    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
-        LIVE.fetch_sub(layout.size() as isize, Ordering::Relaxed);
-        // SAFETY: same contract as the caller's.
-        unsafe { System.dealloc(ptr, layout) }
-    }
-    unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
-        LIVE.fetch_add(new_size as isize - layout.size() as isize, Ordering::Relaxed);
-        // SAFETY: same contract as the caller's.
-        unsafe { System.realloc(ptr, layout, new_size) }
-    }
-}
+#[path = "../tests/common/counting_alloc.rs"]
+mod counting_alloc;
 
 #[global_allocator]
-static GLOBAL: Counting = Counting;
+static GLOBAL: counting_alloc::Counting = counting_alloc::Counting;
 
 /// The shape of `examples/modes.toml`, with windows that start at zero so the setup tick
 /// forms nothing; growth 10/s gives a 50-point window at the timed tick.
@@ -150,9 +129,9 @@ fn prepared(w: &Workload) -> (Shard, Vec<Event>) {
 }
 
 fn report_shape(name: &str, w: &Workload) {
-    let before = LIVE.load(Ordering::Relaxed);
+    let before = counting_alloc::LIVE_BYTES.load(Ordering::Relaxed);
     let (mut shard, mut out) = prepared(w);
-    let live = LIVE.load(Ordering::Relaxed) - before;
+    let live = counting_alloc::LIVE_BYTES.load(Ordering::Relaxed) - before;
     let n = w.tickets.len();
     shard.tick(TIMED_TICK_MS, &mut out);
     let matched: usize = out.iter().map(|e| if let Event::Matched(m) = e { m.tickets.len() } else { 0 }).sum();

@@ -464,7 +464,10 @@ impl Pool {
         let spread = a.max_mmr.max(e.max_mmr) - a.min_mmr.min(e.min_mmr);
         if spread > a.window || spread > window {
             let anchor_at = self.sorted[a.pos as usize].enqueued_at_ms;
-            return Err(self.window_reaches(anchor_at, spread).max(self.window_reaches(e.enqueued_at_ms, spread)));
+            return Err(self
+                .mmr_window
+                .reached_at(anchor_at, spread)
+                .max(self.mmr_window.reached_at(e.enqueued_at_ms, spread)));
         }
         let dc_mask = self.dc_mask(e.slot, self.max_rtt.at(wait));
         if dc_mask & a.dc_mask == 0 {
@@ -480,17 +483,11 @@ impl Pool {
         })
     }
 
-    /// When the MMR window of a ticket enqueued at `enqueued_at_ms` first covers `spread`.
-    fn window_reaches(&self, enqueued_at_ms: u64, spread: f64) -> u64 {
-        self.mmr_window.wait_for(spread).map_or(u64::MAX, |w| enqueued_at_ms.saturating_add(w))
-    }
-
     /// When both tickets' RTT limits first admit one datacenter: per datacenter, the later
     /// of the times each ticket's own limit reaches its own RTT there; the soonest of those.
     fn rtt_limits_meet(&self, x: &Entry, y: &Entry) -> u64 {
         let row = |e: &Entry| &self.rtt[e.slot as usize * self.n_dc..][..self.n_dc];
-        let when =
-            |e: &Entry, rtt: f64| self.max_rtt.wait_for(rtt).map_or(u64::MAX, |w| e.enqueued_at_ms.saturating_add(w));
+        let when = |e: &Entry, rtt: f64| self.max_rtt.reached_at(e.enqueued_at_ms, rtt);
         row(x).iter().zip(row(y)).map(|(&rx, &ry)| when(x, rx).max(when(y, ry))).min().unwrap_or(u64::MAX)
     }
 
@@ -516,7 +513,7 @@ impl Pool {
             let e = &self.sorted[anchor];
             let best =
                 self.rtt[e.slot as usize * self.n_dc..][..self.n_dc].iter().fold(f64::INFINITY, |m, &r| m.min(r));
-            self.retry_at_ms = self.max_rtt.wait_for(best).map_or(u64::MAX, |w| e.enqueued_at_ms.saturating_add(w));
+            self.retry_at_ms = self.max_rtt.reached_at(e.enqueued_at_ms, best);
             return false;
         }
         let need = self.players_per_match - usize::from(a.n_players);
@@ -564,7 +561,7 @@ impl Pool {
                         let left_gap = l_any.map(|p| a.max_mmr - self.sorted[p].min_mmr);
                         let right_gap = r_any.map(|p| a.max_mmr.max(self.sorted[p].min_mmr) - a.min_mmr);
                         for gap in [left_gap, right_gap].into_iter().flatten() {
-                            self.retry_at_ms = self.retry_at_ms.min(self.window_reaches(anchor_at, gap));
+                            self.retry_at_ms = self.retry_at_ms.min(self.mmr_window.reached_at(anchor_at, gap));
                         }
                         break;
                     }
@@ -721,8 +718,9 @@ impl Pool {
     /// Whether parties with these subset `sums` and `players` in all could still be split
     /// into two teams as more parties join: one side must hold at most `team_size` and
     /// leave at most `team_size` to the other. The greedy baseline's first-fit check, made
-    /// exact; it prunes the subset search early instead of at its leaves. Always true for
-    /// more than two teams (the split search decides those).
+    /// exact; it prunes the subset search early instead of at its leaves, and for a full
+    /// set it is the exact packing test, so the split search only ever sees sets that pack.
+    /// Always true for more than two teams (the split search decides those).
     #[inline]
     fn may_pack(&self, sums: u128, players: u32) -> bool {
         if self.teams != 2 {
@@ -748,18 +746,6 @@ impl Pool {
             self.best_chosen.clear();
             self.best_chosen.extend(chosen.iter().map(|&ci| candidates[ci as usize].pos));
             return true;
-        }
-        if self.teams == 2 {
-            // Two teams: the parties pack iff some of them sum to exactly one team. A
-            // bitset subset-sum answers that in a few instructions; most candidate sets the
-            // subset search proposes fail here, before the split search sorts anything.
-            let mut reachable: u128 = 1;
-            for &ci in &self.chosen {
-                reachable |= reachable << self.candidates[ci as usize].n_players;
-            }
-            if reachable & (1u128 << self.team_size) == 0 {
-                return false;
-            }
         }
         let split = &mut self.split;
         split.items.clear();

@@ -54,17 +54,18 @@ impl Widening {
         (self.start + self.growth_per_s * wait_ms as f64 / 1000.0).min(self.max)
     }
 
-    /// The shortest wait (ms) after which the limit is at least `value`, rounded down so a
-    /// caller that waits this long never misses the moment; `None` if it never gets there.
-    pub(crate) fn wait_for(&self, value: f64) -> Option<u64> {
+    /// When (ms, on the clock `since_ms` is on) the limit of a ticket that started waiting
+    /// at `since_ms` first reaches `value`, rounded down so a caller that waits until then
+    /// never misses the moment; `u64::MAX` if it never gets there.
+    pub(crate) fn reached_at(&self, since_ms: u64, value: f64) -> u64 {
         if value <= self.start {
-            return Some(0);
+            return since_ms;
         }
         if value > self.max || self.growth_per_s <= 0.0 {
-            return None;
+            return u64::MAX;
         }
         // `as` truncates: the floor of a positive number, without a libm call.
-        Some(((value - self.start) * 1000.0 / self.growth_per_s) as u64)
+        since_ms.saturating_add(((value - self.start) * 1000.0 / self.growth_per_s) as u64)
     }
 
     fn validate(&self, mode: &str, field: &'static str) -> Result<(), RulesError> {

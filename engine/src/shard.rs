@@ -11,7 +11,7 @@ use rustc_hash::FxHashMap;
 
 use crate::command::{Command, Event, PlayerEntry, PlayerId, Rejection, TicketId, TicketRequest};
 use crate::pool::{NewTicket, Pool, Retire};
-use crate::rules::{MAX_DATACENTERS_PER_SHARD, ModeId, Rules, ShardId};
+use crate::rules::{DatacenterId, MAX_DATACENTERS_PER_SHARD, ModeId, Rules, ShardId};
 
 /// Per-shard settings.
 #[derive(Clone, Debug, PartialEq)]
@@ -165,10 +165,7 @@ impl Shard {
             }
         }
         let known = |p: &PlayerEntry| {
-            p.rtt_ms.iter().fold(0u32, |mask, &(dc, _)| match self.local_dc.get(usize::from(dc.0)) {
-                Some(&bit) if bit != u8::MAX => mask | 1 << bit,
-                _ => mask,
-            })
+            p.rtt_ms.iter().filter_map(|&(dc, _)| self.local_bit(dc)).fold(0u32, |m, bit| m | 1 << bit)
         };
         if req.players.iter().fold(u32::MAX, |common, p| common & known(p)) == 0 {
             return Err(Rejection::NoKnownDatacenter);
@@ -182,6 +179,11 @@ impl Shard {
         Ok(())
     }
 
+    /// The bit of global datacenter `dc` in this shard's masks, if the shard serves it.
+    fn local_bit(&self, dc: DatacenterId) -> Option<usize> {
+        self.local_dc.get(usize::from(dc.0)).filter(|&&bit| bit != u8::MAX).map(|&bit| usize::from(bit))
+    }
+
     /// Validates a ticket (as [`Shard::check`]) and stores it; on error nothing is kept.
     pub fn enqueue(&mut self, now_ms: u64, req: &TicketRequest) -> Result<(), Rejection> {
         self.check(req)?;
@@ -193,12 +195,9 @@ impl Shard {
         for p in &req.players {
             let mut mine = 0u32;
             for &(dc, rtt) in &p.rtt_ms {
-                let Some(&bit) = self.local_dc.get(usize::from(dc.0)) else { continue };
-                if bit == u8::MAX {
-                    continue;
-                }
+                let Some(bit) = self.local_bit(dc) else { continue };
                 mine |= 1 << bit;
-                let worst = &mut self.rtt_scratch[usize::from(bit)];
+                let worst = &mut self.rtt_scratch[bit];
                 *worst = worst.max(rtt);
             }
             common &= mine;

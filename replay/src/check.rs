@@ -288,15 +288,15 @@ pub fn evaluate(rules: &Rules, events: &str, matches: &str) -> Result<Quality, S
     for m in &matches[next_match..] {
         check_match(rules, &mut admission, m, &mut q, &mut waits)?;
     }
-    let mut all = waits.clone();
-    all.resize(all.len() + admission.n_waiting(), u64::MAX);
     waits.sort_unstable();
-    all.sort_unstable();
-    if !all.is_empty() {
-        q.wait_p95_all_ms = all[((0.95 * all.len() as f64).ceil() as usize).clamp(1, all.len()) - 1];
+    // Tickets never matched sort after every matched one, as if waiting forever.
+    let never = admission.n_waiting();
+    let n_all = waits.len() + never;
+    if n_all > 0 {
+        q.wait_p95_all_ms = waits.get(nearest_rank(0.95, n_all)).copied().unwrap_or(u64::MAX);
     }
     if !waits.is_empty() {
-        let rank = |p: f64| waits[((p * waits.len() as f64).ceil() as usize).clamp(1, waits.len()) - 1];
+        let rank = |p: f64| waits[nearest_rank(p, waits.len())];
         q.wait_p50_ms = rank(0.50);
         q.wait_p95_ms = rank(0.95);
         q.mean_wait_ms = waits.iter().sum::<u64>() as f64 / waits.len() as f64;
@@ -308,6 +308,11 @@ pub fn evaluate(rules: &Rules, events: &str, matches: &str) -> Result<Quality, S
         q.mean_worst_rtt_ms /= n;
     }
     Ok(q)
+}
+
+/// The index of the `p` quantile in `n` sorted values, by nearest rank (`n` > 0).
+fn nearest_rank(p: f64, n: usize) -> usize {
+    ((p * n as f64).ceil() as usize).clamp(1, n) - 1
 }
 
 fn check_match(
