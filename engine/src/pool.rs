@@ -165,6 +165,8 @@ pub(crate) struct Pool {
     split: SplitSearch,
     /// Positions in `sorted` reserved during the current tick.
     reserved: Vec<u32>,
+    /// Per-search scratch: positions of neighbours the anchor and they refused each other.
+    refused: Vec<u32>,
     /// What the last failed `find_match` learned: the earliest time another search could
     /// succeed.
     retry_at_ms: u64,
@@ -196,6 +198,7 @@ impl Pool {
             best_chosen: Vec::new(),
             split: SplitSearch::default(),
             reserved: Vec::new(),
+            refused: Vec::new(),
             retry_at_ms: 0,
             research_delay_ms: if mode.mmr_window.growth_per_s > 0.0 {
                 ((RESEARCH_GROWTH / mode.mmr_window.growth_per_s * 1000.0) as u64)
@@ -453,27 +456,22 @@ impl Pool {
         self.reserved.clear();
     }
 
-    /// `sorted[pos]` as a candidate for anchor `a`, if the two accept each other; if not,
-    /// the earliest time they might (`u64::MAX`: never). The RTT row (a likely cache miss)
-    /// is read only once the ratings fit.
+    /// `sorted[pos]` as a candidate for anchor `a`, if the two accept each other. The RTT
+    /// row (a likely cache miss) is read only once the ratings fit.
     #[inline]
-    fn candidate_for(&self, a: &Candidate, pos: usize, now_ms: u64) -> Result<Candidate, u64> {
+    fn candidate_for(&self, a: &Candidate, pos: usize, now_ms: u64) -> Option<Candidate> {
         let e = self.sorted[pos];
         let wait = now_ms.saturating_sub(e.enqueued_at_ms);
         let window = self.mmr_window.at(wait);
         let spread = a.max_mmr.max(e.max_mmr) - a.min_mmr.min(e.min_mmr);
         if spread > a.window || spread > window {
-            let anchor_at = self.sorted[a.pos as usize].enqueued_at_ms;
-            return Err(self
-                .mmr_window
-                .reached_at(anchor_at, spread)
-                .max(self.mmr_window.reached_at(e.enqueued_at_ms, spread)));
+            return None;
         }
         let dc_mask = self.dc_mask(e.slot, self.max_rtt.at(wait));
         if dc_mask & a.dc_mask == 0 {
-            return Err(self.rtt_limits_meet(&self.sorted[a.pos as usize], &e));
+            return None;
         }
-        Ok(Candidate {
+        Some(Candidate {
             pos: pos as u32,
             min_mmr: e.min_mmr,
             max_mmr: e.max_mmr,
@@ -481,6 +479,21 @@ impl Pool {
             dc_mask,
             n_players: e.n_players,
         })
+    }
+
+    /// For a neighbour `candidate_for` refused at `now_ms`: the earliest time anchor `a` and
+    /// `sorted[pos]` might accept each other (`u64::MAX`: never). Only failed searches ask,
+    /// so a search that succeeds pays nothing for its refusals.
+    fn compatible_from(&self, a: &Candidate, pos: usize, now_ms: u64) -> u64 {
+        let e = &self.sorted[pos];
+        let anchor = &self.sorted[a.pos as usize];
+        let window = self.mmr_window.at(now_ms.saturating_sub(e.enqueued_at_ms));
+        let spread = a.max_mmr.max(e.max_mmr) - a.min_mmr.min(e.min_mmr);
+        if spread > a.window || spread > window {
+            let reached = |at: u64| self.mmr_window.reached_at(at, spread);
+            return reached(anchor.enqueued_at_ms).max(reached(e.enqueued_at_ms));
+        }
+        self.rtt_limits_meet(anchor, e)
     }
 
     /// When both tickets' RTT limits first admit one datacenter: per datacenter, the later
@@ -538,12 +551,16 @@ impl Pool {
         // a failed anchor waits its turn (others still pick it, new tickets still find it).
         let research_at = self.research_at(now_ms);
         self.retry_at_ms = u64::MAX;
+        // Refused neighbours since the last time `retry_at_ms` was set outright; their
+        // times are folded in only if the search fails.
+        self.refused.clear();
         loop {
             let mut exhausted = false;
             while collected < target {
                 if scanned >= scan_limit || self.candidates.len() >= max_candidates {
                     exhausted = true;
                     self.retry_at_ms = research_at;
+                    self.refused.clear();
                     break;
                 }
                 // Next nearest untaken neighbour by sort key, from whichever side is closer.
@@ -592,11 +609,11 @@ impl Pool {
                     continue;
                 }
                 match self.candidate_for(&a, pos, now_ms) {
-                    Ok(c) => {
+                    Some(c) => {
                         collected += usize::from(c.n_players);
                         self.candidates.push(c);
                     }
-                    Err(at) => self.retry_at_ms = self.retry_at_ms.min(at),
+                    None => self.refused.push(pos as u32),
                 }
             }
             if collected >= need {
@@ -604,8 +621,13 @@ impl Pool {
                     return true;
                 }
                 self.retry_at_ms = research_at;
+                self.refused.clear();
             }
             if exhausted {
+                for i in 0..self.refused.len() {
+                    let at = self.compatible_from(&a, self.refused[i] as usize, now_ms);
+                    self.retry_at_ms = self.retry_at_ms.min(at);
+                }
                 return false;
             }
             // The nearest ones do not fit together: gather every candidate the limits allow
