@@ -49,7 +49,7 @@ const NONE: u32 = u32::MAX;
 /// even if a neighbour becomes compatible sooner. Others still pick it as a candidate
 /// meanwhile, and new tickets nearby still find it. Below the threshold it searches again
 /// as soon as its retry time allows, and arrivals wake their neighbours. Measured on the
-/// 240k-ticket narrow-window replay (BENCHMARKS.md): 6.8 s instead of 37 s searching every
+/// 240k-ticket narrow-window replay (BENCHMARKS.md): 6.5 s instead of 37 s searching every
 /// tick, with as many tickets matched; on the mixed-traffic quality seeds, no change.
 const RESEARCH_GROWTH: f64 = 2.0;
 /// Shortest re-search delay under load.

@@ -29,7 +29,7 @@ use rally_engine::{
     Command, DatacenterId, Event, Match, ModeId, PlayerEntry, PlayerId, Rejection, Rules, Shard, ShardConfig, ShardId,
     TicketId, TicketRequest, home_shard,
 };
-use rustc_hash::FxHashMap;
+use rustc_hash::{FxHashMap, FxHashSet};
 
 pub use input::{InputEvent, InputPlayer, LineError, MAX_TICKET_ID_BYTES, parse_line};
 pub use summary::{Percentiles, Summary};
@@ -111,19 +111,17 @@ struct Replayer<'o, W: Write, D: Write> {
 
 #[derive(Default)]
 struct AcrossShards {
-    waiting_players: FxHashMap<PlayerId, TicketId>,
+    waiting_players: FxHashSet<PlayerId>,
     ticket_players: FxHashMap<TicketId, Vec<PlayerId>>,
 }
 
 impl AcrossShards {
     fn any_waiting(&self, players: &[PlayerEntry]) -> bool {
-        players.iter().any(|p| self.waiting_players.contains_key(&p.id))
+        players.iter().any(|p| self.waiting_players.contains(&p.id))
     }
 
     fn enqueued(&mut self, ticket: TicketId, players: &[PlayerEntry]) {
-        for p in players {
-            self.waiting_players.insert(p.id, ticket);
-        }
+        self.waiting_players.extend(players.iter().map(|p| p.id));
         self.ticket_players.insert(ticket, players.iter().map(|p| p.id).collect());
     }
 
