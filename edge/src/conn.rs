@@ -1,0 +1,499 @@
+//! One client connection: handshake (`Hello` → token check → `Welcome`), then requests,
+//! pushes and pings until either side closes. Every fault ends here as a typed error
+//! reply or a close code; nothing a client sends can stop the edge serving others.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures_util::StreamExt;
+use futures_util::stream::FuturesUnordered;
+use governor::{DefaultDirectRateLimiter, Quota, RateLimiter};
+use quinn::{Connection, RecvStream, SendStream, VarInt};
+use rally_auth::{TokenError, TokenVerifier};
+use rally_engine::{DatacenterId, Rejection, SubmitError, TicketId};
+use rally_protocol::{
+    ArchivedClientMsg, CloseCode, Datagram, DecodeError, ErrorCode, ErrorReply, FrameError, FrameReader,
+    PROTOCOL_VERSION, ServerMsg, Welcome, decode_client, decode_datagram, decode_hello, encode_datagram, encode_server,
+};
+use tokio::sync::watch;
+
+use crate::EdgeConfig;
+use crate::hub::{CancelOutcome, Hub, Push, RequestError};
+use crate::ratings::RatingSource;
+
+/// What every connection task shares.
+pub(crate) struct Shared {
+    pub hub: Arc<Hub>,
+    pub verifier: TokenVerifier,
+    pub ratings: Arc<dyn RatingSource>,
+    pub config: EdgeConfig,
+    pub datacenters: Vec<rally_protocol::Datacenter>,
+}
+
+/// How a connection ended, for the session (grace period or not) and the logs.
+enum Ending {
+    /// The client closed on purpose.
+    Left,
+    /// The connection was lost (network, idle timeout).
+    Lost,
+    /// The edge closed it.
+    Closed(CloseCode),
+}
+
+pub(crate) async fn serve(shared: Arc<Shared>, incoming: quinn::Incoming, shutdown: watch::Receiver<bool>) {
+    let conn = match incoming.await {
+        Ok(conn) => conn,
+        Err(e) => {
+            tracing::debug!(error = %e, "handshake failed");
+            return;
+        }
+    };
+    let remote = conn.remote_address();
+    let hello_timeout = shared.config.hello_timeout;
+    let opened = tokio::time::timeout(hello_timeout, open(&shared, &conn)).await;
+    let opened = match opened {
+        Ok(Ok(opened)) => opened,
+        Ok(Err(code)) => {
+            tracing::debug!(%remote, ?code, "connection refused at hello");
+            return;
+        }
+        Err(_) => {
+            tracing::debug!(%remote, "no hello in time");
+            close(&conn, CloseCode::HelloTimeout, "no hello in time");
+            return;
+        }
+    };
+    let Opened { player, conn_id, send, recv, attached, token_mmr } = opened;
+    tracing::debug!(%remote, player, "connected");
+    let mut session = Session {
+        shared: shared.clone(),
+        conn: conn.clone(),
+        send,
+        player,
+        token_mmr,
+        in_flight: FuturesUnordered::new(),
+        limiter: RateLimiter::direct(
+            Quota::per_second(shared.config.limits.requests_per_s).allow_burst(shared.config.limits.burst),
+        ),
+        refused_in_a_row: 0,
+        out: Vec::with_capacity(1024),
+    };
+    let ending = session.run(recv, attached.pushes, shutdown).await;
+    let left = matches!(ending, Ending::Left);
+    shared.hub.detach(player, conn_id, left);
+    match ending {
+        Ending::Closed(code) => tracing::debug!(%remote, player, ?code, "closed by the edge"),
+        Ending::Left => tracing::debug!(%remote, player, "client left"),
+        Ending::Lost => tracing::debug!(%remote, player, "connection lost; ticket kept for the grace period"),
+    }
+}
+
+/// A connection past its handshake.
+struct Opened {
+    player: u64,
+    conn_id: u64,
+    send: SendStream,
+    recv: RecvStream,
+    attached: crate::hub::Attached,
+    /// The rating a dev token carries (see `RatingSource`).
+    token_mmr: Option<f64>,
+}
+
+/// The handshake: the control stream, `Hello`, the token, the session, `Welcome`.
+async fn open(shared: &Shared, conn: &Connection) -> Result<Opened, CloseCode> {
+    let (mut send, mut recv) = conn.accept_bi().await.map_err(|_| CloseCode::Normal)?;
+    let mut reader = FrameReader::new();
+    let mut buf = vec![0u8; 8 * 1024];
+    let body = loop {
+        match reader.next_frame() {
+            Ok(Some(body)) => break body.to_vec(),
+            Ok(None) => {}
+            Err(e) => return Err(refuse_frame(conn, &mut send, e).await),
+        }
+        match recv.read(&mut buf).await {
+            Ok(Some(n)) => reader.push(&buf[..n]),
+            _ => return Err(CloseCode::Normal),
+        }
+    };
+    let hello = match decode_hello(&body) {
+        Ok(hello) => hello,
+        Err(e) => {
+            let code = e.close_code().unwrap_or(CloseCode::ProtocolViolation);
+            return Err(refuse(conn, &mut send, e.code(), &e.to_string(), code).await);
+        }
+    };
+    let version = hello.protocol_version.to_native();
+    if version != PROTOCOL_VERSION {
+        let message = format!("this edge speaks protocol version {PROTOCOL_VERSION}, not {version}");
+        return Err(
+            refuse(conn, &mut send, ErrorCode::UnsupportedVersion, &message, CloseCode::UnsupportedVersion).await
+        );
+    }
+    let token = match shared.verifier.verify(&hello.access_token) {
+        Ok(token) => token,
+        Err(e) => {
+            let code = if e == TokenError::Expired { ErrorCode::TokenExpired } else { ErrorCode::InvalidToken };
+            return Err(refuse(conn, &mut send, code, &e.to_string(), CloseCode::Unauthenticated).await);
+        }
+    };
+    let conn_id = shared.hub.next_conn_id();
+    let resume = hello.resume_token.as_ref().map(|t| t.as_str());
+    let attached = shared.hub.attach(token.player_id, conn_id, resume);
+    let welcome = ServerMsg::Welcome(Welcome {
+        protocol_version: PROTOCOL_VERSION,
+        player_id: token.player_id,
+        resume_token: attached.resume_token.clone(),
+        resumed: attached.resumed,
+        ticket: attached.ticket.as_ref().map(|t| t.waiting()),
+        datacenters: shared.datacenters.clone(),
+    });
+    let mut out = Vec::new();
+    encode_server(&welcome, &mut out).expect("a welcome fits a frame");
+    if send.write_all(&out).await.is_err() {
+        shared.hub.detach(token.player_id, conn_id, false);
+        return Err(CloseCode::Normal);
+    }
+    Ok(Opened { player: token.player_id, conn_id, send, recv, attached, token_mmr: token.mmr })
+}
+
+/// Answers a bad frame and closes.
+async fn refuse_frame(conn: &Connection, send: &mut SendStream, e: FrameError) -> CloseCode {
+    let (code, close) = match e {
+        FrameError::TooLarge { .. } => (ErrorCode::FrameTooLarge, CloseCode::FrameTooLarge),
+        FrameError::Empty => (ErrorCode::MalformedFrame, CloseCode::ProtocolViolation),
+    };
+    refuse(conn, send, code, &e.to_string(), close).await
+}
+
+/// Sends one error (no request id), lets it reach the client, then closes.
+async fn refuse(
+    conn: &Connection,
+    send: &mut SendStream,
+    code: ErrorCode,
+    message: &str,
+    close_code: CloseCode,
+) -> CloseCode {
+    let mut out = Vec::new();
+    encode_server(&error_msg(None, code, message), &mut out).expect("an error reply fits a frame");
+    if send.write_all(&out).await.is_ok() && send.finish().is_ok() {
+        // Give the reply a moment to be acknowledged; a close discards unsent data.
+        let _ = tokio::time::timeout(Duration::from_millis(500), send.stopped()).await;
+    }
+    close(conn, close_code, message);
+    close_code
+}
+
+fn close(conn: &Connection, code: CloseCode, reason: &str) {
+    conn.close(VarInt::from_u32(code.number()), reason.as_bytes());
+}
+
+fn error_msg(request_id: Option<u32>, code: ErrorCode, message: &str) -> ServerMsg {
+    ServerMsg::Error(ErrorReply {
+        request_id,
+        code: code.number(),
+        retryable: code.retryable(),
+        message: message.into(),
+    })
+}
+
+type Reply = std::pin::Pin<Box<dyn std::future::Future<Output = ServerMsg> + Send>>;
+
+struct Session {
+    shared: Arc<Shared>,
+    conn: Connection,
+    send: SendStream,
+    player: u64,
+    token_mmr: Option<f64>,
+    in_flight: FuturesUnordered<Reply>,
+    limiter: DefaultDirectRateLimiter,
+    refused_in_a_row: u32,
+    out: Vec<u8>,
+}
+
+/// An owned request, read out of its frame.
+enum Request {
+    Enqueue { request_id: u32, mode: String, rtt_ms: Vec<(String, f32)> },
+    Cancel { request_id: u32, ticket_id: u64 },
+    Status { request_id: u32 },
+}
+
+impl Request {
+    fn read(msg: &ArchivedClientMsg) -> Request {
+        match msg {
+            ArchivedClientMsg::Enqueue(e) => Request::Enqueue {
+                request_id: e.request_id.to_native(),
+                mode: e.mode.as_str().to_owned(),
+                rtt_ms: e.rtt_ms.iter().map(|r| (r.datacenter.as_str().to_owned(), r.rtt_ms.to_native())).collect(),
+            },
+            ArchivedClientMsg::Cancel(c) => {
+                Request::Cancel { request_id: c.request_id.to_native(), ticket_id: c.ticket_id.to_native() }
+            }
+            ArchivedClientMsg::TicketStatus(s) => Request::Status { request_id: s.request_id.to_native() },
+        }
+    }
+
+    fn id(&self) -> u32 {
+        match self {
+            Request::Enqueue { request_id, .. }
+            | Request::Cancel { request_id, .. }
+            | Request::Status { request_id } => *request_id,
+        }
+    }
+}
+
+impl Session {
+    async fn run(
+        &mut self,
+        mut recv: RecvStream,
+        mut pushes: tokio::sync::mpsc::UnboundedReceiver<Push>,
+        mut shutdown: watch::Receiver<bool>,
+    ) -> Ending {
+        let mut reader = FrameReader::new();
+        let mut buf = vec![0u8; 16 * 1024];
+        loop {
+            tokio::select! {
+                read = recv.read(&mut buf) => match read {
+                    Ok(Some(n)) => {
+                        reader.push(&buf[..n]);
+                        if let Some(ending) = self.drain_frames(&mut reader).await {
+                            return ending;
+                        }
+                    }
+                    // The client finished its side: it is leaving.
+                    Ok(None) => return Ending::Left,
+                    Err(quinn::ReadError::ConnectionLost(e)) => return ending_of(&e),
+                    Err(_) => return Ending::Lost,
+                },
+                Some(reply) = self.in_flight.next() => {
+                    if !self.write(&reply).await {
+                        return Ending::Lost;
+                    }
+                }
+                push = pushes.recv() => match push {
+                    Some(Push::Send(msg)) => {
+                        if !self.write(&msg).await {
+                            return Ending::Lost;
+                        }
+                    }
+                    Some(Push::Close(code, reason)) => {
+                        self.flush_and_close(code, reason).await;
+                        return Ending::Closed(code);
+                    }
+                    None => return Ending::Lost,
+                },
+                datagram = self.conn.read_datagram() => match datagram {
+                    Ok(bytes) => self.answer_ping(&bytes),
+                    Err(e) => return ending_of(&e),
+                },
+                _ = shutdown.changed() => {
+                    self.flush_and_close(CloseCode::ShuttingDown, "the edge is shutting down").await;
+                    return Ending::Closed(CloseCode::ShuttingDown);
+                }
+            }
+        }
+    }
+
+    /// Handles every whole frame buffered; `Some` when the connection must end.
+    async fn drain_frames(&mut self, reader: &mut FrameReader) -> Option<Ending> {
+        loop {
+            let request = match reader.next_frame() {
+                Ok(None) => return None,
+                Ok(Some(body)) => decode_client(body).map(Request::read),
+                Err(e) => {
+                    let code = refuse_frame(&self.conn, &mut self.send, e).await;
+                    return Some(Ending::Closed(code));
+                }
+            };
+            match request {
+                Ok(request) => {
+                    if let Some(ending) = self.admit(request).await {
+                        return Some(ending);
+                    }
+                }
+                Err(e @ DecodeError::InvalidField { request_id, .. }) => {
+                    let reply = error_msg(request_id, e.code(), &e.to_string());
+                    if !self.write(&reply).await {
+                        return Some(Ending::Lost);
+                    }
+                }
+                Err(e) => {
+                    let close_code = e.close_code().unwrap_or(CloseCode::ProtocolViolation);
+                    let code = refuse(&self.conn, &mut self.send, e.code(), &e.to_string(), close_code).await;
+                    return Some(Ending::Closed(code));
+                }
+            }
+        }
+    }
+
+    /// Applies the per-connection limits, then starts the request.
+    async fn admit(&mut self, request: Request) -> Option<Ending> {
+        let limits = &self.shared.config.limits;
+        let refusal = if self.limiter.check().is_err() {
+            Some(ErrorCode::RateLimited)
+        } else if self.in_flight.len() >= limits.max_in_flight {
+            Some(ErrorCode::TooManyInFlight)
+        } else {
+            None
+        };
+        if let Some(code) = refusal {
+            self.refused_in_a_row += 1;
+            if self.refused_in_a_row >= limits.flood_close_after {
+                tracing::info!(player = self.player, "request flood; closing");
+                let message = "requests kept coming far over the limit";
+                let code = refuse(&self.conn, &mut self.send, code, message, CloseCode::Flood).await;
+                return Some(Ending::Closed(code));
+            }
+            let reply = error_msg(Some(request.id()), code, "slow down");
+            return (!self.write(&reply).await).then_some(Ending::Lost);
+        }
+        self.refused_in_a_row = 0;
+        let reply = self.start(request).await;
+        if let Some(reply) = reply {
+            return (!self.write(&reply).await).then_some(Ending::Lost);
+        }
+        None
+    }
+
+    /// Starts a request: an immediate reply, or `None` once its future is in flight.
+    async fn start(&mut self, request: Request) -> Option<ServerMsg> {
+        let hub = self.shared.hub.clone();
+        let timeout = self.shared.config.request_timeout;
+        match request {
+            Request::Status { request_id } => Some(ServerMsg::TicketStatus(rally_protocol::TicketStatus {
+                request_id,
+                ticket: hub.ticket_of(self.player).map(|t| t.waiting()),
+            })),
+            Request::Cancel { request_id, ticket_id } => {
+                let ticket = TicketId(ticket_id);
+                let answer = match hub.cancel(self.player, ticket) {
+                    Ok(answer) => answer,
+                    Err(e) => return Some(request_error(request_id, e)),
+                };
+                self.in_flight.push(Box::pin(async move {
+                    match tokio::time::timeout(timeout, answer).await {
+                        Ok(Ok(CancelOutcome::Cancelled)) => {
+                            ServerMsg::Cancelled(rally_protocol::Cancelled { request_id, ticket_id })
+                        }
+                        Ok(Ok(CancelOutcome::NotWaiting)) => {
+                            error_msg(Some(request_id), ErrorCode::NotQueued, "the ticket is no longer waiting")
+                        }
+                        _ => {
+                            hub.abandon(ticket);
+                            error_msg(Some(request_id), ErrorCode::Internal, "the engine did not answer in time")
+                        }
+                    }
+                }));
+                None
+            }
+            Request::Enqueue { request_id, mode, rtt_ms } => {
+                let rules = &hub.rules;
+                let Some(mode_id) = rules.mode_id(&mode) else {
+                    return Some(error_msg(
+                        Some(request_id),
+                        ErrorCode::UnknownMode,
+                        &format!("no mode named {mode:?}"),
+                    ));
+                };
+                // Datacenters this server does not know are skipped: clients may measure more.
+                let rtt: Vec<(DatacenterId, f64)> =
+                    rtt_ms.iter().filter_map(|(dc, ms)| Some((rules.datacenter_id(dc)?, f64::from(*ms)))).collect();
+                if rtt.is_empty() {
+                    let message = "none of the datacenters in the RTT map is served here";
+                    return Some(error_msg(Some(request_id), ErrorCode::NoKnownDatacenter, message));
+                }
+                let mmr = match self.shared.ratings.rating(self.player, &mode, self.token_mmr).await {
+                    Ok(mmr) => mmr,
+                    Err(e) => {
+                        tracing::warn!(player = self.player, error = %e, "rating lookup failed");
+                        return Some(error_msg(Some(request_id), ErrorCode::Internal, "rating lookup failed"));
+                    }
+                };
+                let (ticket, answer) = match hub.enqueue(self.player, (mode_id, &mode), mmr, rtt) {
+                    Ok(sent) => sent,
+                    Err(e) => return Some(request_error(request_id, e)),
+                };
+                self.in_flight.push(Box::pin(async move {
+                    match tokio::time::timeout(timeout, answer).await {
+                        Ok(Ok(Ok(()))) => {
+                            ServerMsg::Enqueued(rally_protocol::Enqueued { request_id, ticket_id: ticket.0 })
+                        }
+                        Ok(Ok(Err(reason))) => request_error(request_id, RequestError::Rejected(reason)),
+                        _ => {
+                            hub.abandon(ticket);
+                            error_msg(Some(request_id), ErrorCode::Internal, "the engine did not answer in time")
+                        }
+                    }
+                }));
+                None
+            }
+        }
+    }
+
+    fn answer_ping(&self, bytes: &[u8]) {
+        // Anything but a well-formed ping is ignored: datagrams are unreliable anyway.
+        if let Ok(rally_protocol::ArchivedDatagram::Ping(ping)) = decode_datagram(bytes) {
+            let pong = Datagram::Pong(rally_protocol::Ping {
+                seq: ping.seq.to_native(),
+                client_time_us: ping.client_time_us.to_native(),
+            });
+            let _ = self.conn.send_datagram(encode_datagram(&pong).into());
+        }
+    }
+
+    /// Writes one message; `false` if the stream is gone.
+    async fn write(&mut self, msg: &ServerMsg) -> bool {
+        self.out.clear();
+        if let Err(e) = encode_server(msg, &mut self.out) {
+            tracing::error!(error = %e, "reply could not be encoded");
+            return true;
+        }
+        self.send.write_all(&self.out).await.is_ok()
+    }
+
+    /// Writes the replies already computed, then closes with `code`.
+    async fn flush_and_close(&mut self, code: CloseCode, reason: &'static str) {
+        let retry = matches!(code, CloseCode::ShuttingDown);
+        let message = error_msg(None, if retry { ErrorCode::ShuttingDown } else { ErrorCode::Internal }, reason);
+        if code == CloseCode::ShuttingDown {
+            let _ = self.write(&message).await;
+        }
+        if self.send.finish().is_ok() {
+            let _ = tokio::time::timeout(Duration::from_millis(500), self.send.stopped()).await;
+        }
+        close(&self.conn, code, reason);
+    }
+}
+
+/// How a lost connection ended: an application close with `Normal` is the client leaving.
+fn ending_of(e: &quinn::ConnectionError) -> Ending {
+    match e {
+        quinn::ConnectionError::ApplicationClosed(close) if close.error_code == VarInt::from_u32(0) => Ending::Left,
+        quinn::ConnectionError::LocallyClosed => Ending::Closed(CloseCode::Normal),
+        _ => Ending::Lost,
+    }
+}
+
+fn request_error(request_id: u32, e: RequestError) -> ServerMsg {
+    let (code, message) = match e {
+        RequestError::AlreadyQueued => (ErrorCode::AlreadyQueued, "the player already has a waiting ticket".to_owned()),
+        RequestError::NotQueued => (ErrorCode::NotQueued, "no such waiting ticket for this player".to_owned()),
+        RequestError::NotConnected => (ErrorCode::Internal, "the session ended".to_owned()),
+        RequestError::Rejected(reason) => (rejection_code(reason), reason.to_string()),
+        RequestError::Submit(SubmitError::MailboxFull) => (ErrorCode::Overloaded, "the engine is busy".to_owned()),
+        RequestError::Submit(e) => (ErrorCode::ShuttingDown, e.to_string()),
+    };
+    error_msg(Some(request_id), code, &message)
+}
+
+fn rejection_code(reason: Rejection) -> ErrorCode {
+    match reason {
+        Rejection::UnknownMode => ErrorCode::UnknownMode,
+        Rejection::NoKnownDatacenter => ErrorCode::NoKnownDatacenter,
+        Rejection::PlayerAlreadyWaiting => ErrorCode::AlreadyQueued,
+        // Ticket ids are the edge's own; a clash is the edge's fault and a retry gets a new id.
+        Rejection::DuplicateTicket => ErrorCode::Internal,
+        Rejection::Empty | Rejection::PartyTooLarge | Rejection::DuplicatePlayer | Rejection::BadNumber => {
+            ErrorCode::RejectedTicket
+        }
+    }
+}

@@ -1,0 +1,393 @@
+//! What the edge's connections share: player sessions, requests waiting for a shard's
+//! answer, and the dispatcher that turns shard events into replies and pushes.
+//!
+//! Invariants:
+//! - A player has at most one session, owned by at most one live connection (a newer
+//!   connection replaces an older one, which is closed with `Replaced`).
+//! - A player has at most one waiting ticket, recorded in `Session::ticket` when its
+//!   shard says `Enqueued` and cleared when it says `Cancelled` or `Matched`. The
+//!   dispatcher alone updates it, in shard event order, so a match can never be pushed
+//!   for a ticket the session does not know yet.
+//! - A session without a connection (dropped, in its grace period) keeps its ticket and
+//!   parks pushes; when the grace period ends the ticket is cancelled and the session
+//!   forgotten.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use rally_engine::{
+    Command, DatacenterId, Event, Match, PlayerEntry, PlayerId, Rejection, Rules, RuntimeEvent, ShardId, SubmitError,
+    TicketId, TicketRequest, home_shard,
+};
+use rally_protocol::{CloseCode, MatchFound, ServerMsg, Team, WaitingTicket};
+use rustc_hash::FxHashMap;
+use tokio::sync::{mpsc, oneshot};
+
+use crate::router::ShardRouter;
+
+/// What a connection task is told to do by the hub.
+#[derive(Debug)]
+pub(crate) enum Push {
+    /// Send this message.
+    Send(ServerMsg),
+    /// Close the connection with this code.
+    Close(CloseCode, &'static str),
+}
+
+#[derive(Clone, Debug)]
+pub(crate) struct Ticket {
+    pub id: TicketId,
+    pub mode: String,
+    pub shard: ShardId,
+}
+
+struct Session {
+    /// The connection that owns the session; `None` during the grace period.
+    conn: Option<(u64, mpsc::UnboundedSender<Push>)>,
+    resume_token: String,
+    ticket: Option<Ticket>,
+    /// An enqueue is on its way to the shard.
+    enqueuing: bool,
+    /// Pushes that arrived while disconnected, delivered on resume.
+    parked: Vec<ServerMsg>,
+    /// Bumped on every attach, so a stale grace timer knows to do nothing.
+    epoch: u64,
+}
+
+/// An engine outcome for an `Enqueue`.
+pub(crate) type EnqueueOutcome = Result<(), Rejection>;
+
+struct PendingEnqueue {
+    player: u64,
+    ticket: Ticket,
+    reply: oneshot::Sender<EnqueueOutcome>,
+}
+
+/// Whether a cancel took the ticket out of the queue.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum CancelOutcome {
+    Cancelled,
+    NotWaiting,
+}
+
+#[derive(Default)]
+struct State {
+    sessions: FxHashMap<u64, Session>,
+    enqueues: FxHashMap<TicketId, PendingEnqueue>,
+    cancels: FxHashMap<TicketId, oneshot::Sender<CancelOutcome>>,
+    /// Waiting tickets → their player.
+    owners: FxHashMap<TicketId, u64>,
+}
+
+/// Why a request could not be sent to the engine.
+#[derive(Debug)]
+pub(crate) enum RequestError {
+    AlreadyQueued,
+    NotQueued,
+    /// The session ended while the request was being made.
+    NotConnected,
+    Rejected(Rejection),
+    Submit(SubmitError),
+}
+
+/// What `attach` hands the new connection.
+pub(crate) struct Attached {
+    pub pushes: mpsc::UnboundedReceiver<Push>,
+    pub resume_token: String,
+    pub resumed: bool,
+    pub ticket: Option<Ticket>,
+}
+
+pub(crate) struct Hub {
+    pub rules: Arc<Rules>,
+    router: Arc<dyn ShardRouter>,
+    state: Mutex<State>,
+    next_ticket: AtomicU64,
+    next_conn: AtomicU64,
+    grace: Duration,
+}
+
+impl Hub {
+    pub fn new(rules: Arc<Rules>, router: Arc<dyn ShardRouter>, grace: Duration) -> Hub {
+        // Ticket ids start at the start time in ms, shifted: a restarted edge does not reuse
+        // the ids the shards still remember, as long as it ran < 2^16 tickets per ms.
+        let start_ms = SystemTime::now().duration_since(UNIX_EPOCH).unwrap_or_default().as_millis() as u64;
+        Hub {
+            rules,
+            router,
+            state: Mutex::new(State::default()),
+            next_ticket: AtomicU64::new(start_ms << 16),
+            next_conn: AtomicU64::new(1),
+            grace,
+        }
+    }
+
+    fn state(&self) -> MutexGuard<'_, State> {
+        // A panic while holding the lock leaves plain maps behind; keep serving.
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    pub fn next_conn_id(&self) -> u64 {
+        self.next_conn.fetch_add(1, Ordering::Relaxed)
+    }
+
+    /// Binds `player`'s session to connection `conn`. With the session's current resume
+    /// token (or while an older connection is still live) the waiting ticket carries
+    /// over; otherwise a session left from an earlier connection is dropped first.
+    pub fn attach(&self, player: u64, conn: u64, resume_token: Option<&str>) -> Attached {
+        let (tx, rx) = mpsc::unbounded_channel();
+        let new_token = new_resume_token();
+        let mut state = self.state();
+        let mut stale_ticket = None;
+        let session = state.sessions.entry(player).or_insert_with(|| Session {
+            conn: None,
+            resume_token: String::new(),
+            ticket: None,
+            enqueuing: false,
+            parked: Vec::new(),
+            epoch: 0,
+        });
+        let live = session.conn.take();
+        let resumed = match live {
+            Some((_, old)) => {
+                let _ = old.send(Push::Close(CloseCode::Replaced, "the player connected again"));
+                true
+            }
+            None => resume_token.is_some_and(|t| !session.resume_token.is_empty() && t == session.resume_token),
+        };
+        if !resumed {
+            stale_ticket = session.ticket.take();
+            session.parked.clear();
+        }
+        for msg in session.parked.drain(..) {
+            let _ = tx.send(Push::Send(msg));
+        }
+        session.conn = Some((conn, tx));
+        session.resume_token.clone_from(&new_token);
+        session.epoch += 1;
+        let ticket = session.ticket.clone();
+        if let Some(t) = &stale_ticket {
+            state.owners.remove(&t.id);
+        }
+        drop(state);
+        if let Some(t) = stale_ticket {
+            let _ = self.router.submit(t.shard, Command::Cancel(t.id));
+        }
+        Attached { pushes: rx, resume_token: new_token, resumed, ticket }
+    }
+
+    /// Connection `conn` of `player` ended. `left` means the client closed on purpose: its
+    /// ticket is cancelled now. Otherwise the session waits out the grace period.
+    pub fn detach(self: &Arc<Self>, player: u64, conn: u64, left: bool) {
+        let mut state = self.state();
+        let Some(session) = state.sessions.get_mut(&player) else { return };
+        if session.conn.as_ref().is_none_or(|(c, _)| *c != conn) {
+            return; // replaced by a newer connection
+        }
+        session.conn = None;
+        if left || self.grace.is_zero() {
+            self.forget(state, player);
+            return;
+        }
+        let epoch = session.epoch;
+        drop(state);
+        let hub = self.clone();
+        tokio::spawn(async move {
+            tokio::time::sleep(hub.grace).await;
+            let state = hub.state();
+            if state.sessions.get(&player).is_some_and(|s| s.conn.is_none() && s.epoch == epoch) {
+                tracing::debug!(player, "grace period over; cancelling the ticket");
+                hub.forget(state, player);
+            }
+        });
+    }
+
+    fn forget(&self, mut state: MutexGuard<'_, State>, player: u64) {
+        let ticket = state.sessions.remove(&player).and_then(|s| s.ticket);
+        if let Some(t) = &ticket {
+            state.owners.remove(&t.id);
+        }
+        drop(state);
+        if let Some(t) = ticket {
+            let _ = self.router.submit(t.shard, Command::Cancel(t.id));
+        }
+    }
+
+    pub fn ticket_of(&self, player: u64) -> Option<Ticket> {
+        self.state().sessions.get(&player).and_then(|s| s.ticket.clone())
+    }
+
+    /// Sends a one-player ticket to its home shard; the outcome arrives on the receiver.
+    pub fn enqueue(
+        &self,
+        player: u64,
+        mode: (rally_engine::ModeId, &str),
+        mmr: f64,
+        rtt_ms: Vec<(DatacenterId, f64)>,
+    ) -> Result<(TicketId, oneshot::Receiver<EnqueueOutcome>), RequestError> {
+        let entry = PlayerEntry { id: PlayerId(player), mmr, rtt_ms };
+        let players = vec![entry];
+        let shard = home_shard(&self.rules, &players).map_err(RequestError::Rejected)?;
+        let id = TicketId(self.next_ticket.fetch_add(1, Ordering::Relaxed));
+        let (tx, rx) = oneshot::channel();
+        let mut state = self.state();
+        let Some(session) = state.sessions.get_mut(&player) else { return Err(RequestError::NotConnected) };
+        if session.ticket.is_some() || session.enqueuing {
+            return Err(RequestError::AlreadyQueued);
+        }
+        session.enqueuing = true;
+        let ticket = Ticket { id, mode: mode.1.to_owned(), shard };
+        state.enqueues.insert(id, PendingEnqueue { player, ticket, reply: tx });
+        // Submitted under the lock so the dispatcher cannot see the answer before the
+        // pending entry exists.
+        let sent = self.router.submit(shard, Command::Enqueue(TicketRequest { id, mode: mode.0, players }));
+        if let Err(e) = sent {
+            state.enqueues.remove(&id);
+            state.sessions.get_mut(&player).expect("checked above").enqueuing = false;
+            return Err(RequestError::Submit(e));
+        }
+        Ok((id, rx))
+    }
+
+    pub fn cancel(&self, player: u64, ticket: TicketId) -> Result<oneshot::Receiver<CancelOutcome>, RequestError> {
+        let mut state = self.state();
+        let Some(t) = state.sessions.get(&player).and_then(|s| s.ticket.clone()).filter(|t| t.id == ticket) else {
+            return Err(RequestError::NotQueued);
+        };
+        let (tx, rx) = oneshot::channel();
+        state.cancels.insert(ticket, tx);
+        if let Err(e) = self.router.submit(t.shard, Command::Cancel(ticket)) {
+            state.cancels.remove(&ticket);
+            return Err(RequestError::Submit(e));
+        }
+        Ok(rx)
+    }
+
+    /// A request that timed out: forget its pending entry.
+    pub fn abandon(&self, ticket: TicketId) {
+        let mut state = self.state();
+        if let Some(p) = state.enqueues.remove(&ticket)
+            && let Some(session) = state.sessions.get_mut(&p.player)
+        {
+            session.enqueuing = false;
+        }
+        state.cancels.remove(&ticket);
+    }
+
+    /// Live connections, for shutdown.
+    pub fn close_all(&self, code: CloseCode, reason: &'static str) {
+        for session in self.state().sessions.values() {
+            if let Some((_, tx)) = &session.conn {
+                let _ = tx.send(Push::Close(code, reason));
+            }
+        }
+    }
+
+    /// Applies one shard event. Runs on the dispatcher thread, in each shard's event order.
+    pub fn on_event(&self, event: Event) {
+        let mut state = self.state();
+        match event {
+            Event::Enqueued(id) => {
+                let Some(p) = state.enqueues.remove(&id) else { return };
+                match state.sessions.get_mut(&p.player) {
+                    Some(session) => {
+                        session.enqueuing = false;
+                        session.ticket = Some(p.ticket.clone());
+                        state.owners.insert(id, p.player);
+                        let _ = p.reply.send(Ok(()));
+                    }
+                    None => {
+                        // The player is gone (grace over) before the shard answered.
+                        drop(state);
+                        let _ = self.router.submit(p.ticket.shard, Command::Cancel(id));
+                    }
+                }
+            }
+            Event::Rejected { ticket, reason } => {
+                if let Some(p) = state.enqueues.remove(&ticket) {
+                    if let Some(session) = state.sessions.get_mut(&p.player) {
+                        session.enqueuing = false;
+                    }
+                    let _ = p.reply.send(Err(reason));
+                }
+            }
+            Event::Cancelled(id) | Event::NotWaiting(id) => {
+                let outcome = if matches!(event, Event::Cancelled(_)) {
+                    CancelOutcome::Cancelled
+                } else {
+                    CancelOutcome::NotWaiting
+                };
+                if outcome == CancelOutcome::Cancelled
+                    && let Some(player) = state.owners.remove(&id)
+                    && let Some(session) = state.sessions.get_mut(&player)
+                    && session.ticket.as_ref().is_some_and(|t| t.id == id)
+                {
+                    session.ticket = None;
+                }
+                if let Some(reply) = state.cancels.remove(&id) {
+                    let _ = reply.send(outcome);
+                }
+            }
+            Event::Matched(m) => self.on_match(&mut state, &m),
+        }
+    }
+
+    fn on_match(&self, state: &mut State, m: &Match) {
+        let rules = &self.rules;
+        let mode = rules.mode(m.mode).map_or("", |mode| mode.name.as_str()).to_owned();
+        let datacenter = rules.datacenter_name(m.datacenter).to_owned();
+        let teams: Vec<Team> = m
+            .teams()
+            .map(|team| Team { players: team.iter().flat_map(|t| m.players_of(t)).map(|p| p.0).collect() })
+            .collect();
+        for ticket in &m.tickets {
+            state.owners.remove(&ticket.id);
+            for player in m.players_of(ticket) {
+                let Some(session) = state.sessions.get_mut(&player.0) else { continue };
+                if session.ticket.as_ref().is_some_and(|t| t.id == ticket.id) {
+                    session.ticket = None;
+                }
+                let msg = ServerMsg::MatchFound(MatchFound {
+                    ticket_id: ticket.id.0,
+                    match_id: m.id.0,
+                    mode: mode.clone(),
+                    datacenter: datacenter.clone(),
+                    // Game-server allocation arrives with sessions (issue #5).
+                    server_addr: String::new(),
+                    connect_token: String::new(),
+                    teams: teams.clone(),
+                });
+                match &session.conn {
+                    Some((_, tx)) => {
+                        let _ = tx.send(Push::Send(msg));
+                    }
+                    None => session.parked.push(msg),
+                }
+            }
+        }
+    }
+}
+
+/// Reads shard events until every sender is gone.
+pub(crate) fn run_dispatcher(hub: Arc<Hub>, events: crossbeam_channel::Receiver<RuntimeEvent>) {
+    for event in events {
+        if let RuntimeEvent::Shard { event, .. } = event {
+            hub.on_event(event);
+        }
+    }
+}
+
+impl Ticket {
+    pub fn waiting(&self) -> WaitingTicket {
+        WaitingTicket { ticket_id: self.id.0, mode: self.mode.clone() }
+    }
+}
+
+/// 128 random bits as hex.
+fn new_resume_token() -> String {
+    use ring::rand::SecureRandom;
+    let mut bytes = [0u8; 16];
+    ring::rand::SystemRandom::new().fill(&mut bytes).expect("the system RNG works");
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}

@@ -1,0 +1,398 @@
+//! The edge over real QUIC on loopback, driven by the SDK (and, for hostile bytes, by a
+//! raw QUIC client). After every failure a fresh client checks the edge still serves.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+use rally_auth::{SigningKey, TokenIssuer, TokenVerifier};
+use rally_client::{Client, ClientConfig, ClientError, ClientEvent, Trust, Welcome};
+use rally_edge::{EdgeConfig, EdgeDeps, EdgeHandle, InProcessRouter, Limits, TlsIdentity, TokenRatings};
+use rally_engine::{Rules, Runtime, RuntimeConfig};
+use rally_protocol::{
+    ClientMsg, CloseCode, ErrorCode, FrameReader, Hello, PROTOCOL_VERSION, ServerMsg, TicketStatusRequest,
+    decode_server, encode_client, encode_hello,
+};
+
+/// Wide windows from the start, so two duel players match on the next tick.
+const RULES: &str = r#"
+tick_ms = 20
+[regions]
+eu = ["eu-west", "eu-central"]
+na = ["na-east"]
+
+[[mode]]
+name = "duel"
+teams = 2
+team_size = 1
+mmr_window = { start = 200.0, growth_per_s = 0.0, max = 200.0 }
+max_rtt_ms = { start = 150.0, growth_per_s = 0.0, max = 150.0 }
+"#;
+
+/// Anything in these tests takes well under this; it bounds a hang, it times nothing.
+const DEADLINE: Duration = Duration::from_secs(10);
+
+struct TestEdge {
+    edge: Option<EdgeHandle>,
+    runtime: Option<Runtime>,
+    issuer: TokenIssuer,
+    /// The issuer's key, to mint odd tokens with it (expired ones).
+    key_pem: String,
+}
+
+impl TestEdge {
+    fn start(tweak: impl FnOnce(&mut EdgeConfig)) -> TestEdge {
+        Self::start_at("127.0.0.1:0".parse().unwrap(), tweak)
+    }
+
+    fn start_at(listen: SocketAddr, tweak: impl FnOnce(&mut EdgeConfig)) -> TestEdge {
+        let rules = Arc::new(Rules::from_toml(RULES).unwrap());
+        let (events_tx, events) = crossbeam_channel::unbounded();
+        let runtime = Runtime::start(rules.clone(), RuntimeConfig::default(), events_tx).unwrap();
+        let key = SigningKey::generate();
+        let key_pem = key.to_pem().to_owned();
+        let issuer = TokenIssuer::new(key);
+        let mut config = EdgeConfig::new(listen);
+        tweak(&mut config);
+        let deps = EdgeDeps {
+            rules,
+            router: Arc::new(InProcessRouter::new(&runtime)),
+            events,
+            verifier: TokenVerifier::with_defaults(issuer.public_key()),
+            ratings: Arc::new(TokenRatings { default: 1500.0 }),
+            tls: TlsIdentity::self_signed(&["localhost".into()]).unwrap(),
+        };
+        let edge = rally_edge::start(config, deps).unwrap();
+        TestEdge { edge: Some(edge), runtime: Some(runtime), issuer, key_pem }
+    }
+
+    fn edge(&self) -> &EdgeHandle {
+        self.edge.as_ref().unwrap()
+    }
+
+    fn config(&self, player: u64, mmr: f64) -> ClientConfig {
+        let token = self.issuer.mint(player, Some(mmr), SystemTime::now());
+        ClientConfig::new(self.edge().local_addr(), Trust::Fingerprint(self.edge().fingerprint()), token)
+    }
+
+    async fn connect(&self, player: u64, mmr: f64) -> (Client, Welcome) {
+        timeout(Client::connect(self.config(player, mmr))).await.expect("connects")
+    }
+
+    /// A fresh player can still connect and be answered.
+    async fn still_serves(&self) {
+        let (client, welcome) = self.connect(999_999, 1500.0).await;
+        assert_eq!(welcome.player_id, 999_999);
+        assert_eq!(timeout(client.ticket_status()).await.unwrap(), None);
+        client.close().await;
+    }
+
+    async fn stop(mut self) {
+        self.edge.take().unwrap().shutdown().await;
+        self.runtime.take().unwrap().shutdown();
+    }
+}
+
+async fn timeout<T>(f: impl std::future::Future<Output = T>) -> T {
+    tokio::time::timeout(DEADLINE, f).await.expect("finished before the deadline")
+}
+
+fn eu(rtt: f32) -> Vec<(String, f32)> {
+    vec![("eu-west".into(), rtt)]
+}
+
+async fn next_match(client: &Client) -> rally_client::MatchFound {
+    match timeout(client.next_event()).await {
+        Some(ClientEvent::MatchFound(m)) => m,
+        Some(other) => panic!("expected a match, got {other:?}"),
+        None => panic!("client closed before a match"),
+    }
+}
+
+#[tokio::test]
+async fn two_players_are_matched_and_both_told_the_same_match() {
+    let edge = TestEdge::start(|_| {});
+    let (a, welcome) = edge.connect(1, 1500.0).await;
+    let (b, _) = edge.connect(2, 1510.0).await;
+    assert!(!welcome.resumed);
+    assert!(welcome.datacenters.iter().any(|dc| dc.name == "eu-west"));
+    let rtt = timeout(a.measure_rtt(&welcome, 3)).await;
+    assert_eq!(rtt.len(), welcome.datacenters.len(), "every datacenter measured");
+    assert!(rtt.iter().all(|(_, ms)| ms.is_finite() && *ms >= 0.0));
+
+    let ticket_a = timeout(a.enqueue("duel", &eu(20.0))).await.unwrap();
+    assert_eq!(timeout(a.ticket_status()).await.unwrap().map(|t| t.ticket_id), Some(ticket_a));
+    let ticket_b = timeout(b.enqueue("duel", &eu(25.0))).await.unwrap();
+    let (ma, mb) = (next_match(&a).await, next_match(&b).await);
+    assert_eq!(ma.match_id, mb.match_id);
+    assert_eq!((ma.ticket_id, mb.ticket_id), (ticket_a, ticket_b));
+    assert_eq!(ma.mode, "duel");
+    assert_eq!(ma.datacenter, "eu-west");
+    let mut players: Vec<u64> = ma.teams.iter().flat_map(|t| t.players.clone()).collect();
+    players.sort();
+    assert_eq!(players, [1, 2]);
+    assert_eq!(ma.teams, mb.teams);
+    // Matched tickets are no longer waiting; the player may queue again.
+    assert_eq!(timeout(a.ticket_status()).await.unwrap(), None);
+    timeout(a.enqueue("duel", &eu(20.0))).await.unwrap();
+    a.close().await;
+    b.close().await;
+    edge.stop().await;
+}
+
+#[tokio::test]
+async fn cancel_and_request_errors() {
+    let edge = TestEdge::start(|_| {});
+    let (a, _) = edge.connect(1, 1500.0).await;
+    let ticket = timeout(a.enqueue("duel", &eu(20.0))).await.unwrap();
+    let again = timeout(a.enqueue("duel", &eu(20.0))).await.unwrap_err();
+    assert_eq!(again.code(), Some(ErrorCode::AlreadyQueued));
+    timeout(a.cancel(ticket)).await.unwrap();
+    assert_eq!(timeout(a.ticket_status()).await.unwrap(), None);
+    let twice = timeout(a.cancel(ticket)).await.unwrap_err();
+    assert_eq!(twice.code(), Some(ErrorCode::NotQueued));
+    assert!(!twice.is_retryable());
+
+    let unknown = timeout(a.enqueue("chess", &eu(20.0))).await.unwrap_err();
+    assert_eq!(unknown.code(), Some(ErrorCode::UnknownMode));
+    let nowhere = timeout(a.enqueue("duel", &[("moon-base".into(), 5.0)])).await.unwrap_err();
+    assert_eq!(nowhere.code(), Some(ErrorCode::NoKnownDatacenter));
+    let negative = timeout(a.enqueue("duel", &eu(-3.0))).await.unwrap_err();
+    assert_eq!(negative.code(), Some(ErrorCode::InvalidRequest));
+    // None of that left a ticket behind, and the connection still works.
+    assert_eq!(timeout(a.ticket_status()).await.unwrap(), None);
+    timeout(a.enqueue("duel", &eu(20.0))).await.unwrap();
+    a.close().await;
+    edge.stop().await;
+}
+
+#[tokio::test]
+async fn bad_tokens_are_refused() {
+    let edge = TestEdge::start(|_| {});
+    let addr = edge.edge().local_addr();
+    let trust = Trust::Fingerprint(edge.edge().fingerprint());
+
+    let garbled = Client::connect(ClientConfig::new(addr, trust.clone(), "not.a.token")).await.err().unwrap();
+    assert_eq!(garbled.code(), Some(ErrorCode::InvalidToken), "{garbled:?}");
+
+    let expired_issuer =
+        TokenIssuer::new(SigningKey::from_pem(&edge.key_pem).unwrap()).with_ttl(Duration::from_secs(1));
+    let expired = expired_issuer.mint(5, None, SystemTime::now() - Duration::from_secs(3600));
+    let err = Client::connect(ClientConfig::new(addr, trust.clone(), expired)).await.err().unwrap();
+    assert_eq!(err.code(), Some(ErrorCode::TokenExpired), "{err:?}");
+    assert!(err.is_retryable(), "a fresh token fixes an expired one");
+
+    let other_key = TokenIssuer::new(SigningKey::generate()).mint(5, None, SystemTime::now());
+    let err = Client::connect(ClientConfig::new(addr, trust.clone(), other_key)).await.err().unwrap();
+    assert_eq!(err.code(), Some(ErrorCode::InvalidToken), "{err:?}");
+
+    // A client pinning another certificate does not even finish the handshake.
+    let wrong_pin = Client::connect(ClientConfig::new(addr, Trust::Fingerprint([7; 32]), "x")).await.err().unwrap();
+    assert!(matches!(wrong_pin, ClientError::Connect(_)), "{wrong_pin:?}");
+
+    edge.still_serves().await;
+    edge.stop().await;
+}
+
+/// A client that writes raw bytes on the control stream.
+struct Raw {
+    conn: quinn::Connection,
+    send: quinn::SendStream,
+    recv: quinn::RecvStream,
+    reader: FrameReader,
+}
+
+impl Raw {
+    async fn connect(edge: &TestEdge) -> Raw {
+        let config = edge.config(77, 1500.0);
+        let endpoint = rally_client::endpoint(&config).unwrap();
+        let conn = timeout(endpoint.connect(config.addr, "localhost").unwrap()).await.unwrap();
+        let (send, recv) = timeout(conn.open_bi()).await.unwrap();
+        Raw { conn, send, recv, reader: FrameReader::new() }
+    }
+
+    /// Connects and completes a good hello.
+    async fn hello(edge: &TestEdge) -> Raw {
+        let mut raw = Self::connect(edge).await;
+        let token = edge.issuer.mint(77, None, SystemTime::now());
+        let mut frame = Vec::new();
+        encode_hello(
+            &Hello { protocol_version: PROTOCOL_VERSION, access_token: token, resume_token: None },
+            &mut frame,
+        )
+        .unwrap();
+        raw.write(&frame).await;
+        assert!(matches!(raw.next().await, Some(ServerMsg::Welcome(_))));
+        raw
+    }
+
+    async fn write(&mut self, bytes: &[u8]) {
+        // The edge may already have closed; the outcome is read from the stream.
+        let _ = self.send.write_all(bytes).await;
+    }
+
+    /// The next message, or `None` once the stream ends.
+    async fn next(&mut self) -> Option<ServerMsg> {
+        let mut buf = [0u8; 4096];
+        loop {
+            if let Some(body) = self.reader.next_frame().unwrap() {
+                let msg = decode_server(body).unwrap();
+                return Some(rally_protocol::rkyv::deserialize::<_, rally_protocol::rkyv::rancor::Error>(msg).unwrap());
+            }
+            match timeout(self.recv.read(&mut buf)).await {
+                Ok(Some(n)) => self.reader.push(&buf[..n]),
+                _ => return None,
+            }
+        }
+    }
+
+    /// The error code of the next message, which must be an error.
+    async fn next_error(&mut self) -> ErrorCode {
+        match self.next().await {
+            Some(ServerMsg::Error(e)) => ErrorCode::from_number(e.code).unwrap(),
+            other => panic!("expected an error, got {other:?}"),
+        }
+    }
+
+    async fn close_code(&self) -> CloseCode {
+        match timeout(self.conn.closed()).await {
+            quinn::ConnectionError::ApplicationClosed(c) => {
+                CloseCode::from_number(c.error_code.into_inner() as u32).unwrap()
+            }
+            other => panic!("expected an application close, got {other:?}"),
+        }
+    }
+}
+
+#[tokio::test]
+async fn wrong_protocol_version_is_refused() {
+    let edge = TestEdge::start(|_| {});
+    let mut raw = Raw::connect(&edge).await;
+    let token = edge.issuer.mint(77, None, SystemTime::now());
+    let mut frame = Vec::new();
+    encode_hello(
+        &Hello { protocol_version: PROTOCOL_VERSION + 1, access_token: token, resume_token: None },
+        &mut frame,
+    )
+    .unwrap();
+    raw.write(&frame).await;
+    assert_eq!(raw.next_error().await, ErrorCode::UnsupportedVersion);
+    assert_eq!(raw.close_code().await, CloseCode::UnsupportedVersion);
+    edge.still_serves().await;
+    edge.stop().await;
+}
+
+#[tokio::test]
+async fn oversized_frame_closes_only_that_connection() {
+    let edge = TestEdge::start(|_| {});
+    let (bystander, _) = edge.connect(1, 1500.0).await;
+    let mut raw = Raw::hello(&edge).await;
+    raw.write(&(1u32 << 20).to_le_bytes()).await;
+    assert_eq!(raw.next_error().await, ErrorCode::FrameTooLarge);
+    assert_eq!(raw.close_code().await, CloseCode::FrameTooLarge);
+    // Before the hello too.
+    let mut raw = Raw::connect(&edge).await;
+    raw.write(&u32::MAX.to_le_bytes()).await;
+    assert_eq!(raw.next_error().await, ErrorCode::FrameTooLarge);
+    assert_eq!(raw.close_code().await, CloseCode::FrameTooLarge);
+    assert_eq!(timeout(bystander.ticket_status()).await.unwrap(), None, "others are unaffected");
+    edge.still_serves().await;
+    edge.stop().await;
+}
+
+#[tokio::test]
+async fn garbage_bytes_close_with_protocol_violation() {
+    let edge = TestEdge::start(|_| {});
+    // Garbage in a well-sized frame after the hello.
+    let mut raw = Raw::hello(&edge).await;
+    let garbage = [0xde, 0xad, 0xbe, 0xef, 0x13, 0x37, 0x00, 0xff, 0x42];
+    let mut frame = (garbage.len() as u32).to_le_bytes().to_vec();
+    frame.extend_from_slice(&garbage);
+    raw.write(&frame).await;
+    assert_eq!(raw.next_error().await, ErrorCode::MalformedFrame);
+    assert_eq!(raw.close_code().await, CloseCode::ProtocolViolation);
+    // Garbage instead of the hello.
+    let mut raw = Raw::connect(&edge).await;
+    raw.write(&frame).await;
+    assert_eq!(raw.next_error().await, ErrorCode::MalformedFrame);
+    assert_eq!(raw.close_code().await, CloseCode::ProtocolViolation);
+    // An empty frame.
+    let mut raw = Raw::hello(&edge).await;
+    raw.write(&[0, 0, 0, 0]).await;
+    assert_eq!(raw.next_error().await, ErrorCode::MalformedFrame);
+    assert_eq!(raw.close_code().await, CloseCode::ProtocolViolation);
+    edge.still_serves().await;
+    edge.stop().await;
+}
+
+#[tokio::test]
+async fn a_request_flood_is_limited_then_closed() {
+    let edge = TestEdge::start(|c| {
+        c.limits = Limits {
+            requests_per_s: 5.try_into().unwrap(),
+            burst: 5.try_into().unwrap(),
+            max_in_flight: 8,
+            flood_close_after: 50,
+        }
+    });
+    let mut raw = Raw::hello(&edge).await;
+    let mut frames = Vec::new();
+    for request_id in 0..200 {
+        encode_client(&ClientMsg::TicketStatus(TicketStatusRequest { request_id }), &mut frames).unwrap();
+    }
+    raw.write(&frames).await;
+    let (mut answered, mut limited) = (0, 0);
+    while let Some(msg) = raw.next().await {
+        match msg {
+            ServerMsg::TicketStatus(_) => answered += 1,
+            ServerMsg::Error(e) if e.code == ErrorCode::RateLimited.number() => {
+                assert!(e.retryable);
+                limited += 1;
+            }
+            ServerMsg::Error(_) => {} // the last word before the close
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+    assert_eq!(answered, 5, "the burst is served");
+    assert!(limited >= 40, "then refused with RateLimited: {limited}");
+    assert_eq!(raw.close_code().await, CloseCode::Flood);
+    edge.still_serves().await;
+    edge.stop().await;
+}
+
+#[tokio::test]
+async fn shutdown_closes_connected_clients() {
+    let edge = TestEdge::start(|_| {});
+    let (a, _) = edge.connect(1, 1500.0).await;
+    let (b, _) = edge.connect(2, 1900.0).await;
+    timeout(a.enqueue("duel", &eu(20.0))).await.unwrap();
+    let runtime_edge = edge;
+    timeout(runtime_edge.stop()).await;
+    for client in [&a, &b] {
+        match timeout(client.next_event()).await {
+            Some(ClientEvent::Closed(ClientError::Closed { code, .. })) => {
+                assert_eq!(code, Some(CloseCode::ShuttingDown))
+            }
+            other => panic!("expected a close, got {other:?}"),
+        }
+    }
+}
+
+#[tokio::test]
+async fn a_newer_connection_replaces_the_older_and_keeps_the_ticket() {
+    let edge = TestEdge::start(|_| {});
+    let (old, _) = edge.connect(1, 1500.0).await;
+    let ticket = timeout(old.enqueue("duel", &eu(20.0))).await.unwrap();
+    let (new, welcome) = edge.connect(1, 1500.0).await;
+    assert!(welcome.resumed);
+    assert_eq!(welcome.ticket.map(|t| t.ticket_id), Some(ticket));
+    match timeout(old.next_event()).await {
+        Some(ClientEvent::Closed(ClientError::Closed { code, .. })) => assert_eq!(code, Some(CloseCode::Replaced)),
+        other => panic!("expected the old connection closed, got {other:?}"),
+    }
+    // The ticket is matched and the new connection told.
+    let (other, _) = edge.connect(2, 1500.0).await;
+    timeout(other.enqueue("duel", &eu(20.0))).await.unwrap();
+    assert_eq!(next_match(&new).await.ticket_id, ticket);
+    edge.stop().await;
+}
