@@ -396,3 +396,95 @@ async fn a_newer_connection_replaces_the_older_and_keeps_the_ticket() {
     assert_eq!(next_match(&new).await.ticket_id, ticket);
     edge.stop().await;
 }
+
+/// A UDP relay between one client and the edge that can drop every packet, to cut the
+/// network without either side closing.
+struct Relay {
+    addr: SocketAddr,
+    cut: Arc<std::sync::atomic::AtomicBool>,
+}
+
+impl Relay {
+    async fn start(edge: SocketAddr) -> Relay {
+        use std::sync::atomic::Ordering;
+        let front = Arc::new(tokio::net::UdpSocket::bind("127.0.0.1:0").await.unwrap());
+        let back = Arc::new(tokio::net::UdpSocket::bind("127.0.0.1:0").await.unwrap());
+        back.connect(edge).await.unwrap();
+        let addr = front.local_addr().unwrap();
+        let cut = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let client = Arc::new(tokio::sync::Mutex::new(None::<SocketAddr>));
+        {
+            let (front, back, cut, client) = (front.clone(), back.clone(), cut.clone(), client.clone());
+            tokio::spawn(async move {
+                let mut buf = vec![0u8; 65_536];
+                while let Ok((n, from)) = front.recv_from(&mut buf).await {
+                    *client.lock().await = Some(from);
+                    if !cut.load(Ordering::Relaxed) {
+                        let _ = back.send(&buf[..n]).await;
+                    }
+                }
+            });
+        }
+        {
+            let cut = cut.clone();
+            tokio::spawn(async move {
+                let mut buf = vec![0u8; 65_536];
+                while let Ok(n) = back.recv(&mut buf).await {
+                    let to = *client.lock().await;
+                    if let Some(to) = to.filter(|_| !cut.load(Ordering::Relaxed)) {
+                        let _ = front.send_to(&buf[..n], to).await;
+                    }
+                }
+            });
+        }
+        Relay { addr, cut }
+    }
+
+    fn set_cut(&self, cut: bool) {
+        self.cut.store(cut, std::sync::atomic::Ordering::Relaxed);
+    }
+}
+
+#[tokio::test]
+async fn a_dropped_client_resumes_and_keeps_its_ticket() {
+    let edge = TestEdge::start(|c| {
+        c.idle_timeout = Duration::from_millis(800);
+        c.grace = Duration::from_secs(8);
+    });
+    let relay = Relay::start(edge.edge().local_addr()).await;
+    let mut config = edge.config(1, 1500.0);
+    config.addr = relay.addr;
+    config.idle_timeout = Duration::from_millis(800);
+    config.keep_alive = Duration::from_millis(200);
+    config.resume_window = Duration::from_secs(8);
+    let (a, _) = timeout(Client::connect(config)).await.unwrap();
+    let ticket = timeout(a.enqueue("duel", &eu(20.0))).await.unwrap();
+
+    relay.set_cut(true);
+    assert_eq!(timeout(a.next_event()).await, Some(ClientEvent::Reconnecting));
+    relay.set_cut(false);
+    match timeout(a.next_event()).await {
+        Some(ClientEvent::Resumed { ticket: Some(t) }) => assert_eq!(t.ticket_id, ticket),
+        other => panic!("expected a resume with the ticket, got {other:?}"),
+    }
+    // Still in the queue: a second player is matched with it.
+    let (b, _) = edge.connect(2, 1500.0).await;
+    timeout(b.enqueue("duel", &eu(20.0))).await.unwrap();
+    assert_eq!(next_match(&a).await.ticket_id, ticket);
+    a.close().await;
+    b.close().await;
+    edge.stop().await;
+}
+
+#[tokio::test]
+async fn a_client_that_leaves_loses_its_ticket_at_once() {
+    let edge = TestEdge::start(|_| {});
+    let (a, _) = edge.connect(1, 1500.0).await;
+    timeout(a.enqueue("duel", &eu(20.0))).await.unwrap();
+    a.close().await;
+    // Back with a new connection and no resume token: nothing waiting.
+    let (a, welcome) = edge.connect(1, 1500.0).await;
+    assert!(!welcome.resumed);
+    assert_eq!(timeout(a.ticket_status()).await.unwrap(), None);
+    edge.stop().await;
+}
