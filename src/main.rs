@@ -14,6 +14,8 @@ use clap::{Args, Parser, Subcommand};
 use rally_engine::Rules;
 use rally_replay::{ReplayError, ReplayOptions, workload};
 
+mod serve;
+
 #[derive(Parser)]
 #[command(name = "rally", version, about = "Rally: matchmaking and game services")]
 struct Cli {
@@ -27,6 +29,14 @@ enum Cmd {
     Replay(ReplayArgs),
     /// Writes a synthetic event log for `rally replay` (seeded, reproducible).
     Workload(WorkloadArgs),
+    /// Runs engine and edge in one process on embedded defaults (Ctrl-C stops it).
+    Dev(serve::DevArgs),
+    /// `rally dev` plus bot players over QUIC for a while, printing live matches and waits.
+    Demo(serve::DemoArgs),
+    /// Mints a dev access token with the dev signing key.
+    Token(serve::TokenArgs),
+    /// Simulated players against an edge over real QUIC, with latency percentiles.
+    Loadgen(serve::LoadgenArgs),
 }
 
 #[derive(Args)]
@@ -89,6 +99,10 @@ fn main() -> ExitCode {
     let result = match cli.command {
         Cmd::Replay(args) => replay(args),
         Cmd::Workload(args) => generate(args),
+        Cmd::Dev(args) => serve::dev(args).map(|()| ExitCode::SUCCESS),
+        Cmd::Demo(args) => serve::demo(args).map(|()| ExitCode::SUCCESS),
+        Cmd::Token(args) => serve::token(args).map(|()| ExitCode::SUCCESS),
+        Cmd::Loadgen(args) => serve::loadgen(args).map(|()| ExitCode::SUCCESS),
     };
     match result {
         Ok(code) => code,

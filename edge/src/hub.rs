@@ -337,6 +337,7 @@ impl Hub {
         let rules = &self.rules;
         let mode = rules.mode(m.mode).map_or("", |mode| mode.name.as_str()).to_owned();
         let datacenter = rules.datacenter_name(m.datacenter).to_owned();
+        let formed_at_unix_us = SystemTime::now().duration_since(UNIX_EPOCH).unwrap_or_default().as_micros() as u64;
         let teams: Vec<Team> = m
             .teams()
             .map(|team| Team { players: team.iter().flat_map(|t| m.players_of(t)).map(|p| p.0).collect() })
@@ -357,6 +358,7 @@ impl Hub {
                     server_addr: String::new(),
                     connect_token: String::new(),
                     teams: teams.clone(),
+                    formed_at_unix_us,
                 });
                 match &session.conn {
                     Some((_, tx)) => {

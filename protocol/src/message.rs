@@ -200,6 +200,9 @@ pub struct MatchFound {
     pub connect_token: String,
     /// Player ids, team by team.
     pub teams: Vec<Team>,
+    /// When the edge received the match from its shard, µs since the Unix epoch by the
+    /// edge's clock: what delivery delay is measured from.
+    pub formed_at_unix_us: u64,
 }
 
 /// One team of a match.

@@ -67,18 +67,22 @@ fn server_msg() -> impl Strategy<Value = ServerMsg> {
         "[0-9.:]{0,21}",
         "[a-z0-9]{0,40}",
         prop::collection::vec(prop::collection::vec(any::<u64>(), 1..6), 2..5),
+        any::<u64>(),
     )
-        .prop_map(|(ticket_id, match_id, mode, datacenter, server_addr, connect_token, teams)| {
-            ServerMsg::MatchFound(MatchFound {
-                ticket_id,
-                match_id,
-                mode,
-                datacenter,
-                server_addr,
-                connect_token,
-                teams: teams.into_iter().map(|players| Team { players }).collect(),
-            })
-        });
+        .prop_map(
+            |(ticket_id, match_id, mode, datacenter, server_addr, connect_token, teams, formed_at_unix_us)| {
+                ServerMsg::MatchFound(MatchFound {
+                    ticket_id,
+                    match_id,
+                    mode,
+                    datacenter,
+                    server_addr,
+                    connect_token,
+                    teams: teams.into_iter().map(|players| Team { players }).collect(),
+                    formed_at_unix_us,
+                })
+            },
+        );
     let error = (prop::option::of(any::<u32>()), prop::sample::select(ErrorCode::ALL), ".{0,80}").prop_map(
         |(request_id, code, message)| {
             ServerMsg::Error(ErrorReply { request_id, code: code.number(), retryable: code.retryable(), message })

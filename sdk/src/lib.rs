@@ -152,7 +152,8 @@ pub struct Client {
     events: Mutex<mpsc::UnboundedReceiver<ClientEvent>>,
     next_request: AtomicU32,
     request_timeout: Duration,
-    endpoint: quinn::Endpoint,
+    /// Set when the client made its own endpoint (and so waits for it to go idle on close).
+    own_endpoint: Option<quinn::Endpoint>,
 }
 
 enum Command {
@@ -165,6 +166,14 @@ impl Client {
     /// Connects, says hello, and returns the client with the edge's welcome.
     pub async fn connect(config: ClientConfig) -> Result<(Client, Welcome), ClientError> {
         let endpoint = endpoint(&config)?;
+        let (mut client, welcome) = Self::connect_on(endpoint.clone(), config).await?;
+        client.own_endpoint = Some(endpoint);
+        Ok((client, welcome))
+    }
+
+    /// Like [`Client::connect`], on an endpoint shared with other clients (made by
+    /// [`endpoint`]): many connections over one UDP socket, as a load generator wants.
+    pub async fn connect_on(endpoint: quinn::Endpoint, config: ClientConfig) -> Result<(Client, Welcome), ClientError> {
         let (link, welcome) = Link::open(&endpoint, &config, None).await?;
         let (commands, commands_rx) = mpsc::unbounded_channel();
         let (events_tx, events) = mpsc::unbounded_channel();
@@ -184,7 +193,7 @@ impl Client {
             events: Mutex::new(events),
             next_request: AtomicU32::new(1),
             request_timeout: config.request_timeout,
-            endpoint,
+            own_endpoint: None,
         };
         Ok((client, welcome))
     }
@@ -266,7 +275,9 @@ impl Client {
     /// Leaves: the edge cancels the ticket at once (no grace period).
     pub async fn close(self) {
         let _ = self.commands.send(Command::Close);
-        let _ = tokio::time::timeout(Duration::from_secs(1), self.endpoint.wait_idle()).await;
+        if let Some(endpoint) = &self.own_endpoint {
+            let _ = tokio::time::timeout(Duration::from_secs(1), endpoint.wait_idle()).await;
+        }
     }
 }
 

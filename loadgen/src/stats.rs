@@ -1,0 +1,202 @@
+//! Counters and histograms shared by every simulated player, and the report made of them.
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use hdrhistogram::Histogram;
+use rally_client::ClientError;
+use serde::Serialize;
+
+/// A latency histogram in µs, 1 µs to 1 hour, 3 significant digits.
+pub(crate) struct Latency(Mutex<Histogram<u64>>);
+
+impl Default for Latency {
+    fn default() -> Self {
+        Latency(Mutex::new(Histogram::new_with_bounds(1, 3_600_000_000, 3).expect("valid bounds")))
+    }
+}
+
+impl Latency {
+    pub fn record(&self, d: Duration) {
+        let us = (d.as_micros() as u64).clamp(1, 3_600_000_000);
+        self.0.lock().unwrap_or_else(|e| e.into_inner()).record(us).expect("clamped into bounds");
+    }
+
+    fn summary(&self) -> Summary {
+        let h = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        let ms = |us: u64| us as f64 / 1000.0;
+        Summary {
+            count: h.len(),
+            p50_ms: ms(h.value_at_quantile(0.50)),
+            p90_ms: ms(h.value_at_quantile(0.90)),
+            p95_ms: ms(h.value_at_quantile(0.95)),
+            p99_ms: ms(h.value_at_quantile(0.99)),
+            p999_ms: ms(h.value_at_quantile(0.999)),
+            max_ms: ms(h.max()),
+            mean_ms: h.mean() / 1000.0,
+        }
+    }
+}
+
+/// What the players report as they go.
+#[derive(Default)]
+pub struct Counters {
+    pub(crate) connect: Latency,
+    pub(crate) enqueue_ack: Latency,
+    pub(crate) time_to_match: Latency,
+    pub(crate) delivery: Latency,
+    pub(crate) connected: AtomicU64,
+    pub(crate) waiting: AtomicU64,
+    pub(crate) enqueues: AtomicU64,
+    pub(crate) matches: AtomicU64,
+    errors: Mutex<BTreeMap<String, u64>>,
+}
+
+impl Counters {
+    pub(crate) fn error(&self, e: &ClientError) {
+        let key = match e {
+            ClientError::Server { code: Some(code), .. } => format!("{code:?}"),
+            ClientError::Server { raw, .. } => format!("code {raw}"),
+            ClientError::Closed { code: Some(code), .. } => format!("closed: {code:?}"),
+            ClientError::Closed { raw, .. } => format!("closed: code {raw}"),
+            ClientError::Connect(_) => "connect failed".into(),
+            ClientError::ConnectionLost => "connection lost".into(),
+            ClientError::Timeout => "timeout".into(),
+            ClientError::Protocol(_) => "protocol violation".into(),
+        };
+        tracing::debug!(error = %e, "load error");
+        *self.errors.lock().unwrap_or_else(|e| e.into_inner()).entry(key).or_default() += 1;
+    }
+
+    fn error_count(&self) -> u64 {
+        self.errors.lock().unwrap_or_else(|e| e.into_inner()).values().sum()
+    }
+
+    pub(crate) fn snapshot(&self, elapsed: Duration) -> Snapshot {
+        Snapshot {
+            elapsed,
+            connected: self.connected.load(Ordering::Relaxed),
+            waiting: self.waiting.load(Ordering::Relaxed),
+            enqueues: self.enqueues.load(Ordering::Relaxed),
+            matches: self.matches.load(Ordering::Relaxed),
+            errors: self.error_count(),
+            time_to_match: self.time_to_match.summary(),
+        }
+    }
+
+    pub(crate) fn report(&self, elapsed: Duration) -> Report {
+        let secs = elapsed.as_secs_f64().max(1e-9);
+        let enqueues = self.enqueues.load(Ordering::Relaxed);
+        Report {
+            elapsed_s: elapsed.as_secs_f64(),
+            enqueues,
+            enqueues_per_s: enqueues as f64 / secs,
+            matches_received: self.matches.load(Ordering::Relaxed),
+            connect: self.connect.summary(),
+            enqueue_ack: self.enqueue_ack.summary(),
+            time_to_match: self.time_to_match.summary(),
+            delivery: self.delivery.summary(),
+            errors: self.errors.lock().unwrap_or_else(|e| e.into_inner()).clone(),
+        }
+    }
+}
+
+/// Progress, about once a second.
+#[derive(Clone, Debug)]
+pub struct Snapshot {
+    /// Since the run started.
+    pub elapsed: Duration,
+    /// Players connected now.
+    pub connected: u64,
+    /// Players with a waiting ticket now.
+    pub waiting: u64,
+    /// Enqueues acknowledged so far.
+    pub enqueues: u64,
+    /// `MatchFound` received so far (one per matched player).
+    pub matches: u64,
+    /// Errors so far.
+    pub errors: u64,
+    /// Time to match so far.
+    pub time_to_match: Summary,
+}
+
+/// Percentiles of one latency, in ms.
+#[derive(Clone, Debug, Serialize, PartialEq)]
+pub struct Summary {
+    /// Samples.
+    pub count: u64,
+    /// Median.
+    pub p50_ms: f64,
+    /// 90th percentile.
+    pub p90_ms: f64,
+    /// 95th percentile.
+    pub p95_ms: f64,
+    /// 99th percentile.
+    pub p99_ms: f64,
+    /// 99.9th percentile.
+    pub p999_ms: f64,
+    /// Largest.
+    pub max_ms: f64,
+    /// Mean.
+    pub mean_ms: f64,
+}
+
+/// The result of a run (`--report FILE` writes it as JSON).
+#[derive(Clone, Debug, Serialize)]
+pub struct Report {
+    /// Wall time of the run.
+    pub elapsed_s: f64,
+    /// Enqueues acknowledged.
+    pub enqueues: u64,
+    /// Enqueues acknowledged per second of the run.
+    pub enqueues_per_s: f64,
+    /// `MatchFound` messages received.
+    pub matches_received: u64,
+    /// Connect → `Welcome`.
+    pub connect: Summary,
+    /// Enqueue sent → `Enqueued` received.
+    pub enqueue_ack: Summary,
+    /// `Enqueued` → `MatchFound`.
+    pub time_to_match: Summary,
+    /// The edge receiving the match → the client receiving `MatchFound`.
+    pub delivery: Summary,
+    /// Errors by kind.
+    pub errors: BTreeMap<String, u64>,
+}
+
+impl fmt::Display for Report {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        writeln!(f, "elapsed           {:.1} s", self.elapsed_s)?;
+        writeln!(f, "enqueues          {} ({:.0}/s)", self.enqueues, self.enqueues_per_s)?;
+        writeln!(f, "matches received  {}", self.matches_received)?;
+        writeln!(
+            f,
+            "{:<17} {:>8} {:>9} {:>9} {:>9} {:>9} {:>9}",
+            "latency (ms)", "count", "p50", "p90", "p99", "p99.9", "max"
+        )?;
+        for (name, s) in [
+            ("connect", &self.connect),
+            ("enqueue→ack", &self.enqueue_ack),
+            ("time to match", &self.time_to_match),
+            ("delivery", &self.delivery),
+        ] {
+            writeln!(
+                f,
+                "{:<17} {:>8} {:>9.3} {:>9.3} {:>9.3} {:>9.3} {:>9.3}",
+                name, s.count, s.p50_ms, s.p90_ms, s.p99_ms, s.p999_ms, s.max_ms
+            )?;
+        }
+        if self.errors.is_empty() {
+            write!(f, "errors            none")
+        } else {
+            write!(f, "errors           ")?;
+            for (kind, n) in &self.errors {
+                write!(f, " {kind}: {n};")?;
+            }
+            Ok(())
+        }
+    }
+}

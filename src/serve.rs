@@ -1,0 +1,284 @@
+//! Wiring for the commands that run services: `rally dev`, `rally demo`, `rally loadgen`
+//! and `rally token`. Only construction and plumbing; behaviour lives in the crates.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+use anyhow::{Context, Result};
+use clap::Args;
+use rally_auth::{SigningKey, TokenIssuer, TokenVerifier};
+use rally_client::Trust;
+use rally_edge::{EdgeConfig, EdgeDeps, EdgeHandle, InProcessRouter, TlsIdentity, TokenRatings};
+use rally_engine::{Rules, Runtime, RuntimeConfig};
+use rally_loadgen::{LoadSpec, Report, Snapshot};
+
+/// The rules `rally dev` and `rally demo` run when no `--modes` is given.
+const EMBEDDED_MODES: &str = include_str!("../examples/modes.toml");
+/// The dev signing key's file name inside the data directory.
+const DEV_KEY_FILE: &str = "dev-signing-key.pem";
+
+#[derive(Args)]
+pub struct DevArgs {
+    /// UDP address the edge listens on.
+    #[arg(long, default_value = "127.0.0.1:7400")]
+    pub listen: SocketAddr,
+    /// Rules (TOML); the embedded `examples/modes.toml` when absent.
+    #[arg(long, value_name = "MODES.toml")]
+    pub modes: Option<PathBuf>,
+    /// Where dev state lives (the token signing key).
+    #[arg(long, default_value = "rally-data")]
+    pub data_dir: PathBuf,
+}
+
+#[derive(Args)]
+pub struct DemoArgs {
+    /// How long the bots play, seconds.
+    #[arg(long, default_value_t = 20)]
+    pub duration_s: u64,
+    /// Bot players.
+    #[arg(long, default_value_t = 400)]
+    pub bots: usize,
+    /// Rules (TOML); the embedded `examples/modes.toml` when absent.
+    #[arg(long, value_name = "MODES.toml")]
+    pub modes: Option<PathBuf>,
+}
+
+#[derive(Args)]
+pub struct TokenArgs {
+    /// The player id the token names.
+    #[arg(long)]
+    pub player: u64,
+    /// The rating a dev edge queues the player with.
+    #[arg(long)]
+    pub mmr: Option<f64>,
+    /// Lifetime, seconds.
+    #[arg(long, default_value_t = 900)]
+    pub ttl_s: u64,
+    /// The signing key (PKCS#8 PEM); made if missing, as `rally dev` does.
+    #[arg(long, default_value = "rally-data/dev-signing-key.pem")]
+    pub key: PathBuf,
+}
+
+#[derive(Args)]
+pub struct LoadgenArgs {
+    /// The edge's UDP address.
+    #[arg(long, default_value = "127.0.0.1:7400")]
+    pub target: SocketAddr,
+    /// The edge certificate's SHA-256 (printed by `rally dev`).
+    #[arg(long)]
+    pub fingerprint: String,
+    /// The key the edge trusts tokens from (dev: `rally-data/dev-signing-key.pem`).
+    #[arg(long, default_value = "rally-data/dev-signing-key.pem")]
+    pub key: PathBuf,
+    /// Simulated players (one connection each).
+    #[arg(long, default_value_t = 1000)]
+    pub players: usize,
+    /// New connections per second while ramping up.
+    #[arg(long, default_value_t = 2000.0)]
+    pub connect_rate: f64,
+    /// Seconds of load after the ramp-up.
+    #[arg(long, default_value_t = 30)]
+    pub duration_s: u64,
+    /// Stop after this many matches received.
+    #[arg(long)]
+    pub max_matches: Option<u64>,
+    /// Total enqueues per second (default: as fast as matches come).
+    #[arg(long)]
+    pub rate: Option<f64>,
+    /// Modes to queue for, comma-separated.
+    #[arg(long, value_delimiter = ',', default_value = "duel-1v1")]
+    pub modes: Vec<String>,
+    /// Only connect and hold the connections.
+    #[arg(long)]
+    pub idle: bool,
+    /// Shortest pause between a match and the next enqueue, ms.
+    #[arg(long, default_value_t = 200)]
+    pub play_min_ms: u64,
+    /// Longest pause between a match and the next enqueue, ms.
+    #[arg(long, default_value_t = 1000)]
+    pub play_max_ms: u64,
+    /// First simulated player id (run several generators with disjoint ranges).
+    #[arg(long, default_value_t = 1)]
+    pub first_player: u64,
+    /// Write the report as JSON to this file.
+    #[arg(long, value_name = "FILE")]
+    pub report: Option<PathBuf>,
+    /// RNG seed.
+    #[arg(long, default_value_t = 1)]
+    pub seed: u64,
+}
+
+fn rules(path: Option<&Path>) -> Result<Arc<Rules>> {
+    match path {
+        Some(path) => crate::load_rules(path),
+        None => Ok(Arc::new(Rules::from_toml(EMBEDDED_MODES).context("the embedded examples/modes.toml")?)),
+    }
+}
+
+/// Engine and edge in one process.
+struct Node {
+    edge: EdgeHandle,
+    runtime: Runtime,
+}
+
+impl Node {
+    fn start(rules: Arc<Rules>, listen: SocketAddr, key: &SigningKey) -> Result<Node> {
+        let (events_tx, events) = crossbeam_channel::bounded(65_536);
+        let runtime = Runtime::start(rules.clone(), RuntimeConfig::default(), events_tx).context("starting shards")?;
+        let deps = EdgeDeps {
+            rules,
+            router: Arc::new(InProcessRouter::new(&runtime)),
+            events,
+            verifier: TokenVerifier::with_defaults(key.public_key()),
+            ratings: Arc::new(TokenRatings { default: 1500.0 }),
+            tls: TlsIdentity::self_signed(&["localhost".into(), listen.ip().to_string()])?,
+        };
+        let edge = rally_edge::start(EdgeConfig::new(listen), deps)?;
+        Ok(Node { edge, runtime })
+    }
+
+    async fn stop(self) {
+        self.edge.shutdown().await;
+        self.runtime.shutdown();
+    }
+}
+
+fn tokio_runtime() -> Result<tokio::runtime::Runtime> {
+    tokio::runtime::Builder::new_multi_thread().enable_all().build().context("starting the async runtime")
+}
+
+fn init_logs(default: &str) {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
+    let _ = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).try_init();
+}
+
+pub fn dev(args: DevArgs) -> Result<()> {
+    init_logs("info");
+    let rules = rules(args.modes.as_deref())?;
+    let key_path = args.data_dir.join(DEV_KEY_FILE);
+    let key = SigningKey::load_or_create(&key_path)?;
+    tokio_runtime()?.block_on(async {
+        let node = Node::start(rules.clone(), args.listen, &key)?;
+        let fingerprint = rally_edge::fingerprint_hex(&node.edge.fingerprint());
+        println!("rally dev: edge on {} (QUIC, ALPN rally/1)", node.edge.local_addr());
+        println!("  certificate SHA-256 (pin this): {fingerprint}");
+        println!("  token key: {} (public {})", key_path.display(), key.public_key());
+        println!("  modes: {}", rules.modes.iter().map(|m| m.name.as_str()).collect::<Vec<_>>().join(", "));
+        println!("  a token:   rally token --player 1 --mmr 1500");
+        println!(
+            "  load:      rally loadgen --target {} --fingerprint {fingerprint} --players 200",
+            node.edge.local_addr()
+        );
+        println!("Ctrl-C stops it gracefully.");
+        tokio::signal::ctrl_c().await.context("waiting for Ctrl-C")?;
+        println!("shutting down: closing connections, draining shard mailboxes");
+        node.stop().await;
+        Ok(())
+    })
+}
+
+pub fn token(args: TokenArgs) -> Result<()> {
+    anyhow::ensure!(args.mmr.is_none_or(|m| m.is_finite() && m >= 0.0), "--mmr must be a finite, non-negative number");
+    let key = SigningKey::load_or_create(&args.key)?;
+    let issuer = TokenIssuer::new(key).with_ttl(Duration::from_secs(args.ttl_s));
+    println!("{}", issuer.mint(args.player, args.mmr, SystemTime::now()));
+    Ok(())
+}
+
+pub fn demo(args: DemoArgs) -> Result<()> {
+    init_logs("warn");
+    anyhow::ensure!(args.bots >= 2, "--bots must be at least 2");
+    let rules = rules(args.modes.as_deref())?;
+    // A throwaway key: the demo's bots and edge live and die in this process.
+    let key = SigningKey::generate();
+    let runtime = tokio_runtime()?;
+    runtime.block_on(async {
+        let node = Node::start(rules.clone(), "127.0.0.1:0".parse().expect("literal"), &key)?;
+        let issuer = Arc::new(TokenIssuer::new(key));
+        let tokens = Arc::new(move |player, mmr| issuer.mint(player, Some(mmr), SystemTime::now()));
+        let trust = Trust::Fingerprint(node.edge.fingerprint());
+        let mut spec = LoadSpec::new(node.edge.local_addr(), trust, tokens, args.bots);
+        spec.duration = Duration::from_secs(args.duration_s);
+        spec.connect_rate = 500.0;
+        spec.modes = rules.modes.iter().map(|m| m.name.clone()).collect();
+        println!(
+            "rally demo: engine + edge on {}, {} bot players over QUIC for {} s, modes {}",
+            node.edge.local_addr(),
+            args.bots,
+            args.duration_s,
+            spec.modes.join(", ")
+        );
+        let mut last = (Duration::ZERO, 0u64);
+        let report = rally_loadgen::run(spec, |s: &Snapshot| {
+            let dt = (s.elapsed - last.0).as_secs_f64().max(1e-9);
+            let per_s = (s.matches - last.1) as f64 / dt;
+            last = (s.elapsed, s.matches);
+            println!(
+                "{:>4.0}s  players matched/s {:>6.0}  connected {:>5}  waiting {:>5}  wait ms p50 {:>6.0} p95 {:>6.0} p99 {:>6.0}  errors {}",
+                s.elapsed.as_secs_f64(),
+                per_s,
+                s.connected,
+                s.waiting,
+                s.time_to_match.p50_ms,
+                s.time_to_match.p95_ms,
+                s.time_to_match.p99_ms,
+                s.errors
+            );
+        })
+        .await?;
+        println!("\n{report}");
+        node.stop().await;
+        Ok(())
+    })
+}
+
+pub fn loadgen(args: LoadgenArgs) -> Result<()> {
+    init_logs("warn");
+    let Some(trust) = Trust::fingerprint_hex(&args.fingerprint) else {
+        anyhow::bail!("--fingerprint must be 64 hex digits (the SHA-256 `rally dev` prints)");
+    };
+    anyhow::ensure!(args.play_max_ms >= args.play_min_ms, "--play-max-ms must be at least --play-min-ms");
+    let key = SigningKey::load_or_create(&args.key)?;
+    let issuer = Arc::new(TokenIssuer::new(key).with_ttl(Duration::from_secs(24 * 3600)));
+    let tokens = Arc::new(move |player, mmr| issuer.mint(player, Some(mmr), SystemTime::now()));
+    let mut spec = LoadSpec::new(args.target, trust, tokens, args.players);
+    spec.connect_rate = args.connect_rate;
+    spec.duration = Duration::from_secs(args.duration_s);
+    spec.max_matches = args.max_matches;
+    spec.enqueue_rate = args.rate;
+    spec.modes = args.modes;
+    spec.idle = args.idle;
+    spec.play_time = (Duration::from_millis(args.play_min_ms), Duration::from_millis(args.play_max_ms));
+    spec.first_player_id = args.first_player;
+    spec.seed = args.seed;
+    let bar = indicatif::ProgressBar::new_spinner();
+    let report: Report = tokio_runtime()?.block_on(async {
+        rally_loadgen::run(spec, |s: &Snapshot| {
+            bar.set_message(format!(
+                "{:.0}s connected {} waiting {} enqueues {} matches {} errors {}",
+                s.elapsed.as_secs_f64(),
+                s.connected,
+                s.waiting,
+                s.enqueues,
+                s.matches,
+                s.errors
+            ));
+            bar.tick();
+        })
+        .await
+    })?;
+    bar.finish_and_clear();
+    println!("{report}");
+    if let Some(path) = args.report {
+        let mut out = crate::open_output(&path)?;
+        serde_json::to_writer_pretty(&mut out, &report)?;
+        writeln!(out)?;
+        out.flush()?;
+    }
+    Ok(())
+}
+
+use std::io::Write;

@@ -1,0 +1,99 @@
+//! The service commands end to end, as separate processes on loopback: `rally dev`,
+//! `rally token`, `rally loadgen` against it, Ctrl-C shutdown; and `rally demo`.
+
+use std::io::{BufRead, BufReader};
+use std::path::PathBuf;
+use std::process::{Child, Command, Output, Stdio};
+
+fn rally() -> Command {
+    Command::new(env!("CARGO_BIN_EXE_rally"))
+}
+
+fn scratch(name: &str) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!("rally-serve-{}-{name}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
+}
+
+fn run(cmd: &mut Command) -> Output {
+    let out = cmd.output().expect("rally runs");
+    assert!(out.status.success(), "{:?} failed: {}", cmd, String::from_utf8_lossy(&out.stderr));
+    out
+}
+
+/// `rally dev` on an ephemeral port; its address and certificate fingerprint.
+fn start_dev(data_dir: &std::path::Path) -> (Child, String, String) {
+    let mut child = rally()
+        .args(["dev", "--listen", "127.0.0.1:0", "--data-dir"])
+        .arg(data_dir)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+    let first = lines.next().unwrap().unwrap();
+    let addr = first.split_whitespace().find(|w| w.contains(':') && w.contains('.')).unwrap().to_owned();
+    let second = lines.next().unwrap().unwrap();
+    let fingerprint = second.rsplit(' ').next().unwrap().to_owned();
+    assert_eq!(fingerprint.len(), 64, "{second}");
+    // Keep draining stdout so the child never blocks on a full pipe.
+    std::thread::spawn(move || for _ in lines {});
+    (child, addr, fingerprint)
+}
+
+fn interrupt(child: &mut Child) {
+    let status = Command::new("kill").args(["-INT", &child.id().to_string()]).status().unwrap();
+    assert!(status.success());
+    let exit = child.wait().unwrap();
+    assert!(exit.success(), "rally dev exits cleanly on Ctrl-C: {exit:?}");
+}
+
+#[test]
+fn dev_serves_loadgen_and_stops_on_ctrl_c() {
+    let dir = scratch("dev");
+    let (mut dev, addr, fingerprint) = start_dev(&dir);
+    let key = dir.join("dev-signing-key.pem");
+    assert!(key.exists(), "rally dev made the dev key");
+
+    // `rally token` signs with the same key; the token is a three-part JWT.
+    let token = run(rally().args(["token", "--player", "7", "--mmr", "1500", "--key"]).arg(&key));
+    let token = String::from_utf8(token.stdout).unwrap();
+    assert_eq!(token.trim().split('.').count(), 3, "{token}");
+
+    let report = dir.join("report.json");
+    let out = run(rally()
+        .args(["loadgen", "--target", &addr, "--fingerprint", &fingerprint, "--key"])
+        .arg(&key)
+        .args(["--players", "40", "--duration-s", "3", "--modes", "duel-1v1", "--play-max-ms", "300"])
+        .arg("--report")
+        .arg(&report));
+    let table = String::from_utf8(out.stdout).unwrap();
+    assert!(table.contains("enqueue→ack"), "{table}");
+    let report: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&report).unwrap()).unwrap();
+    assert!(report["enqueues"].as_u64().unwrap() > 0, "{report}");
+    assert!(report["matches_received"].as_u64().unwrap() > 0, "{report}");
+    assert_eq!(report["errors"], serde_json::json!({}), "no errors: {report}");
+
+    // A wrong fingerprint is refused up front.
+    let bad = rally().args(["loadgen", "--target", &addr, "--fingerprint", "abc"]).output().unwrap();
+    assert!(!bad.status.success());
+    assert!(String::from_utf8_lossy(&bad.stderr).contains("64 hex digits"));
+
+    interrupt(&mut dev);
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+#[test]
+fn demo_runs_bots_through_the_whole_path() {
+    let out = run(rally().args(["demo", "--duration-s", "2", "--bots", "40"]));
+    let text = String::from_utf8(out.stdout).unwrap();
+    assert!(text.contains("players matched/s"), "{text}");
+    let received: u64 = text
+        .lines()
+        .find_map(|l| l.strip_prefix("matches received"))
+        .and_then(|rest| rest.trim().parse().ok())
+        .unwrap_or_else(|| panic!("no summary in {text}"));
+    assert!(received > 0, "{text}");
+    assert!(text.contains("errors            none"), "{text}");
+}
