@@ -30,6 +30,10 @@ pub struct DevArgs {
     /// Where dev state lives (the token signing key).
     #[arg(long, default_value = "rally-data")]
     pub data_dir: PathBuf,
+    /// Tick period in ms, overriding the rules' `tick_ms`. Shorter ticks form matches
+    /// sooner and in smaller bursts, for a little more CPU per second.
+    #[arg(long, value_name = "MS")]
+    pub tick_ms: Option<u64>,
 }
 
 #[derive(Args)]
@@ -110,11 +114,16 @@ pub struct LoadgenArgs {
     pub seed: u64,
 }
 
-fn rules(path: Option<&Path>) -> Result<Arc<Rules>> {
-    match path {
-        Some(path) => crate::load_rules(path),
-        None => Ok(Arc::new(Rules::from_toml(EMBEDDED_MODES).context("the embedded examples/modes.toml")?)),
+fn rules(path: Option<&Path>, tick_ms: Option<u64>) -> Result<Arc<Rules>> {
+    let mut rules = match path {
+        Some(path) => crate::load_rules(path)?,
+        None => Arc::new(Rules::from_toml(EMBEDDED_MODES).context("the embedded examples/modes.toml")?),
+    };
+    if let Some(tick_ms) = tick_ms {
+        anyhow::ensure!((1..=60_000).contains(&tick_ms), "--tick-ms must be within 1..=60000");
+        Arc::make_mut(&mut rules).tick_ms = tick_ms;
     }
+    Ok(rules)
 }
 
 /// Engine and edge in one process.
@@ -157,7 +166,7 @@ fn init_logs(default: &str) {
 
 pub fn dev(args: DevArgs) -> Result<()> {
     init_logs("info");
-    let rules = rules(args.modes.as_deref())?;
+    let rules = rules(args.modes.as_deref(), args.tick_ms)?;
     let key_path = args.data_dir.join(DEV_KEY_FILE);
     let key = SigningKey::load_or_create(&key_path)?;
     tokio_runtime()?.block_on(async {
@@ -166,6 +175,7 @@ pub fn dev(args: DevArgs) -> Result<()> {
         println!("rally dev: edge on {} (QUIC, ALPN rally/1)", node.edge.local_addr());
         println!("  certificate SHA-256 (pin this): {fingerprint}");
         println!("  token key: {} (public {})", key_path.display(), key.public_key());
+        println!("  tick: {} ms", rules.tick_ms);
         println!("  modes: {}", rules.modes.iter().map(|m| m.name.as_str()).collect::<Vec<_>>().join(", "));
         println!("  a token:   rally token --player 1 --mmr 1500");
         println!(
@@ -191,7 +201,7 @@ pub fn token(args: TokenArgs) -> Result<()> {
 pub fn demo(args: DemoArgs) -> Result<()> {
     init_logs("warn");
     anyhow::ensure!(args.bots >= 2, "--bots must be at least 2");
-    let rules = rules(args.modes.as_deref())?;
+    let rules = rules(args.modes.as_deref(), None)?;
     // A throwaway key: the demo's bots and edge live and die in this process.
     let key = SigningKey::generate();
     let runtime = tokio_runtime()?;

@@ -16,6 +16,12 @@ pub struct TlsIdentity {
     key: PrivateKeyDer<'static>,
 }
 
+impl Clone for TlsIdentity {
+    fn clone(&self) -> Self {
+        TlsIdentity { chain: self.chain.clone(), key: self.key.clone_key() }
+    }
+}
+
 /// Why TLS could not be set up.
 #[derive(Debug, thiserror::Error)]
 pub enum TlsError {

@@ -46,6 +46,10 @@ impl TestEdge {
     }
 
     fn start_at(listen: SocketAddr, tweak: impl FnOnce(&mut EdgeConfig)) -> TestEdge {
+        Self::start_with(listen, TlsIdentity::self_signed(&["localhost".into()]).unwrap(), tweak)
+    }
+
+    fn start_with(listen: SocketAddr, tls: TlsIdentity, tweak: impl FnOnce(&mut EdgeConfig)) -> TestEdge {
         let rules = Arc::new(Rules::from_toml(RULES).unwrap());
         let (events_tx, events) = crossbeam_channel::unbounded();
         let runtime = Runtime::start(rules.clone(), RuntimeConfig::default(), events_tx).unwrap();
@@ -60,7 +64,7 @@ impl TestEdge {
             events,
             verifier: TokenVerifier::with_defaults(issuer.public_key()),
             ratings: Arc::new(TokenRatings { default: 1500.0 }),
-            tls: TlsIdentity::self_signed(&["localhost".into()]).unwrap(),
+            tls,
         };
         let edge = rally_edge::start(config, deps).unwrap();
         TestEdge { edge: Some(edge), runtime: Some(runtime), issuer, key_pem }
@@ -486,5 +490,61 @@ async fn a_client_that_leaves_loses_its_ticket_at_once() {
     let (a, welcome) = edge.connect(1, 1500.0).await;
     assert!(!welcome.resumed);
     assert_eq!(timeout(a.ticket_status()).await.unwrap(), None);
+    edge.stop().await;
+}
+
+#[tokio::test]
+async fn rtt_to_another_datacenters_edge_is_measured_without_logging_in() {
+    // Two edges with one certificate, as one operator's fleet would share a CA.
+    let tls = TlsIdentity::self_signed(&["localhost".into()]).unwrap();
+    let far = TestEdge::start_with("127.0.0.1:0".parse().unwrap(), tls.clone(), |_| {});
+    let far_addr = far.edge().local_addr().to_string();
+    let near = TestEdge::start_with("127.0.0.1:0".parse().unwrap(), tls, |c| {
+        c.ping_addrs = vec![("na-east".into(), far_addr.clone())];
+    });
+    let (client, welcome) = near.connect(1, 1500.0).await;
+    let na = welcome.datacenters.iter().find(|dc| dc.name == "na-east").unwrap();
+    assert_eq!(na.ping_addr, far_addr);
+    let rtt = timeout(client.measure_rtt(&welcome, 3)).await;
+    let names: Vec<&str> = rtt.iter().map(|(dc, _)| dc.as_str()).collect();
+    assert_eq!(names, ["eu-west", "eu-central", "na-east"], "every datacenter answered, in rules order");
+    // The ping-only connection never said hello, so it made no session on the far edge.
+    far.still_serves().await;
+    client.close().await;
+    near.stop().await;
+    far.stop().await;
+}
+
+#[tokio::test]
+async fn requests_over_the_in_flight_limit_are_refused() {
+    let edge = TestEdge::start(|c| c.limits.max_in_flight = 1);
+    let mut raw = Raw::hello(&edge).await;
+    // Enqueues written together arrive together: the first is in flight while the next
+    // ones are read.
+    let mut frames = Vec::new();
+    for request_id in 0..20 {
+        let enqueue = rally_protocol::Enqueue {
+            request_id,
+            mode: "duel".into(),
+            rtt_ms: vec![rally_protocol::DatacenterRtt { datacenter: "eu-west".into(), rtt_ms: 20.0 }],
+        };
+        encode_client(&ClientMsg::Enqueue(enqueue), &mut frames).unwrap();
+    }
+    raw.write(&frames).await;
+    let (mut enqueued, mut too_many) = (0, 0);
+    for _ in 0..20 {
+        match raw.next().await {
+            Some(ServerMsg::Enqueued(_)) => enqueued += 1,
+            Some(ServerMsg::Error(e)) if e.code == ErrorCode::TooManyInFlight.number() => {
+                assert!(e.retryable);
+                too_many += 1;
+            }
+            Some(ServerMsg::Error(e)) => assert_eq!(e.code, ErrorCode::AlreadyQueued.number()),
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+    assert_eq!(enqueued, 1, "one ticket, whatever the race");
+    assert!(too_many >= 1, "the limit refused some");
+    edge.still_serves().await;
     edge.stop().await;
 }

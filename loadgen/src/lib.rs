@@ -1,9 +1,9 @@
 //! Rally's load generator: simulated players over real QUIC, through the client SDK.
 //!
-//! Each simulated player connects, says hello, measures its ping, and then loops: wait
-//! for an enqueue permit (when a total rate is set), enqueue a random mode with a rating
-//! and an RTT map, wait for `MatchFound`, "play" for a moment, repeat — until the run's
-//! duration or match count is reached. Or, with `idle`, it only connects and holds the
+//! Players connect during a ramp (`players / connect_rate` seconds); then, all together,
+//! each loops: wait for an enqueue permit (when a total rate is set), enqueue a random
+//! mode with a rating and an RTT map, wait for `MatchFound`, "play" for a moment, repeat
+//! — until the run's duration or match count is reached. Or, with `idle`, it only connects and holds the
 //! connection (to measure what idle connections cost the edge).
 //!
 //! Measured with hdrhistogram, in µs: connect time (to `Welcome`), enqueue → ack, time
@@ -17,15 +17,14 @@
 mod stats;
 
 use std::net::SocketAddr;
-use std::num::NonZeroU32;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use governor::{DefaultDirectRateLimiter, Quota, RateLimiter};
 use rally_client::{Client, ClientConfig, ClientError, ClientEvent, Trust, Welcome};
 use rand::rngs::SmallRng;
 use rand::{Rng, SeedableRng};
+use tokio::sync::Semaphore;
 
 pub use stats::{Counters, Report, Snapshot, Summary};
 
@@ -118,9 +117,9 @@ pub async fn run(spec: LoadSpec, mut progress: impl FnMut(&Snapshot)) -> Result<
         .collect::<Result<_, _>>()
         .map_err(LoadError::Endpoint)?;
     let counters = Arc::new(Counters::default());
-    let pacer = spec.enqueue_rate.map(|rate| Arc::new(pacer(rate)));
     let ramp = Duration::from_secs_f64(spec.players as f64 / spec.connect_rate);
     let started = Instant::now();
+    let pacer = spec.enqueue_rate.map(|rate| start_pacer(rate, started + ramp, started + ramp + spec.duration));
     let deadline = started + ramp + spec.duration;
     let spec = Arc::new(spec);
 
@@ -140,6 +139,7 @@ pub async fn run(spec: LoadSpec, mut progress: impl FnMut(&Snapshot)) -> Result<
                     endpoint: endpoints[i % endpoints.len()].clone(),
                     player: spec.first_player_id + i as u64,
                     rng: SmallRng::seed_from_u64(rng.random()),
+                    load_from: started + ramp,
                     deadline,
                 };
                 bots.spawn(bot.run());
@@ -161,19 +161,41 @@ pub async fn run(spec: LoadSpec, mut progress: impl FnMut(&Snapshot)) -> Result<
     Ok(counters.report(elapsed))
 }
 
-fn pacer(rate: f64) -> DefaultDirectRateLimiter {
-    // Per-millisecond granularity keeps bursts short at thousands per second.
-    let per_second = NonZeroU32::new(rate.round().max(1.0) as u32).expect("at least one");
-    RateLimiter::direct(Quota::per_second(per_second).allow_burst(NonZeroU32::new(1).expect("one")))
+/// Enqueue permits at `rate` per second from `from` to `until`, as a semaphore the bots
+/// take from: each permit wakes exactly one waiting bot (a shared rate limiter polled by
+/// thousands of sleeping bots costs more CPU than the edge it is measuring). Permits not
+/// taken pile up to at most 10 ms worth, like a token bucket.
+fn start_pacer(rate: f64, from: Instant, until: Instant) -> Arc<Semaphore> {
+    let permits = Arc::new(Semaphore::new(0));
+    let burst = (rate / 100.0).ceil().max(1.0) as usize;
+    let issuer = permits.clone();
+    tokio::spawn(async move {
+        tokio::time::sleep_until(from.into()).await;
+        let mut ticker = tokio::time::interval(Duration::from_millis(1));
+        ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
+        let mut issued = 0u64;
+        while Instant::now() < until {
+            ticker.tick().await;
+            let due = (rate * from.elapsed().as_secs_f64()) as u64;
+            let room = burst.saturating_sub(issuer.available_permits());
+            let add = (due.saturating_sub(issued) as usize).min(room);
+            issuer.add_permits(add);
+            // Permits that found no room are skipped, not owed.
+            issued = due;
+        }
+    });
+    permits
 }
 
 struct Bot {
     spec: Arc<LoadSpec>,
     counters: Arc<Counters>,
-    pacer: Option<Arc<DefaultDirectRateLimiter>>,
+    pacer: Option<Arc<Semaphore>>,
     endpoint: quinn::Endpoint,
     player: u64,
     rng: SmallRng,
+    /// When the ramp ends and queueing starts.
+    load_from: Instant,
     deadline: Instant,
 }
 
@@ -198,6 +220,9 @@ impl Bot {
             tokio::time::sleep_until(self.deadline.into()).await;
         } else {
             let rtt = self.rtt_map(&client, &welcome).await;
+            // Everyone starts queueing together once the ramp is over, so the latencies
+            // measure steady load, not load mixed with thousands of TLS handshakes.
+            tokio::time::sleep_until(self.load_from.into()).await;
             self.play(&client, &rtt).await;
         }
         c.connected.fetch_sub(1, Ordering::Relaxed);
@@ -207,7 +232,11 @@ impl Bot {
     /// The measured ping plus a synthetic distance: near a home datacenter, farther from
     /// the rest (every datacenter is this one machine in a test).
     async fn rtt_map(&mut self, client: &Client, welcome: &Welcome) -> Vec<(String, f32)> {
-        let measured = client.measure_rtt(welcome, 1).await;
+        let mut measured = client.measure_rtt(welcome, 1).await;
+        if measured.is_empty() {
+            // The ping was lost (datagrams are unreliable): distances alone will do.
+            measured = welcome.datacenters.iter().map(|dc| (dc.name.clone(), 0.0)).collect();
+        }
         let home = self.rng.random_range(0..measured.len().max(1));
         measured
             .into_iter()
@@ -225,7 +254,10 @@ impl Bot {
         while Instant::now() < self.deadline && !self.enough_matches() {
             if let Some(pacer) = &self.pacer {
                 tokio::select! {
-                    _ = pacer.until_ready() => {}
+                    permit = pacer.acquire() => match permit {
+                        Ok(permit) => permit.forget(),
+                        Err(_) => return,
+                    },
                     _ = tokio::time::sleep_until(self.deadline.into()) => return,
                 }
             }

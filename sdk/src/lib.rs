@@ -62,8 +62,8 @@ impl ClientConfig {
             server_name: "localhost".into(),
             trust,
             access_token: access_token.into(),
-            keep_alive: Duration::from_secs(2),
-            idle_timeout: Duration::from_secs(10),
+            keep_alive: Duration::from_secs(5),
+            idle_timeout: Duration::from_secs(15),
             request_timeout: Duration::from_secs(10),
             resume_window: Duration::from_secs(10),
         }
@@ -152,8 +152,12 @@ pub struct Client {
     events: Mutex<mpsc::UnboundedReceiver<ClientEvent>>,
     next_request: AtomicU32,
     request_timeout: Duration,
-    /// Set when the client made its own endpoint (and so waits for it to go idle on close).
-    own_endpoint: Option<quinn::Endpoint>,
+    /// Where the control connection goes, and the name its certificate carries.
+    addr: SocketAddr,
+    server_name: String,
+    endpoint: quinn::Endpoint,
+    /// Whether the client made `endpoint` itself (and so waits for it to go idle on close).
+    own_endpoint: bool,
 }
 
 enum Command {
@@ -166,8 +170,8 @@ impl Client {
     /// Connects, says hello, and returns the client with the edge's welcome.
     pub async fn connect(config: ClientConfig) -> Result<(Client, Welcome), ClientError> {
         let endpoint = endpoint(&config)?;
-        let (mut client, welcome) = Self::connect_on(endpoint.clone(), config).await?;
-        client.own_endpoint = Some(endpoint);
+        let (mut client, welcome) = Self::connect_on(endpoint, config).await?;
+        client.own_endpoint = true;
         Ok((client, welcome))
     }
 
@@ -193,7 +197,10 @@ impl Client {
             events: Mutex::new(events),
             next_request: AtomicU32::new(1),
             request_timeout: config.request_timeout,
-            own_endpoint: None,
+            addr: config.addr,
+            server_name: config.server_name.clone(),
+            endpoint: endpoint.clone(),
+            own_endpoint: false,
         };
         Ok((client, welcome))
     }
@@ -248,23 +255,72 @@ impl Client {
         }
     }
 
-    /// RTT to each datacenter of `welcome`, in ms: the median of `samples` pings. Datacenters
-    /// whose ping address is the connected edge are pinged on this connection; others by a
-    /// short-lived connection to their address with the same trust and token.
+    /// RTT to each datacenter of `welcome`, in ms: the median of `samples` datagram pings.
+    /// A datacenter whose ping address is the connected edge is pinged on this connection;
+    /// others through a short ping-only connection to their edge (same trust, no login).
+    /// Datacenters that do not answer are left out.
     pub async fn measure_rtt(&self, welcome: &Welcome, samples: usize) -> Vec<(String, f32)> {
         let samples = samples.max(1);
-        let mut here = Vec::with_capacity(samples);
-        for _ in 0..samples {
-            if let Ok(rtt) = self.ping().await {
-                here.push(rtt);
+        let mut by_addr: HashMap<&str, Option<f32>> = HashMap::new();
+        let mut out = Vec::with_capacity(welcome.datacenters.len());
+        for dc in &welcome.datacenters {
+            let rtt = match by_addr.get(dc.ping_addr.as_str()) {
+                Some(&rtt) => rtt,
+                None => {
+                    let rtt = match dc.ping_addr.parse::<SocketAddr>() {
+                        Ok(addr) if addr == self.addr => self.ping_here(samples).await,
+                        Ok(addr) => self.ping_there(addr, samples).await,
+                        Err(_) => None,
+                    };
+                    by_addr.insert(&dc.ping_addr, rtt);
+                    rtt
+                }
+            };
+            if let Some(rtt) = rtt {
+                out.push((dc.name.clone(), rtt));
             }
         }
-        let median = |mut v: Vec<Duration>| {
-            v.sort();
-            v.get(v.len() / 2).map(|d| d.as_secs_f32() * 1000.0)
-        };
-        let here = median(here);
-        welcome.datacenters.iter().filter_map(|dc| Some((dc.name.clone(), here?))).collect()
+        out
+    }
+
+    async fn ping_here(&self, samples: usize) -> Option<f32> {
+        let mut rtts = Vec::with_capacity(samples);
+        for _ in 0..samples {
+            if let Ok(rtt) = self.ping().await {
+                rtts.push(rtt);
+            }
+        }
+        median_ms(rtts)
+    }
+
+    async fn ping_there(&self, addr: SocketAddr, samples: usize) -> Option<f32> {
+        let conn = tokio::time::timeout(Duration::from_secs(2), self.endpoint.connect(addr, &self.server_name).ok()?)
+            .await
+            .ok()?
+            .ok()?;
+        let mut rtts = Vec::with_capacity(samples);
+        for seq in 0..samples as u32 {
+            let ping = encode_datagram(&Datagram::Ping(Ping { seq, client_time_us: 0 }));
+            let sent = Instant::now();
+            if conn.send_datagram(ping.into()).is_err() {
+                break;
+            }
+            let pong = async {
+                loop {
+                    let bytes = conn.read_datagram().await.ok()?;
+                    if let Ok(ArchivedDatagram::Pong(p)) = decode_datagram(&bytes)
+                        && p.seq.to_native() == seq
+                    {
+                        return Some(sent.elapsed());
+                    }
+                }
+            };
+            if let Ok(Some(rtt)) = tokio::time::timeout(Duration::from_secs(1), pong).await {
+                rtts.push(rtt);
+            }
+        }
+        conn.close(VarInt::from_u32(CloseCode::Normal.number()), b"ping done");
+        median_ms(rtts)
     }
 
     /// The next event; `None` once the client is closed and every event was read.
@@ -275,10 +331,15 @@ impl Client {
     /// Leaves: the edge cancels the ticket at once (no grace period).
     pub async fn close(self) {
         let _ = self.commands.send(Command::Close);
-        if let Some(endpoint) = &self.own_endpoint {
-            let _ = tokio::time::timeout(Duration::from_secs(1), endpoint.wait_idle()).await;
+        if self.own_endpoint {
+            let _ = tokio::time::timeout(Duration::from_secs(1), self.endpoint.wait_idle()).await;
         }
     }
+}
+
+fn median_ms(mut rtts: Vec<Duration>) -> Option<f32> {
+    rtts.sort();
+    rtts.get(rtts.len() / 2).map(|d| d.as_secs_f32() * 1000.0)
 }
 
 fn unexpected(msg: ServerMsg) -> ClientError {
