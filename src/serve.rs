@@ -34,6 +34,12 @@ pub struct DevArgs {
     /// sooner and in smaller bursts, for a little more CPU per second.
     #[arg(long, value_name = "MS")]
     pub tick_ms: Option<u64>,
+    /// Certificate chain (PEM) to present instead of a fresh self-signed one.
+    #[arg(long, value_name = "FILE", requires = "tls_key")]
+    pub tls_cert: Option<PathBuf>,
+    /// Private key (PEM) of `--tls-cert`.
+    #[arg(long, value_name = "FILE", requires = "tls_cert")]
+    pub tls_key: Option<PathBuf>,
 }
 
 #[derive(Args)]
@@ -133,7 +139,7 @@ struct Node {
 }
 
 impl Node {
-    fn start(rules: Arc<Rules>, listen: SocketAddr, key: &SigningKey) -> Result<Node> {
+    fn start(rules: Arc<Rules>, listen: SocketAddr, key: &SigningKey, tls: TlsIdentity) -> Result<Node> {
         let (events_tx, events) = crossbeam_channel::bounded(65_536);
         let runtime = Runtime::start(rules.clone(), RuntimeConfig::default(), events_tx).context("starting shards")?;
         let deps = EdgeDeps {
@@ -142,7 +148,7 @@ impl Node {
             events,
             verifier: TokenVerifier::with_defaults(key.public_key()),
             ratings: Arc::new(TokenRatings { default: 1500.0 }),
-            tls: TlsIdentity::self_signed(&["localhost".into(), listen.ip().to_string()])?,
+            tls,
         };
         let edge = rally_edge::start(EdgeConfig::new(listen), deps)?;
         Ok(Node { edge, runtime })
@@ -152,6 +158,11 @@ impl Node {
         self.edge.shutdown().await;
         self.runtime.shutdown();
     }
+}
+
+/// A fresh self-signed certificate for `localhost` and the listening IP.
+fn self_signed(listen: SocketAddr) -> Result<TlsIdentity> {
+    Ok(TlsIdentity::self_signed(&["localhost".into(), listen.ip().to_string()])?)
 }
 
 fn tokio_runtime() -> Result<tokio::runtime::Runtime> {
@@ -169,11 +180,15 @@ pub fn dev(args: DevArgs) -> Result<()> {
     let rules = rules(args.modes.as_deref(), args.tick_ms)?;
     let key_path = args.data_dir.join(DEV_KEY_FILE);
     let key = SigningKey::load_or_create(&key_path)?;
+    let tls = match (&args.tls_cert, &args.tls_key) {
+        (Some(cert), Some(key)) => TlsIdentity::from_pem_files(cert, key)?,
+        _ => self_signed(args.listen)?,
+    };
     tokio_runtime()?.block_on(async {
-        let node = Node::start(rules.clone(), args.listen, &key)?;
+        let node = Node::start(rules.clone(), args.listen, &key, tls)?;
         let fingerprint = rally_edge::fingerprint_hex(&node.edge.fingerprint());
         println!("rally dev: edge on {} (QUIC, ALPN rally/1)", node.edge.local_addr());
-        println!("  certificate SHA-256 (pin this): {fingerprint}");
+        println!("  certificate SHA-256 (pin this, or trust its CA): {fingerprint}");
         println!("  token key: {} (public {})", key_path.display(), key.public_key());
         println!("  tick: {} ms", rules.tick_ms);
         println!("  modes: {}", rules.modes.iter().map(|m| m.name.as_str()).collect::<Vec<_>>().join(", "));
@@ -206,7 +221,8 @@ pub fn demo(args: DemoArgs) -> Result<()> {
     let key = SigningKey::generate();
     let runtime = tokio_runtime()?;
     runtime.block_on(async {
-        let node = Node::start(rules.clone(), "127.0.0.1:0".parse().expect("literal"), &key)?;
+        let listen: SocketAddr = "127.0.0.1:0".parse().expect("literal");
+        let node = Node::start(rules.clone(), listen, &key, self_signed(listen)?)?;
         let issuer = Arc::new(TokenIssuer::new(key));
         let tokens = Arc::new(move |player, mmr| issuer.mint(player, Some(mmr), SystemTime::now()));
         let trust = Trust::Fingerprint(node.edge.fingerprint());

@@ -548,3 +548,44 @@ async fn requests_over_the_in_flight_limit_are_refused() {
     edge.still_serves().await;
     edge.stop().await;
 }
+
+#[tokio::test]
+async fn production_tls_from_pem_files_with_ca_trust() {
+    // A CA and a server certificate it signs, written as PEM files as an operator would.
+    let ca_key = rcgen::KeyPair::generate().unwrap();
+    let mut ca_params = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
+    ca_params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+    let ca = ca_params.self_signed(&ca_key).unwrap();
+    let issuer = rcgen::Issuer::new(ca_params, ca_key);
+    let server_key = rcgen::KeyPair::generate().unwrap();
+    let server =
+        rcgen::CertificateParams::new(vec!["edge.example".into()]).unwrap().signed_by(&server_key, &issuer).unwrap();
+    let dir = std::env::temp_dir().join(format!("rally-edge-tls-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let (cert_path, key_path) = (dir.join("edge.crt"), dir.join("edge.key"));
+    std::fs::write(&cert_path, server.pem()).unwrap();
+    std::fs::write(&key_path, server_key.serialize_pem()).unwrap();
+
+    let tls = TlsIdentity::from_pem_files(&cert_path, &key_path).unwrap();
+    let edge = TestEdge::start_with("127.0.0.1:0".parse().unwrap(), tls, |_| {});
+    let mut roots = rustls::RootCertStore::empty();
+    roots.add(ca.der().clone()).unwrap();
+    let token = edge.issuer.mint(1, Some(1500.0), SystemTime::now());
+    let mut config = ClientConfig::new(edge.edge().local_addr(), Trust::Roots(Arc::new(roots.clone())), token.clone());
+    config.server_name = "edge.example".into();
+    let (client, welcome) = timeout(Client::connect(config)).await.expect("a certificate the CA signed is trusted");
+    assert_eq!(welcome.player_id, 1);
+    client.close().await;
+
+    // The same CA, but the wrong name: refused.
+    let mut wrong_name = ClientConfig::new(edge.edge().local_addr(), Trust::Roots(Arc::new(roots)), token);
+    wrong_name.server_name = "other.example".into();
+    assert!(matches!(Client::connect(wrong_name).await.err().unwrap(), ClientError::Connect(_)));
+
+    // Files that are not PEM are a clear error.
+    std::fs::write(&cert_path, "not a certificate").unwrap();
+    let err = TlsIdentity::from_pem_files(&cert_path, &key_path).unwrap_err();
+    assert!(err.to_string().contains("edge.crt"), "{err}");
+    std::fs::remove_dir_all(&dir).unwrap();
+    edge.stop().await;
+}
