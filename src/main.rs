@@ -37,6 +37,8 @@ enum Cmd {
     Token(serve::TokenArgs),
     /// Simulated players against an edge over real QUIC, with latency percentiles.
     Loadgen(serve::LoadgenArgs),
+    /// Applies the database migrations (SQLite or Postgres).
+    Migrate(serve::MigrateArgs),
 }
 
 #[derive(Args)]
@@ -103,6 +105,7 @@ fn main() -> ExitCode {
         Cmd::Demo(args) => serve::demo(args).map(|()| ExitCode::SUCCESS),
         Cmd::Token(args) => serve::token(args).map(|()| ExitCode::SUCCESS),
         Cmd::Loadgen(args) => serve::loadgen(args).map(|()| ExitCode::SUCCESS),
+        Cmd::Migrate(args) => serve::migrate(args).map(|()| ExitCode::SUCCESS),
     };
     match result {
         Ok(code) => code,

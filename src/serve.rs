@@ -72,6 +72,13 @@ pub struct TokenArgs {
 }
 
 #[derive(Args)]
+pub struct MigrateArgs {
+    /// The database: `sqlite://PATH` (created if missing) or `postgres://USER@HOST:PORT/DB`.
+    #[arg(long, env = "RALLY_DATABASE_URL", default_value = rally_persistence::StoreConfig::DEFAULT_URL)]
+    pub database: String,
+}
+
+#[derive(Args)]
 pub struct LoadgenArgs {
     /// The edge's UDP address.
     #[arg(long, default_value = "127.0.0.1:7400")]
@@ -201,6 +208,19 @@ pub fn dev(args: DevArgs) -> Result<()> {
         tokio::signal::ctrl_c().await.context("waiting for Ctrl-C")?;
         println!("shutting down: closing connections, draining shard mailboxes");
         node.stop().await;
+        Ok(())
+    })
+}
+
+pub fn migrate(args: MigrateArgs) -> Result<()> {
+    init_logs("info");
+    tokio_runtime()?.block_on(async {
+        let store = rally_persistence::SqlStore::connect(&rally_persistence::StoreConfig::new(&args.database))
+            .await
+            .with_context(|| format!("opening {}", args.database))?;
+        store.migrate().await?;
+        println!("{}: migrations applied ({:?})", args.database, store.backend());
+        store.close().await;
         Ok(())
     })
 }

@@ -97,3 +97,18 @@ fn demo_runs_bots_through_the_whole_path() {
     assert!(received > 0, "{text}");
     assert!(text.contains("errors            none"), "{text}");
 }
+
+#[test]
+fn migrate_creates_and_upgrades_a_sqlite_database() {
+    let dir = scratch("migrate");
+    let url = format!("sqlite://{}/nested/rally.db", dir.display());
+    for _ in 0..2 {
+        let out = run(rally().args(["migrate", "--database", &url]));
+        assert!(String::from_utf8_lossy(&out.stdout).contains("migrations applied"));
+    }
+    assert!(dir.join("nested/rally.db").exists());
+    let bad = rally().args(["migrate", "--database", "mysql://nope"]).output().unwrap();
+    assert!(!bad.status.success());
+    assert!(String::from_utf8_lossy(&bad.stderr).contains("expected sqlite://PATH or postgres://"));
+    std::fs::remove_dir_all(&dir).unwrap();
+}
