@@ -10,9 +10,12 @@ use anyhow::{Context, Result};
 use clap::Args;
 use rally_auth::{SigningKey, TokenIssuer, TokenVerifier};
 use rally_client::Trust;
-use rally_edge::{EdgeConfig, EdgeDeps, EdgeHandle, InProcessRouter, TlsIdentity, TokenRatings};
+use rally_edge::{
+    EdgeConfig, EdgeDeps, EdgeHandle, InProcessRouter, RatingSource, StoreRatings, TlsIdentity, TokenRatings,
+};
 use rally_engine::{Rules, Runtime, RuntimeConfig};
 use rally_loadgen::{LoadSpec, Report, Snapshot};
+use rally_persistence::{SqlStore, Store, StoreConfig};
 
 /// The rules `rally dev` and `rally demo` run when no `--modes` is given.
 const EMBEDDED_MODES: &str = include_str!("../examples/modes.toml");
@@ -40,6 +43,18 @@ pub struct DevArgs {
     /// Private key (PEM) of `--tls-cert`.
     #[arg(long, value_name = "FILE", requires = "tls_cert")]
     pub tls_key: Option<PathBuf>,
+    /// TCP address of the admin REST API.
+    #[arg(long, default_value = "127.0.0.1:8080")]
+    pub admin_listen: SocketAddr,
+    /// The database (`sqlite://PATH` or `postgres://…`); default `DATA_DIR/rally.db`.
+    #[arg(long, env = "RALLY_DATABASE_URL")]
+    pub database: Option<String>,
+    /// Do not apply migrations at start (run `rally migrate` yourself).
+    #[arg(long)]
+    pub no_migrate: bool,
+    /// A browser origin the admin API allows (CORS); repeat for more, `*` for any.
+    #[arg(long = "cors-origin", value_name = "ORIGIN")]
+    pub cors_origins: Vec<String>,
 }
 
 #[derive(Args)]
@@ -146,7 +161,13 @@ struct Node {
 }
 
 impl Node {
-    fn start(rules: Arc<Rules>, listen: SocketAddr, key: &SigningKey, tls: TlsIdentity) -> Result<Node> {
+    fn start(
+        rules: Arc<Rules>,
+        listen: SocketAddr,
+        key: &SigningKey,
+        tls: TlsIdentity,
+        ratings: Arc<dyn RatingSource>,
+    ) -> Result<Node> {
         let (events_tx, events) = crossbeam_channel::bounded(65_536);
         let runtime = Runtime::start(rules.clone(), RuntimeConfig::default(), events_tx).context("starting shards")?;
         let deps = EdgeDeps {
@@ -154,7 +175,7 @@ impl Node {
             router: Arc::new(InProcessRouter::new(&runtime)),
             events,
             verifier: TokenVerifier::with_defaults(key.public_key()),
-            ratings: Arc::new(TokenRatings { default: 1500.0 }),
+            ratings,
             tls,
         };
         let edge = rally_edge::start(EdgeConfig::new(listen), deps)?;
@@ -182,6 +203,9 @@ fn init_logs(default: &str) {
     let _ = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).try_init();
 }
 
+/// Unrated players queue at this rating (the engine's MMR scale).
+const DEFAULT_MMR: f64 = 1500.0;
+
 pub fn dev(args: DevArgs) -> Result<()> {
     init_logs("info");
     let rules = rules(args.modes.as_deref(), args.tick_ms)?;
@@ -191,23 +215,59 @@ pub fn dev(args: DevArgs) -> Result<()> {
         (Some(cert), Some(key)) => TlsIdentity::from_pem_files(cert, key)?,
         _ => self_signed(args.listen)?,
     };
+    let database = args.database.clone().unwrap_or_else(|| format!("sqlite://{}/rally.db", args.data_dir.display()));
     tokio_runtime()?.block_on(async {
-        let node = Node::start(rules.clone(), args.listen, &key, tls)?;
+        let store =
+            SqlStore::connect(&StoreConfig::new(&database)).await.with_context(|| format!("opening {database}"))?;
+        if !args.no_migrate {
+            store.migrate().await.with_context(|| format!("migrating {database}"))?;
+        }
+        let store = Arc::new(store);
+        let shared: Arc<dyn Store> = store.clone();
+        // Dev: players without a stored rating queue at the one their dev token carries.
+        let ratings = Arc::new(StoreRatings { store: shared.clone(), default: DEFAULT_MMR, trust_token_mmr: true });
+
+        let mut admin_config = rally_admin::AdminConfig::new(args.admin_listen);
+        admin_config.regions = rules.regions.iter().map(|r| r.name.clone()).collect();
+        admin_config.cors_origins = args.cors_origins.clone();
+        let state = rally_admin::AppState::new(admin_config, shared, TokenIssuer::new(key.clone()))
+            .await
+            .map_err(|e| anyhow::anyhow!("starting the admin API: {e}"))?;
+        let listener = tokio::net::TcpListener::bind(args.admin_listen)
+            .await
+            .with_context(|| format!("binding the admin API to {}", args.admin_listen))?;
+        let admin_addr = listener.local_addr()?;
+        let (stop_admin, admin_stopped) = tokio::sync::oneshot::channel::<()>();
+        let admin = tokio::spawn(rally_admin::serve(listener, rally_admin::router(state), async move {
+            let _ = admin_stopped.await;
+        }));
+
+        let node = Node::start(rules.clone(), args.listen, &key, tls, ratings)?;
         let fingerprint = rally_edge::fingerprint_hex(&node.edge.fingerprint());
         println!("rally dev: edge on {} (QUIC, ALPN rally/1)", node.edge.local_addr());
         println!("  certificate SHA-256 (pin this, or trust its CA): {fingerprint}");
+        println!("  admin API: http://{admin_addr} (docs at /docs, spec at /openapi.json)");
+        println!("  database: {database}");
         println!("  token key: {} (public {})", key_path.display(), key.public_key());
         println!("  tick: {} ms", rules.tick_ms);
         println!("  modes: {}", rules.modes.iter().map(|m| m.name.as_str()).collect::<Vec<_>>().join(", "));
-        println!("  a token:   rally token --player 1 --mmr 1500");
+        println!("  a token:   rally token --player 1 --mmr 1500   (or POST /v1/auth/register)");
         println!(
             "  load:      rally loadgen --target {} --fingerprint {fingerprint} --players 200",
             node.edge.local_addr()
         );
         println!("Ctrl-C stops it gracefully.");
         tokio::signal::ctrl_c().await.context("waiting for Ctrl-C")?;
-        println!("shutting down: closing connections, draining shard mailboxes");
+        println!("shutting down: closing connections, finishing requests, draining shard mailboxes");
+        let _ = stop_admin.send(());
         node.stop().await;
+        match tokio::time::timeout(Duration::from_secs(10), admin).await {
+            Ok(Ok(Ok(()))) => {}
+            Ok(Ok(Err(e))) => tracing::warn!(error = %e, "admin API stopped with an error"),
+            Ok(Err(e)) => tracing::warn!(error = %e, "admin API task failed"),
+            Err(_) => tracing::warn!("admin API still busy after 10 s; leaving it"),
+        }
+        store.close().await;
         Ok(())
     })
 }
@@ -242,7 +302,8 @@ pub fn demo(args: DemoArgs) -> Result<()> {
     let runtime = tokio_runtime()?;
     runtime.block_on(async {
         let listen: SocketAddr = "127.0.0.1:0".parse().expect("literal");
-        let node = Node::start(rules.clone(), listen, &key, self_signed(listen)?)?;
+        let ratings = Arc::new(TokenRatings { default: DEFAULT_MMR });
+        let node = Node::start(rules.clone(), listen, &key, self_signed(listen)?, ratings)?;
         let issuer = Arc::new(TokenIssuer::new(key));
         let tokens = Arc::new(move |player, mmr| issuer.mint(player, Some(mmr), SystemTime::now()));
         let trust = Trust::Fingerprint(node.edge.fingerprint());

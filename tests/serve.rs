@@ -22,10 +22,11 @@ fn run(cmd: &mut Command) -> Output {
     out
 }
 
-/// `rally dev` on an ephemeral port; its address and certificate fingerprint.
-fn start_dev(data_dir: &std::path::Path) -> (Child, String, String) {
+/// `rally dev` on ephemeral ports; its edge address, certificate fingerprint and admin
+/// address.
+fn start_dev(data_dir: &std::path::Path) -> (Child, String, String, String) {
     let mut child = rally()
-        .args(["dev", "--listen", "127.0.0.1:0", "--data-dir"])
+        .args(["dev", "--listen", "127.0.0.1:0", "--admin-listen", "127.0.0.1:0", "--data-dir"])
         .arg(data_dir)
         .stdout(Stdio::piped())
         .stderr(Stdio::null())
@@ -37,9 +38,27 @@ fn start_dev(data_dir: &std::path::Path) -> (Child, String, String) {
     let second = lines.next().unwrap().unwrap();
     let fingerprint = second.rsplit(' ').next().unwrap().to_owned();
     assert_eq!(fingerprint.len(), 64, "{second}");
+    let third = lines.next().unwrap().unwrap();
+    let admin = third.split("http://").nth(1).and_then(|rest| rest.split_whitespace().next()).unwrap().to_owned();
     // Keep draining stdout so the child never blocks on a full pipe.
     std::thread::spawn(move || for _ in lines {});
-    (child, addr, fingerprint)
+    (child, addr, fingerprint, admin)
+}
+
+/// One HTTP/1.1 request; the status code and the body.
+fn http(addr: &str, method: &str, path: &str, body: &str) -> (u16, String) {
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect(addr).unwrap();
+    let req = format!(
+        "{method} {path} HTTP/1.1\r\nhost: x\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
+        body.len()
+    );
+    s.write_all(req.as_bytes()).unwrap();
+    let mut out = String::new();
+    s.read_to_string(&mut out).unwrap();
+    let status = out.split_whitespace().nth(1).unwrap().parse().unwrap();
+    let body = out.split_once("\r\n\r\n").map(|(_, b)| b.to_owned()).unwrap_or_default();
+    (status, body)
 }
 
 fn interrupt(child: &mut Child) {
@@ -52,9 +71,31 @@ fn interrupt(child: &mut Child) {
 #[test]
 fn dev_serves_loadgen_and_stops_on_ctrl_c() {
     let dir = scratch("dev");
-    let (mut dev, addr, fingerprint) = start_dev(&dir);
+    let (mut dev, addr, fingerprint, admin) = start_dev(&dir);
     let key = dir.join("dev-signing-key.pem");
     assert!(key.exists(), "rally dev made the dev key");
+    assert!(dir.join("rally.db").exists(), "rally dev made and migrated the SQLite database");
+
+    // An account made through the admin API logs in to the edge with its access token.
+    assert_eq!(http(&admin, "GET", "/readyz", ""), (200, "ready".to_owned()));
+    let (status, body) = http(
+        &admin,
+        "POST",
+        "/v1/auth/register",
+        r#"{"username":"alice","email":"a@example.com","password":"correct horse"}"#,
+    );
+    assert_eq!(status, 201, "{body}");
+    let tokens: serde_json::Value = serde_json::from_str(&body).unwrap();
+    let access = tokens["access_token"].as_str().unwrap().to_owned();
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let welcome = rt.block_on(async {
+        let trust = rally_client::Trust::fingerprint_hex(&fingerprint).unwrap();
+        let config = rally_client::ClientConfig::new(addr.parse().unwrap(), trust, access);
+        let (client, welcome) = rally_client::Client::connect(config).await.expect("the edge accepts admin tokens");
+        client.close().await;
+        welcome
+    });
+    assert_eq!(welcome.player_id, tokens["account_id"].as_u64().unwrap());
 
     // `rally token` signs with the same key; the token is a three-part JWT.
     let token = run(rally().args(["token", "--player", "7", "--mmr", "1500", "--key"]).arg(&key));

@@ -113,6 +113,7 @@ impl std::fmt::Display for PublicKey {
 }
 
 /// An Ed25519 signing key.
+#[derive(Clone)]
 pub struct SigningKey {
     encoding: EncodingKey,
     public: PublicKey,

@@ -33,7 +33,7 @@ use rally_protocol::CloseCode;
 use tokio::sync::watch;
 use tokio::task::JoinSet;
 
-pub use ratings::{RatingError, RatingFuture, RatingSource, TokenRatings};
+pub use ratings::{RatingError, RatingFuture, RatingSource, StoreRatings, TokenRatings};
 pub use router::{InProcessRouter, ShardRouter};
 pub use tls::{TlsError, TlsIdentity, fingerprint, fingerprint_hex};
 

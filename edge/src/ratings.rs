@@ -33,3 +33,34 @@ impl RatingSource for TokenRatings {
         Box::pin(async move { Ok(mmr) })
     }
 }
+
+/// Ratings from the store: the player's rating `mu` in the mode for the season running now
+/// (ratings are kept on the engine's MMR scale). Players without one queue at `default`,
+/// or, when `trust_token_mmr` is set (dev only), at the rating their token carries.
+pub struct StoreRatings {
+    /// Where ratings live.
+    pub store: std::sync::Arc<dyn rally_persistence::Store>,
+    /// Rating of players with none stored.
+    pub default: f64,
+    /// Dev only: use a token's `mmr` claim when the store has no rating.
+    pub trust_token_mmr: bool,
+}
+
+impl RatingSource for StoreRatings {
+    fn rating<'a>(&'a self, player: u64, mode: &'a str, token_mmr: Option<f64>) -> RatingFuture<'a> {
+        Box::pin(async move {
+            let now_ms =
+                std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default().as_millis();
+            let fail = |e: rally_persistence::StoreError| RatingError(e.to_string());
+            let stored = match self.store.season_at(now_ms as u64).await.map_err(fail)? {
+                Some(season) => self.store.rating(player, mode, season.id).await.map_err(fail)?,
+                None => None,
+            };
+            Ok(match (stored, token_mmr) {
+                (Some(rating), _) => rating.mu,
+                (None, Some(mmr)) if self.trust_token_mmr => mmr,
+                (None, _) => self.default,
+            })
+        })
+    }
+}
