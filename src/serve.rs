@@ -55,6 +55,15 @@ pub struct DevArgs {
     /// A browser origin the admin API allows (CORS); repeat for more, `*` for any.
     #[arg(long = "cors-origin", value_name = "ORIGIN")]
     pub cors_origins: Vec<String>,
+    /// Admin requests per second per client IP (burst: twice as many).
+    #[arg(long, default_value_t = 100)]
+    pub ip_rate: u32,
+    /// Authenticated admin requests per second per account (burst: twice as many).
+    #[arg(long, default_value_t = 20)]
+    pub account_rate: u32,
+    /// Login and registration attempts per minute per client IP (burst: 10).
+    #[arg(long, default_value_t = 20)]
+    pub login_rate: u32,
 }
 
 #[derive(Args)]
@@ -230,6 +239,10 @@ pub fn dev(args: DevArgs) -> Result<()> {
         let mut admin_config = rally_admin::AdminConfig::new(args.admin_listen);
         admin_config.regions = rules.regions.iter().map(|r| r.name.clone()).collect();
         admin_config.cors_origins = args.cors_origins.clone();
+        admin_config.limits.per_ip = rally_admin::Rate::per_second(args.ip_rate, args.ip_rate.saturating_mul(2));
+        admin_config.limits.per_account =
+            rally_admin::Rate::per_second(args.account_rate, args.account_rate.saturating_mul(2));
+        admin_config.limits.login_per_ip = rally_admin::Rate::per_minute(args.login_rate, 10);
         let state = rally_admin::AppState::new(admin_config, shared, TokenIssuer::new(key.clone()))
             .await
             .map_err(|e| anyhow::anyhow!("starting the admin API: {e}"))?;

@@ -101,7 +101,8 @@ impl AppState {
     /// config); the verifier must accept them.
     pub async fn new(config: AdminConfig, store: Arc<dyn Store>, issuer: TokenIssuer) -> Result<AppState, ApiError> {
         let issuer = issuer.with_ttl(config.access_ttl);
-        let verifier = TokenVerifier::with_defaults(issuer.public_key());
+        // Every authenticated request shows its token; each is checked once per process.
+        let verifier = TokenVerifier::with_defaults(issuer.public_key()).with_cache(65_536);
         let dummy_hash = auth::dummy_hash(config.password_cost).await?;
         let limits = limits::Limiters::new(&config.limits);
         let inner = Arc::new(Inner { store, issuer, verifier, config, limits, dummy_hash });

@@ -251,6 +251,17 @@ impl TokenIssuer {
 pub struct TokenVerifier {
     key: DecodingKey,
     validation: Validation,
+    /// Tokens already verified, by their exact text (see `with_cache`).
+    cache: Option<VerifiedCache>,
+}
+
+/// Verified tokens by their exact text. A signature check costs tens of microseconds; an
+/// API that sees the same token on every request of a session checks it once. Only a
+/// byte-identical token hits, so nothing unverified is ever accepted; expiry is checked
+/// on every hit. When full it starts over, which bounds memory without bookkeeping.
+struct VerifiedCache {
+    entries: std::sync::Mutex<std::collections::HashMap<String, AccessToken>>,
+    capacity: usize,
 }
 
 impl std::fmt::Debug for TokenVerifier {
@@ -267,7 +278,14 @@ impl TokenVerifier {
         validation.set_audience(&[audience]);
         validation.set_required_spec_claims(&["exp", "iss", "aud", "sub"]);
         validation.leeway = LEEWAY.as_secs();
-        TokenVerifier { key: DecodingKey::from_ed_der(&key.0), validation }
+        TokenVerifier { key: DecodingKey::from_ed_der(&key.0), validation, cache: None }
+    }
+
+    /// Remembers up to `capacity` verified tokens, so a token seen again skips the
+    /// signature check (its expiry is still checked).
+    pub fn with_cache(mut self, capacity: usize) -> TokenVerifier {
+        self.cache = Some(VerifiedCache { entries: Default::default(), capacity: capacity.max(1) });
+        self
     }
 
     /// With the default issuer and audience.
@@ -277,6 +295,22 @@ impl TokenVerifier {
 
     /// Checks signature, algorithm, expiry, issuer and audience.
     pub fn verify(&self, token: &str) -> Result<AccessToken, TokenError> {
+        let Some(cache) = &self.cache else { return self.verify_uncached(token) };
+        let now = SystemTime::now().duration_since(UNIX_EPOCH).unwrap_or_default().as_secs();
+        let lock = || cache.entries.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(hit) = lock().get(token).cloned() {
+            return if now > hit.expires_at + LEEWAY.as_secs() { Err(TokenError::Expired) } else { Ok(hit) };
+        }
+        let verified = self.verify_uncached(token)?;
+        let mut entries = lock();
+        if entries.len() >= cache.capacity {
+            entries.clear();
+        }
+        entries.insert(token.to_owned(), verified.clone());
+        Ok(verified)
+    }
+
+    fn verify_uncached(&self, token: &str) -> Result<AccessToken, TokenError> {
         let data = jsonwebtoken::decode::<Claims>(token, &self.key, &self.validation).map_err(|e| match e.kind() {
             ErrorKind::ExpiredSignature => TokenError::Expired,
             ErrorKind::InvalidSignature => TokenError::BadSignature,

@@ -137,3 +137,27 @@ fn keys_survive_a_file_and_text() {
     assert!(PublicKey::from_base64("AAAA").is_err());
     assert!(SigningKey::from_pem("-----BEGIN PRIVATE KEY-----\nAAAA\n-----END PRIVATE KEY-----\n").is_err());
 }
+
+#[test]
+fn the_cache_accepts_only_what_was_verified_and_still_checks_expiry() {
+    let issuer = issuer().with_ttl(Duration::from_secs(60));
+    let verifier = TokenVerifier::with_defaults(issuer.public_key()).with_cache(2);
+    let token = issuer.mint(9, None, SystemTime::now());
+    assert_eq!(verifier.verify(&token).unwrap().player_id, 9);
+    assert_eq!(verifier.verify(&token).unwrap().player_id, 9, "a hit");
+    // A tampered copy is not the same text: it is verified, and refused.
+    let tampered = format!("{}A", &token[..token.len() - 1]);
+    assert!(verifier.verify(&tampered).is_err());
+    // Expired tokens are refused on a miss and on a hit alike.
+    let old = issuer.mint(9, None, SystemTime::now() - Duration::from_secs(3600));
+    assert_eq!(verifier.verify(&old), Err(TokenError::Expired));
+    let soon = TokenIssuer::new(SigningKey::generate()).with_ttl(Duration::from_secs(0));
+    let v = TokenVerifier::with_defaults(soon.public_key()).with_cache(8);
+    let t = soon.mint(1, None, SystemTime::now() - LEEWAY - Duration::from_secs(1));
+    assert_eq!(v.verify(&t), Err(TokenError::Expired));
+    // Over capacity it starts over and keeps working.
+    for player in 0..5 {
+        let t = issuer.mint(player, None, SystemTime::now());
+        assert_eq!(verifier.verify(&t).unwrap().player_id, player);
+    }
+}

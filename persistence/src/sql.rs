@@ -83,6 +83,9 @@ impl SqlStore {
                 .busy_timeout(Duration::from_secs(5));
             let pool = SqlitePoolOptions::new()
                 .max_connections(config.max_connections)
+                // No ping before every checkout: it doubled the round trips of a profile
+                // read. A broken connection fails its query instead (`Unavailable`).
+                .test_before_acquire(false)
                 .acquire_timeout(config.acquire_timeout)
                 .connect_with(options)
                 .await
@@ -91,6 +94,7 @@ impl SqlStore {
         } else if url.starts_with("postgres://") || url.starts_with("postgresql://") {
             let pool = PgPoolOptions::new()
                 .max_connections(config.max_connections)
+                .test_before_acquire(false)
                 .acquire_timeout(config.acquire_timeout)
                 .connect(url)
                 .await
