@@ -17,6 +17,7 @@ use tower::ServiceExt;
 struct Ctx {
     router: Router,
     key_pem: String,
+    store: Arc<SqlStore>,
     dir: std::path::PathBuf,
 }
 
@@ -45,8 +46,9 @@ async fn app(tweak: impl FnOnce(&mut AdminConfig)) -> Ctx {
     tweak(&mut config);
     let key = SigningKey::generate();
     let key_pem = key.to_pem().to_owned();
-    let state = AppState::new(config, Arc::new(store), TokenIssuer::new(key)).await.unwrap();
-    Ctx { router: rally_admin::router(state), key_pem, dir }
+    let store = Arc::new(store);
+    let state = AppState::new(config, store.clone(), TokenIssuer::new(key)).await.unwrap();
+    Ctx { router: rally_admin::router(state), key_pem, store, dir }
 }
 
 struct Reply {
@@ -391,4 +393,33 @@ async fn over_a_real_socket() {
     assert!(second.to_lowercase().contains("retry-after:"), "{second}");
     stop.send(()).unwrap();
     tokio::time::timeout(Duration::from_secs(5), server).await.unwrap().unwrap().unwrap();
+}
+
+#[tokio::test]
+async fn readiness_follows_the_store() {
+    let ctx = app(|_| {}).await;
+    assert_eq!(ctx.call(Method::GET, "/readyz", None, None).await.status, StatusCode::OK);
+    ctx.store.close().await;
+    let r = ctx.call(Method::GET, "/readyz", None, None).await;
+    assert_eq!((r.status, r.code()), (StatusCode::SERVICE_UNAVAILABLE, "unavailable"));
+    assert_eq!(ctx.call(Method::GET, "/healthz", None, None).await.status, StatusCode::OK, "alive all the same");
+}
+
+#[tokio::test]
+async fn cors_allows_only_configured_origins() {
+    let ctx = app(|c| c.cors_origins = vec!["https://play.example".into()]).await;
+    let preflight = |origin: &'static str| {
+        Request::builder()
+            .method(Method::OPTIONS)
+            .uri("/v1/profile/me")
+            .header("origin", origin)
+            .header("access-control-request-method", "PATCH")
+            .header("access-control-request-headers", "authorization,content-type")
+            .body(Body::empty())
+            .unwrap()
+    };
+    let ok = ctx.router.clone().oneshot(preflight("https://play.example")).await.unwrap();
+    assert_eq!(ok.headers()["access-control-allow-origin"], "https://play.example");
+    let other = ctx.router.clone().oneshot(preflight("https://evil.example")).await.unwrap();
+    assert!(!other.headers().contains_key("access-control-allow-origin"));
 }
