@@ -184,8 +184,19 @@ pub(crate) async fn request_ids_and_errors(mut req: Request, next: Next) -> Resp
     let path = req.uri().path().to_owned();
     // No span per request: entering and leaving one on every poll cost 13% of a
     // profile read. Log lines carry the request id as a field instead.
+    let started = std::time::Instant::now();
     let mut response = next.run(req).await;
     let status = response.status();
+    // The access log, at debug (`RUST_LOG=rally_admin=debug`): at tens of thousands of
+    // requests a second an always-on line would cost more than the request.
+    tracing::debug!(
+        request_id = %id,
+        %method,
+        %path,
+        status = status.as_u16(),
+        micros = started.elapsed().as_micros() as u64,
+        "request"
+    );
     // Errors from layers and axum itself arrive without `ErrorInfo`: give them one.
     let info = response.extensions_mut().remove::<ErrorInfo>().or_else(|| {
         let fallback = match status {
