@@ -177,8 +177,9 @@ impl Node {
         tls: TlsIdentity,
         ratings: Arc<dyn RatingSource>,
     ) -> Result<Node> {
-        let (events_tx, events) = crossbeam_channel::bounded(65_536);
-        let runtime = Runtime::start(rules.clone(), RuntimeConfig::default(), events_tx).context("starting shards")?;
+        let events = rally_edge::ShardEvents::new();
+        let runtime =
+            Runtime::start(rules.clone(), RuntimeConfig::default(), events.clone()).context("starting shards")?;
         let deps = EdgeDeps {
             rules,
             router: Arc::new(InProcessRouter::new(&runtime)),

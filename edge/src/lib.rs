@@ -4,8 +4,9 @@
 //! connection's `Hello` (protocol version, EdDSA access token verified with the public key
 //! only), and then serves the client's requests: enqueue, cancel, ticket status, datagram
 //! pings. Tickets go to the engine shard of the player's region through a
-//! [`ShardRouter`]; shard events come back through one dispatcher thread that answers
-//! requests and pushes `MatchFound` to every matched player's connection.
+//! [`ShardRouter`]; shard events come back through [`ShardEvents`], applied on each
+//! shard's thread, which answers requests and pushes `MatchFound` to every matched
+//! player's connection.
 //!
 //! Limits per connection (frame size, requests per second, requests in flight, idle
 //! timeout, handshake timeout) answer with typed errors or close codes. A dropped
@@ -28,11 +29,12 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use rally_auth::TokenVerifier;
-use rally_engine::{Rules, RuntimeEvent};
+use rally_engine::Rules;
 use rally_protocol::CloseCode;
 use tokio::sync::watch;
 use tokio::task::JoinSet;
 
+pub use hub::ShardEvents;
 pub use ratings::{RatingError, RatingFuture, RatingSource, StoreRatings, TokenRatings};
 pub use router::{InProcessRouter, ShardRouter};
 pub use tls::{TlsError, TlsIdentity, fingerprint, fingerprint_hex};
@@ -113,9 +115,9 @@ pub enum EdgeError {
         /// Why.
         source: std::io::Error,
     },
-    /// The dispatcher thread could not be started.
-    #[error("starting the dispatcher thread: {0}")]
-    Thread(std::io::Error),
+    /// The `ShardEvents` given already feed another edge.
+    #[error("these shard events already feed another edge")]
+    EventsInUse,
 }
 
 /// What the edge needs besides its config.
@@ -124,8 +126,8 @@ pub struct EdgeDeps {
     pub rules: Arc<Rules>,
     /// How commands reach the shards.
     pub router: Arc<dyn ShardRouter>,
-    /// The receiving end of the shards' event channel.
-    pub events: crossbeam_channel::Receiver<RuntimeEvent>,
+    /// The sink the shards were started with (`Runtime::start(…, events.clone())`).
+    pub events: ShardEvents,
     /// Verifies access tokens.
     pub verifier: TokenVerifier,
     /// Where ratings come from.
@@ -152,13 +154,8 @@ pub fn start(config: EdgeConfig, deps: EdgeDeps) -> Result<EdgeHandle, EdgeError
         .map_err(|source| EdgeError::Bind { addr: config.listen, source })?;
     let local_addr = endpoint.local_addr().map_err(|source| EdgeError::Bind { addr: config.listen, source })?;
     let hub = Arc::new(hub::Hub::new(deps.rules.clone(), deps.router, config.grace));
-    {
-        let hub = hub.clone();
-        let events = deps.events;
-        std::thread::Builder::new()
-            .name("edge-dispatch".into())
-            .spawn(move || hub::run_dispatcher(hub, events))
-            .map_err(EdgeError::Thread)?;
+    if !deps.events.attach(hub.clone()) {
+        return Err(EdgeError::EventsInUse);
     }
     let datacenters = deps
         .rules

@@ -5,7 +5,7 @@
 use rally_engine::{Command, Runtime, ShardHandle, ShardId, SubmitError};
 
 /// Sends commands to engine shards. Events come back on the channel the shards were
-/// started with, which the edge's dispatcher reads.
+/// started with (`ShardEvents`).
 pub trait ShardRouter: Send + Sync + 'static {
     /// Queues `command` for `shard` without blocking; `MailboxFull` is retryable.
     fn submit(&self, shard: ShardId, command: Command) -> Result<(), SubmitError>;

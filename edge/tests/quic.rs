@@ -7,7 +7,7 @@ use std::time::{Duration, SystemTime};
 
 use rally_auth::{SigningKey, TokenIssuer, TokenVerifier};
 use rally_client::{Client, ClientConfig, ClientError, ClientEvent, Trust, Welcome};
-use rally_edge::{EdgeConfig, EdgeDeps, EdgeHandle, InProcessRouter, Limits, TlsIdentity, TokenRatings};
+use rally_edge::{EdgeConfig, EdgeDeps, EdgeHandle, InProcessRouter, Limits, ShardEvents, TlsIdentity, TokenRatings};
 use rally_engine::{Rules, Runtime, RuntimeConfig};
 use rally_protocol::{
     ClientMsg, CloseCode, ErrorCode, FrameReader, Hello, PROTOCOL_VERSION, ServerMsg, TicketStatusRequest,
@@ -51,8 +51,8 @@ impl TestEdge {
 
     fn start_with(listen: SocketAddr, tls: TlsIdentity, tweak: impl FnOnce(&mut EdgeConfig)) -> TestEdge {
         let rules = Arc::new(Rules::from_toml(RULES).unwrap());
-        let (events_tx, events) = crossbeam_channel::unbounded();
-        let runtime = Runtime::start(rules.clone(), RuntimeConfig::default(), events_tx).unwrap();
+        let events = ShardEvents::new();
+        let runtime = Runtime::start(rules.clone(), RuntimeConfig::default(), events.clone()).unwrap();
         let key = SigningKey::generate();
         let key_pem = key.to_pem().to_owned();
         let issuer = TokenIssuer::new(key);

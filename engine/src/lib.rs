@@ -31,5 +31,5 @@ pub use rules::{
     DatacenterId, MAX_DATACENTERS_PER_SHARD, MAX_PLAYERS_PER_MATCH, Mode, ModeId, Region, RegionId, Rules, RulesError,
     ShardId, ShardPlan, Widening,
 };
-pub use runtime::{Runtime, RuntimeConfig, RuntimeEvent, ShardHandle, SubmitError};
+pub use runtime::{EventSink, Runtime, RuntimeConfig, RuntimeEvent, ShardHandle, SubmitError};
 pub use shard::{Shard, ShardConfig};

@@ -1,13 +1,15 @@
 //! The shard runtime: one OS thread per shard, a bounded mailbox in front of each,
-//! a real-clock tick, and events out through a channel.
+//! a real-clock tick, and events out through an [`EventSink`].
 //!
 //! The thread owns its shard outright — no lock is taken on the tick path. Senders never
 //! block: a full mailbox is backpressure, answered with [`SubmitError::MailboxFull`], which
 //! callers pass on to clients as a retryable error.
 //!
-//! The other direction does block: a shard sends its events with a blocking `send`, so
-//! a bounded events channel that nobody drains stalls the shard (and then its mailbox
-//! fills). Use an unbounded channel, or drain it from a dedicated thread.
+//! The other direction runs on the shard's thread: the sink is called there, in event
+//! order. A crossbeam `Sender` is a sink (a blocking `send`, so a bounded channel nobody
+//! drains stalls the shard: use an unbounded one, or drain it from a dedicated thread).
+//! A service can instead hand in a sink that applies events directly, saving a thread
+//! hop per event, as long as it never blocks for long.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -81,6 +83,20 @@ pub enum RuntimeEvent {
     },
 }
 
+/// Where shards deliver their events: called on each shard's thread, in that shard's
+/// event order. It must not block for long, or the shard stalls.
+pub trait EventSink: Send + Sync + 'static {
+    /// Takes one event.
+    fn deliver(&self, event: RuntimeEvent);
+}
+
+impl EventSink for Sender<RuntimeEvent> {
+    fn deliver(&self, event: RuntimeEvent) {
+        // A consumer that went away has nothing left to be told.
+        let _ = self.send(event);
+    }
+}
+
 /// A cheap, cloneable way to reach one shard.
 #[derive(Clone, Debug)]
 pub struct ShardHandle {
@@ -116,7 +132,8 @@ pub struct Runtime {
 
 impl Runtime {
     /// Starts one thread per shard of `rules`; events go to `events`.
-    pub fn start(rules: Arc<Rules>, config: RuntimeConfig, events: Sender<RuntimeEvent>) -> std::io::Result<Self> {
+    pub fn start(rules: Arc<Rules>, config: RuntimeConfig, events: impl EventSink) -> std::io::Result<Self> {
+        let events: Arc<dyn EventSink> = Arc::new(events);
         let stopping = Arc::new(AtomicBool::new(false));
         let started = Instant::now();
         let mut handles = Vec::new();
@@ -175,7 +192,7 @@ impl Drop for Runtime {
 struct Worker {
     shard: Shard,
     rx: Receiver<Command>,
-    events: Sender<RuntimeEvent>,
+    events: Arc<dyn EventSink>,
     stopping: Arc<AtomicBool>,
     started: Instant,
     tick_ms: u64,
@@ -200,7 +217,7 @@ impl Worker {
                 self.shard.tick(now, &mut out);
                 let duration = t0.elapsed();
                 self.flush(&mut out);
-                let _ = self.events.send(RuntimeEvent::Tick {
+                self.events.deliver(RuntimeEvent::Tick {
                     shard,
                     at_ms: now,
                     duration,
@@ -243,8 +260,7 @@ impl Worker {
     fn flush(&self, out: &mut Vec<Event>) {
         let shard = self.shard.id();
         for event in out.drain(..) {
-            // A consumer that went away has nothing left to tell.
-            let _ = self.events.send(RuntimeEvent::Shard { shard, event });
+            self.events.deliver(RuntimeEvent::Shard { shard, event });
         }
     }
 }
