@@ -226,6 +226,8 @@ pub fn dev(args: DevArgs) -> Result<()> {
         _ => self_signed(args.listen)?,
     };
     let database = args.database.clone().unwrap_or_else(|| format!("sqlite://{}/rally.db", args.data_dir.display()));
+    // Edge and engine record through the same `metrics` facade; `/metrics` shows them all.
+    rally_admin::install_metrics();
     tokio_runtime()?.block_on(async {
         let store =
             SqlStore::connect(&StoreConfig::new(&database)).await.with_context(|| format!("opening {database}"))?;

@@ -116,6 +116,21 @@ fn dev_serves_loadgen_and_stops_on_ctrl_c() {
     assert!(report["matches_received"].as_u64().unwrap() > 0, "{report}");
     assert_eq!(report["errors"], serde_json::json!({}), "no errors: {report}");
 
+    // The admin's /metrics shows the edge and the engine too.
+    let (status, metrics) = http(&admin, "GET", "/metrics", "");
+    assert_eq!(status, 200);
+    for name in [
+        "rally_edge_connections",
+        "rally_edge_handshakes_total",
+        "rally_edge_frames_sent_total",
+        "rally_engine_tick_seconds",
+        "rally_engine_waiting_tickets",
+        "rally_engine_matches_total",
+    ] {
+        assert!(metrics.contains(name), "{name} missing from /metrics");
+    }
+    assert!(metrics.contains(r#"kind="match_found""#), "MatchFound pushes are counted");
+
     // A wrong fingerprint is refused up front.
     let bad = rally().args(["loadgen", "--target", &addr, "--fingerprint", "abc"]).output().unwrap();
     assert!(!bad.status.success());

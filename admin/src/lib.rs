@@ -158,6 +158,12 @@ fn api() -> (Router<AppState>, utoipa::openapi::OpenApi) {
         .split_for_parts()
 }
 
+/// Installs the process-wide Prometheus recorder behind `/metrics` now, so metrics that
+/// other parts of the process record before the first request are kept.
+pub fn install_metrics() {
+    ops::prometheus();
+}
+
 /// The OpenAPI document the router serves at `/openapi.json`.
 pub fn openapi() -> utoipa::openapi::OpenApi {
     api().1

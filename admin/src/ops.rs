@@ -12,8 +12,10 @@ use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
 use crate::AppState;
 use crate::error::{ApiError, ErrorBody};
 
-/// The process's Prometheus recorder, installed once (metrics are process-wide).
-fn prometheus() -> &'static PrometheusHandle {
+/// The process's Prometheus recorder, installed once (metrics are process-wide). Other
+/// parts of the process (the edge, the engine) record through the same `metrics` facade,
+/// so `/metrics` shows them too, once this has run.
+pub(crate) fn prometheus() -> &'static PrometheusHandle {
     static HANDLE: OnceLock<PrometheusHandle> = OnceLock::new();
     HANDLE.get_or_init(|| {
         let recorder = PrometheusBuilder::new()

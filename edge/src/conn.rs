@@ -62,16 +62,21 @@ pub(crate) async fn serve(shared: Arc<Shared>, incoming: quinn::Incoming, shutdo
         Ok(Ok(opened)) => opened,
         Ok(Err(code)) => {
             tracing::debug!(%remote, ?code, "connection refused at hello");
+            metrics::counter!("rally_edge_handshakes_total", "result" => close_name(code)).increment(1);
             return;
         }
         Err(_) => {
             tracing::debug!(%remote, "no hello in time");
+            metrics::counter!("rally_edge_handshakes_total", "result" => close_name(CloseCode::HelloTimeout))
+                .increment(1);
             close(&conn, CloseCode::HelloTimeout, "no hello in time");
             return;
         }
     };
     let Opened { player, conn_id, send, recv, attached, token_mmr } = opened;
     tracing::debug!(%remote, player, "connected");
+    metrics::counter!("rally_edge_handshakes_total", "result" => "welcome").increment(1);
+    metrics::gauge!("rally_edge_connections").increment(1.0);
     let mut session = Session {
         shared: shared.clone(),
         conn: conn.clone(),
@@ -86,6 +91,13 @@ pub(crate) async fn serve(shared: Arc<Shared>, incoming: quinn::Incoming, shutdo
         out: Vec::with_capacity(1024),
     };
     let ending = session.run(recv, attached.pushes, shutdown).await;
+    metrics::gauge!("rally_edge_connections").decrement(1.0);
+    let end = match ending {
+        Ending::Left => "left",
+        Ending::Lost => "lost",
+        Ending::Closed(code) => close_name(code),
+    };
+    metrics::counter!("rally_edge_connection_ends_total", "how" => end).increment(1);
     let left = matches!(ending, Ending::Left);
     shared.hub.detach(player, conn_id, left);
     match ending {
@@ -185,6 +197,39 @@ async fn refuse_frame(conn: &Connection, send: &mut SendStream, e: FrameError) -
     refuse(conn, send, code, &e.to_string(), close).await
 }
 
+/// A close code as a metric label.
+fn close_name(code: CloseCode) -> &'static str {
+    match code {
+        CloseCode::Normal => "normal",
+        CloseCode::ProtocolViolation => "protocol_violation",
+        CloseCode::FrameTooLarge => "frame_too_large",
+        CloseCode::UnsupportedVersion => "unsupported_version",
+        CloseCode::Unauthenticated => "unauthenticated",
+        CloseCode::HelloTimeout => "hello_timeout",
+        CloseCode::Flood => "flood",
+        CloseCode::ShuttingDown => "shutting_down",
+        CloseCode::Replaced => "replaced",
+        CloseCode::Internal => "internal",
+    }
+}
+
+/// Counts a message sent: frames by kind, errors by code.
+fn count_sent(msg: &ServerMsg) {
+    let kind = match msg {
+        ServerMsg::Welcome(_) => "welcome",
+        ServerMsg::Enqueued(_) => "enqueued",
+        ServerMsg::Cancelled(_) => "cancelled",
+        ServerMsg::TicketStatus(_) => "ticket_status",
+        ServerMsg::MatchFound(_) => "match_found",
+        ServerMsg::Error(e) => {
+            let code = ErrorCode::from_number(e.code).map_or_else(|| e.code.to_string(), |c| format!("{c:?}"));
+            metrics::counter!("rally_edge_errors_total", "code" => code).increment(1);
+            "error"
+        }
+    };
+    metrics::counter!("rally_edge_frames_sent_total", "kind" => kind).increment(1);
+}
+
 /// Sends one error (no request id), lets it reach the client, then closes.
 async fn refuse(
     conn: &Connection,
@@ -194,7 +239,9 @@ async fn refuse(
     close_code: CloseCode,
 ) -> CloseCode {
     let mut out = Vec::new();
-    encode_server(&error_msg(None, code, message), &mut out).expect("an error reply fits a frame");
+    let reply = error_msg(None, code, message);
+    count_sent(&reply);
+    encode_server(&reply, &mut out).expect("an error reply fits a frame");
     if send.write_all(&out).await.is_ok() && send.finish().is_ok() {
         // Give the reply a moment to be acknowledged; a close discards unsent data.
         let _ = tokio::time::timeout(Duration::from_millis(500), send.stopped()).await;
@@ -314,7 +361,10 @@ impl Session {
         loop {
             let request = match reader.next_frame() {
                 Ok(None) => return None,
-                Ok(Some(body)) => decode_client(body).map(Request::read),
+                Ok(Some(body)) => {
+                    metrics::counter!("rally_edge_frames_received_total").increment(1);
+                    decode_client(body).map(Request::read)
+                }
                 Err(e) => {
                     let code = refuse_frame(&self.conn, &mut self.send, e).await;
                     return Some(Ending::Closed(code));
@@ -447,6 +497,7 @@ impl Session {
 
     /// Writes one message; `false` if the stream is gone.
     async fn write(&mut self, msg: &ServerMsg) -> bool {
+        count_sent(msg);
         self.out.clear();
         if let Err(e) = encode_server(msg, &mut self.out) {
             tracing::error!(error = %e, "reply could not be encoded");

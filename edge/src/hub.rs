@@ -393,7 +393,26 @@ impl ShardEvents {
 
 impl rally_engine::EventSink for ShardEvents {
     fn deliver(&self, event: RuntimeEvent) {
-        let RuntimeEvent::Shard { event, .. } = event else { return };
+        let event = match event {
+            RuntimeEvent::Tick { shard, duration, waiting, .. } => {
+                let shard = shard.0.to_string();
+                metrics::histogram!("rally_engine_tick_seconds", "shard" => shard.clone())
+                    .record(duration.as_secs_f64());
+                metrics::gauge!("rally_engine_waiting_tickets", "shard" => shard).set(waiting as f64);
+                return;
+            }
+            RuntimeEvent::Shard { event, .. } => event,
+        };
+        if let (Event::Matched(m), Some(hub)) = (&event, self.hub.get()) {
+            let mode = hub.rules.mode(m.mode).map_or_else(String::new, |mode| mode.name.clone());
+            metrics::counter!("rally_engine_matches_total", "mode" => mode.clone()).increment(1);
+            metrics::histogram!("rally_engine_mmr_spread", "mode" => mode.clone()).record(m.mmr_spread);
+            metrics::histogram!("rally_engine_team_imbalance", "mode" => mode.clone()).record(m.team_imbalance);
+            for ticket in &m.tickets {
+                metrics::histogram!("rally_engine_wait_seconds", "mode" => mode.clone())
+                    .record(ticket.wait_ms as f64 / 1000.0);
+            }
+        }
         match self.hub.get() {
             Some(hub) => hub.on_event(event),
             // Shards answer only commands, and commands come only through a started edge.
