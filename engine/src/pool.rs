@@ -262,6 +262,11 @@ impl Pool {
         slot
     }
 
+    /// Whether `slot` holds waiting ticket `id` (a slot is reused once its ticket leaves).
+    pub(crate) fn holds(&self, slot: u32, id: TicketId) -> bool {
+        self.slots.get(slot as usize).is_some_and(|s| s.state != SlotState::Free && s.id == id)
+    }
+
     /// The players of the ticket in `slot`.
     pub(crate) fn players(&self, slot: u32) -> &[PlayerId] {
         let stride = usize::from(self.team_size);

@@ -150,6 +150,32 @@ fn finished_ids_are_forgotten_after_the_configured_time() {
 }
 
 #[test]
+fn matched_players_queue_again_at_once_and_their_ids_are_forgotten_later() {
+    let mut s = rally_engine::Shard::new(
+        rules(),
+        rally_engine::ShardId(0),
+        rally_engine::ShardConfig { remember_ids_ms: Some(1_000) },
+    );
+    enqueue(&mut s, 0, ticket(1, "duel", vec![eu(1, 1500.0)]));
+    enqueue(&mut s, 0, ticket(2, "duel", vec![eu(2, 1500.0)]));
+    assert_eq!(tick(&mut s, 100).len(), 1);
+    // Matched: player 1 is free at once; ticket 1 is no longer waiting; its id is spent.
+    assert_eq!(enqueue(&mut s, 200, ticket(5, "duel", vec![eu(1, 1500.0)])), vec![Event::Enqueued(TicketId(5))]);
+    let mut out = Vec::new();
+    s.handle(200, Command::Cancel(TicketId(1)), &mut out);
+    assert_eq!(out, vec![Event::NotWaiting(TicketId(1))]);
+    assert!(matches!(enqueue(&mut s, 300, ticket(1, "duel", vec![eu(7, 9000.0)]))[0], Event::Rejected { .. }));
+    // Forgetting ticket 1 must not free player 1, who waits in ticket 5 now.
+    tick(&mut s, 1_200);
+    assert_eq!(
+        enqueue(&mut s, 1_300, ticket(6, "duel", vec![eu(1, 1500.0)])),
+        vec![Event::Rejected { ticket: TicketId(6), reason: Rejection::PlayerAlreadyWaiting }]
+    );
+    // Ticket 1's id is free again.
+    assert_eq!(enqueue(&mut s, 1_300, ticket(1, "duel", vec![eu(8, 9000.0)])), vec![Event::Enqueued(TicketId(1))]);
+}
+
+#[test]
 fn a_match_forms_as_soon_as_each_ticket_accepts_its_own_rtt() {
     let mut s = shard();
     // Ticket 1 needs its limit at 100 ms for eu-west (at 4 s); ticket 2 accepts at once.
