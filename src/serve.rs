@@ -25,44 +25,44 @@ const DEV_KEY_FILE: &str = "dev-signing-key.pem";
 #[derive(Args)]
 pub struct DevArgs {
     /// UDP address the edge listens on.
-    #[arg(long, default_value = "127.0.0.1:7400")]
+    #[arg(long, env = "RALLY_LISTEN", default_value = "127.0.0.1:7400")]
     pub listen: SocketAddr,
     /// Rules (TOML); the embedded `examples/modes.toml` when absent.
-    #[arg(long, value_name = "MODES.toml")]
+    #[arg(long, env = "RALLY_MODES", value_name = "MODES.toml")]
     pub modes: Option<PathBuf>,
     /// Where dev state lives (the token signing key).
-    #[arg(long, default_value = "rally-data")]
+    #[arg(long, env = "RALLY_DATA_DIR", default_value = "rally-data")]
     pub data_dir: PathBuf,
     /// Tick period in ms, overriding the rules' `tick_ms`. Shorter ticks form matches
     /// sooner and in smaller bursts, for a little more CPU per second.
-    #[arg(long, value_name = "MS")]
+    #[arg(long, env = "RALLY_TICK_MS", value_name = "MS")]
     pub tick_ms: Option<u64>,
     /// Certificate chain (PEM) to present instead of a fresh self-signed one.
-    #[arg(long, value_name = "FILE", requires = "tls_key")]
+    #[arg(long, env = "RALLY_TLS_CERT", value_name = "FILE", requires = "tls_key")]
     pub tls_cert: Option<PathBuf>,
     /// Private key (PEM) of `--tls-cert`.
-    #[arg(long, value_name = "FILE", requires = "tls_cert")]
+    #[arg(long, env = "RALLY_TLS_KEY", value_name = "FILE", requires = "tls_cert")]
     pub tls_key: Option<PathBuf>,
     /// TCP address of the admin REST API.
-    #[arg(long, default_value = "127.0.0.1:8080")]
+    #[arg(long, env = "RALLY_ADMIN_LISTEN", default_value = "127.0.0.1:8080")]
     pub admin_listen: SocketAddr,
     /// The database (`sqlite://PATH` or `postgres://…`); default `DATA_DIR/rally.db`.
     #[arg(long, env = "RALLY_DATABASE_URL")]
     pub database: Option<String>,
     /// Do not apply migrations at start (run `rally migrate` yourself).
-    #[arg(long)]
+    #[arg(long, env = "RALLY_NO_MIGRATE")]
     pub no_migrate: bool,
     /// A browser origin the admin API allows (CORS); repeat for more, `*` for any.
     #[arg(long = "cors-origin", value_name = "ORIGIN")]
     pub cors_origins: Vec<String>,
     /// Admin requests per second per client IP (burst: twice as many).
-    #[arg(long, default_value_t = 100)]
+    #[arg(long, env = "RALLY_IP_RATE", default_value_t = 100)]
     pub ip_rate: u32,
     /// Authenticated admin requests per second per account (burst: twice as many).
-    #[arg(long, default_value_t = 20)]
+    #[arg(long, env = "RALLY_ACCOUNT_RATE", default_value_t = 20)]
     pub account_rate: u32,
     /// Login and registration attempts per minute per client IP (burst: 10).
-    #[arg(long, default_value_t = 20)]
+    #[arg(long, env = "RALLY_LOGIN_RATE", default_value_t = 20)]
     pub login_rate: u32,
 }
 
