@@ -24,6 +24,11 @@ pub(crate) fn prometheus() -> &'static PrometheusHandle {
                 &[0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0],
             )
             .expect("valid buckets")
+            .set_buckets_for_metric(
+                Matcher::Full("rally_edge_enqueue_seconds".into()),
+                &[0.0001, 0.00025, 0.0005, 0.001, 0.002, 0.005, 0.01, 0.025, 0.1, 1.0],
+            )
+            .expect("valid buckets")
             .build_recorder();
         let handle = recorder.handle();
         if metrics::set_global_recorder(recorder).is_err() {

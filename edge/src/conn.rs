@@ -422,6 +422,7 @@ impl Session {
 
     /// Starts a request: an immediate reply, or `None` once its future is in flight.
     async fn start(&mut self, request: Request) -> Option<ServerMsg> {
+        let received = std::time::Instant::now();
         let hub = self.shared.hub.clone();
         let timeout = self.shared.config.request_timeout;
         match request {
@@ -479,7 +480,7 @@ impl Session {
                     Err(e) => return Some(request_error(request_id, e)),
                 };
                 self.in_flight.push(Box::pin(async move {
-                    match tokio::time::timeout(timeout, answer).await {
+                    let reply = match tokio::time::timeout(timeout, answer).await {
                         Ok(Ok(Ok(()))) => {
                             ServerMsg::Enqueued(rally_protocol::Enqueued { request_id, ticket_id: ticket.0 })
                         }
@@ -488,7 +489,10 @@ impl Session {
                             hub.abandon(ticket);
                             error_msg(Some(request_id), ErrorCode::Internal, "the engine did not answer in time")
                         }
-                    }
+                    };
+                    // From the frame's arrival to the engine's answer, rating lookup included.
+                    metrics::histogram!("rally_edge_enqueue_seconds").record(received.elapsed().as_secs_f64());
+                    reply
                 }));
                 None
             }
