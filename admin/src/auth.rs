@@ -49,8 +49,19 @@ impl PasswordCost {
     }
 }
 
+/// At most this many argon2 computations at once (each holds `memory_kib` of memory):
+/// twice the cores. Beyond that requests wait their turn rather than exhaust memory.
+fn hashing_slots() -> &'static tokio::sync::Semaphore {
+    static SLOTS: std::sync::OnceLock<tokio::sync::Semaphore> = std::sync::OnceLock::new();
+    SLOTS.get_or_init(|| {
+        let cores = std::thread::available_parallelism().map_or(2, std::num::NonZeroUsize::get);
+        tokio::sync::Semaphore::new(cores * 2)
+    })
+}
+
 /// Hashes on the blocking pool.
 pub(crate) async fn hash_password(cost: PasswordCost, password: String) -> Result<String, ApiError> {
+    let _slot = hashing_slots().acquire().await.map_err(|_| ApiError::Internal)?;
     tokio::task::spawn_blocking(move || {
         let salt = SaltString::generate(&mut argon2::password_hash::rand_core::OsRng);
         cost.hasher().hash_password(password.as_bytes(), &salt).map(|h| h.to_string())
@@ -65,6 +76,7 @@ pub(crate) async fn hash_password(cost: PasswordCost, password: String) -> Resul
 
 /// Verifies on the blocking pool, with the parameters stored in the hash.
 async fn verify_password(cost: PasswordCost, password: String, hash: String) -> Result<bool, ApiError> {
+    let _slot = hashing_slots().acquire().await.map_err(|_| ApiError::Internal)?;
     tokio::task::spawn_blocking(move || {
         let parsed = PasswordHash::new(&hash).map_err(|_| ())?;
         Ok::<bool, ()>(cost.hasher().verify_password(password.as_bytes(), &parsed).is_ok())

@@ -115,7 +115,19 @@ impl Limiters {
 /// The client's IP (unspecified when the server runs without connect info, as in tests
 /// that call the router directly).
 fn ip_of(extensions: &axum::http::Extensions) -> IpAddr {
-    extensions.get::<ConnectInfo<SocketAddr>>().map_or(IpAddr::V4(Ipv4Addr::UNSPECIFIED), |c| c.0.ip())
+    let ip = extensions.get::<ConnectInfo<SocketAddr>>().map_or(IpAddr::V4(Ipv4Addr::UNSPECIFIED), |c| c.0.ip());
+    match ip {
+        // One IPv6 client usually holds a whole /64: limit the prefix, not each address.
+        IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
+            Some(v4) => IpAddr::V4(v4),
+            None => {
+                let mut bytes = v6.octets();
+                bytes[8..].fill(0);
+                IpAddr::V6(bytes.into())
+            }
+        },
+        v4 => v4,
+    }
 }
 
 /// The per-IP limit, on every route.

@@ -89,8 +89,10 @@ pub(crate) async fn serve(shared: Arc<Shared>, incoming: quinn::Incoming, shutdo
         ),
         refused_in_a_row: 0,
         out: Vec::with_capacity(1024),
+        undelivered: Vec::new(),
     };
-    let ending = session.run(recv, attached.pushes, shutdown).await;
+    let mut pushes = attached.pushes;
+    let ending = session.run(recv, &mut pushes, shutdown).await;
     metrics::gauge!("rally_edge_connections").decrement(1.0);
     let end = match ending {
         Ending::Left => "left",
@@ -100,6 +102,15 @@ pub(crate) async fn serve(shared: Arc<Shared>, incoming: quinn::Incoming, shutdo
     metrics::counter!("rally_edge_connection_ends_total", "how" => end).increment(1);
     let left = matches!(ending, Ending::Left);
     shared.hub.detach(player, conn_id, left);
+    // Pushes this connection did not deliver go to the connection that replaced it, or
+    // are parked for the resume (a client that left on purpose has no session to get them).
+    let mut undelivered = std::mem::take(&mut session.undelivered);
+    while let Ok(push) = pushes.try_recv() {
+        if let Push::Send(msg) = push {
+            undelivered.push(msg);
+        }
+    }
+    shared.hub.return_pushes(player, undelivered);
     match ending {
         Ending::Closed(code) => tracing::debug!(%remote, player, ?code, "closed by the edge"),
         Ending::Left => tracing::debug!(%remote, player, "client left"),
@@ -157,6 +168,10 @@ async fn open(shared: &Shared, conn: &Connection) -> Result<Opened, CloseCode> {
     let conn_id = shared.hub.next_conn_id();
     let resume = hello.resume_token.as_ref().map(|t| t.as_str());
     let attached = shared.hub.attach(token.player_id, conn_id, resume);
+    // From here the session is bound to this connection: if the Welcome never goes out
+    // (this future dropped at the hello timeout, or the write failing), detach it, so its
+    // grace period starts and nothing waits on a dead connection.
+    let mut guard = DetachOnDrop { hub: shared.hub.clone(), player: token.player_id, conn: conn_id, armed: true };
     let welcome = ServerMsg::Welcome(Welcome {
         protocol_version: PROTOCOL_VERSION,
         player_id: token.player_id,
@@ -168,10 +183,26 @@ async fn open(shared: &Shared, conn: &Connection) -> Result<Opened, CloseCode> {
     let mut out = Vec::new();
     encode_server(&welcome, &mut out).expect("a welcome fits a frame");
     if send.write_all(&out).await.is_err() {
-        shared.hub.detach(token.player_id, conn_id, false);
         return Err(CloseCode::Normal);
     }
+    guard.armed = false;
     Ok(Opened { player: token.player_id, conn_id, send, recv, attached, token_mmr: token.mmr })
+}
+
+/// Detaches a session whose handshake did not complete.
+struct DetachOnDrop {
+    hub: Arc<Hub>,
+    player: u64,
+    conn: u64,
+    armed: bool,
+}
+
+impl Drop for DetachOnDrop {
+    fn drop(&mut self) {
+        if self.armed {
+            self.hub.detach(self.player, self.conn, false);
+        }
+    }
 }
 
 /// Echoes every well-formed ping as a pong until the connection ends. Anything else is
@@ -275,6 +306,8 @@ struct Session {
     limiter: DefaultDirectRateLimiter,
     refused_in_a_row: u32,
     out: Vec<u8>,
+    /// Pushes taken from the queue but not written when the connection ended.
+    undelivered: Vec<ServerMsg>,
 }
 
 /// An owned request, read out of its frame.
@@ -312,7 +345,7 @@ impl Session {
     async fn run(
         &mut self,
         mut recv: RecvStream,
-        mut pushes: tokio::sync::mpsc::UnboundedReceiver<Push>,
+        pushes: &mut tokio::sync::mpsc::UnboundedReceiver<Push>,
         mut shutdown: watch::Receiver<bool>,
     ) -> Ending {
         let mut reader = FrameReader::new();
@@ -338,6 +371,7 @@ impl Session {
                 push = pushes.recv() => match push {
                     Some(Push::Send(msg)) => {
                         if !self.write(&msg).await {
+                            self.undelivered.push(msg);
                             return Ending::Lost;
                         }
                     }
@@ -444,7 +478,9 @@ impl Session {
                         Ok(Ok(CancelOutcome::NotWaiting)) => {
                             error_msg(Some(request_id), ErrorCode::NotQueued, "the ticket is no longer waiting")
                         }
-                        _ => {
+                        // The pending cancel was dropped by the hub (the session ended).
+                        Ok(Err(_)) => error_msg(Some(request_id), ErrorCode::Internal, "the session ended"),
+                        Err(_) => {
                             hub.abandon(ticket);
                             error_msg(Some(request_id), ErrorCode::Internal, "the engine did not answer in time")
                         }
@@ -468,11 +504,17 @@ impl Session {
                     let message = "none of the datacenters in the RTT map is served here";
                     return Some(error_msg(Some(request_id), ErrorCode::NoKnownDatacenter, message));
                 }
-                let mmr = match self.shared.ratings.rating(self.player, &mode, self.token_mmr).await {
-                    Ok(mmr) => mmr,
-                    Err(e) => {
+                // Bounded: a stalled store must not freeze the connection's loop.
+                let lookup = self.shared.ratings.rating(self.player, &mode, self.token_mmr);
+                let mmr = match tokio::time::timeout(timeout, lookup).await {
+                    Ok(Ok(mmr)) => mmr,
+                    Ok(Err(e)) => {
                         tracing::warn!(player = self.player, error = %e, "rating lookup failed");
                         return Some(error_msg(Some(request_id), ErrorCode::Internal, "rating lookup failed"));
+                    }
+                    Err(_) => {
+                        tracing::warn!(player = self.player, "rating lookup timed out");
+                        return Some(error_msg(Some(request_id), ErrorCode::Internal, "rating lookup timed out"));
                     }
                 };
                 let (ticket, answer) = match hub.enqueue(self.player, (mode_id, &mode), mmr, rtt) {
@@ -485,7 +527,10 @@ impl Session {
                             ServerMsg::Enqueued(rally_protocol::Enqueued { request_id, ticket_id: ticket.0 })
                         }
                         Ok(Ok(Err(reason))) => request_error(request_id, RequestError::Rejected(reason)),
-                        _ => {
+                        // The hub dropped the enqueue (the session started afresh) and
+                        // cancels the ticket itself.
+                        Ok(Err(_)) => error_msg(Some(request_id), ErrorCode::Internal, "the session was restarted"),
+                        Err(_) => {
                             hub.abandon(ticket);
                             error_msg(Some(request_id), ErrorCode::Internal, "the engine did not answer in time")
                         }
@@ -538,6 +583,9 @@ fn request_error(request_id: u32, e: RequestError) -> ServerMsg {
         RequestError::AlreadyQueued => (ErrorCode::AlreadyQueued, "the player already has a waiting ticket".to_owned()),
         RequestError::NotQueued => (ErrorCode::NotQueued, "no such waiting ticket for this player".to_owned()),
         RequestError::NotConnected => (ErrorCode::Internal, "the session ended".to_owned()),
+        RequestError::CancelPending => {
+            (ErrorCode::TooManyInFlight, "a cancel for this ticket is already on its way".to_owned())
+        }
         RequestError::Rejected(reason) => (rejection_code(reason), reason.to_string()),
         RequestError::Submit(SubmitError::MailboxFull) => (ErrorCode::Overloaded, "the engine is busy".to_owned()),
         RequestError::Submit(e) => (ErrorCode::ShuttingDown, e.to_string()),

@@ -51,8 +51,12 @@ struct Session {
     enqueuing: bool,
     /// Pushes that arrived while disconnected, delivered on resume.
     parked: Vec<ServerMsg>,
-    /// Bumped on every attach, so a stale grace timer knows to do nothing.
+    /// The connection id of the last attach, so a stale grace timer knows to do nothing
+    /// (connection ids are unique for the process).
     epoch: u64,
+    /// Changes when the session starts afresh (new, or re-attached without resuming), so
+    /// an enqueue made for an earlier incarnation is not applied to this one.
+    generation: u64,
 }
 
 /// An engine outcome for an `Enqueue`.
@@ -60,6 +64,8 @@ pub(crate) type EnqueueOutcome = Result<(), Rejection>;
 
 struct PendingEnqueue {
     player: u64,
+    /// The session generation the enqueue was made for.
+    generation: u64,
     ticket: Ticket,
     reply: oneshot::Sender<EnqueueOutcome>,
 }
@@ -78,6 +84,9 @@ struct State {
     cancels: FxHashMap<TicketId, oneshot::Sender<CancelOutcome>>,
     /// Waiting tickets → their player.
     owners: FxHashMap<TicketId, u64>,
+    /// Enqueues whose request timed out before the shard answered: if the shard accepts
+    /// one later, nobody owns it, so it is cancelled.
+    abandoned: FxHashMap<TicketId, ShardId>,
 }
 
 /// Why a request could not be sent to the engine.
@@ -87,6 +96,8 @@ pub(crate) enum RequestError {
     NotQueued,
     /// The session ended while the request was being made.
     NotConnected,
+    /// A cancel for this ticket is already on its way.
+    CancelPending,
     Rejected(Rejection),
     Submit(SubmitError),
 }
@@ -105,7 +116,10 @@ pub(crate) struct Hub {
     state: Mutex<State>,
     next_ticket: AtomicU64,
     next_conn: AtomicU64,
+    next_generation: AtomicU64,
     grace: Duration,
+    /// For timers and retries started from shard threads, which have no runtime of their own.
+    runtime: tokio::runtime::Handle,
 }
 
 impl Hub {
@@ -119,7 +133,9 @@ impl Hub {
             state: Mutex::new(State::default()),
             next_ticket: AtomicU64::new(start_ms << 16),
             next_conn: AtomicU64::new(1),
+            next_generation: AtomicU64::new(1),
             grace,
+            runtime: tokio::runtime::Handle::current(),
         }
     }
 
@@ -140,6 +156,7 @@ impl Hub {
         let new_token = new_resume_token();
         let mut state = self.state();
         let mut stale_ticket = None;
+        let generation = self.next_generation.fetch_add(1, Ordering::Relaxed);
         let session = state.sessions.entry(player).or_insert_with(|| Session {
             conn: None,
             resume_token: String::new(),
@@ -147,6 +164,7 @@ impl Hub {
             enqueuing: false,
             parked: Vec::new(),
             epoch: 0,
+            generation,
         });
         let live = session.conn.take();
         let resumed = match live {
@@ -159,20 +177,23 @@ impl Hub {
         if !resumed {
             stale_ticket = session.ticket.take();
             session.parked.clear();
+            // Enqueues in flight for the old incarnation are cancelled when they land.
+            session.enqueuing = false;
+            session.generation = generation;
         }
         for msg in session.parked.drain(..) {
             let _ = tx.send(Push::Send(msg));
         }
         session.conn = Some((conn, tx));
         session.resume_token.clone_from(&new_token);
-        session.epoch += 1;
+        session.epoch = conn;
         let ticket = session.ticket.clone();
         if let Some(t) = &stale_ticket {
             state.owners.remove(&t.id);
         }
         drop(state);
         if let Some(t) = stale_ticket {
-            let _ = self.router.submit(t.shard, Command::Cancel(t.id));
+            self.cancel_ticket(t.shard, t.id);
         }
         Attached { pushes: rx, resume_token: new_token, resumed, ticket }
     }
@@ -193,7 +214,7 @@ impl Hub {
         let epoch = session.epoch;
         drop(state);
         let hub = self.clone();
-        tokio::spawn(async move {
+        self.runtime.spawn(async move {
             tokio::time::sleep(hub.grace).await;
             let state = hub.state();
             if state.sessions.get(&player).is_some_and(|s| s.conn.is_none() && s.epoch == epoch) {
@@ -210,7 +231,46 @@ impl Hub {
         }
         drop(state);
         if let Some(t) = ticket {
-            let _ = self.router.submit(t.shard, Command::Cancel(t.id));
+            self.cancel_ticket(t.shard, t.id);
+        }
+    }
+
+    /// Cancels a ticket nobody will ask about again (a session gone, an enqueue abandoned).
+    /// A full mailbox is retried until the shard takes it: such a ticket must not stay.
+    fn cancel_ticket(&self, shard: ShardId, id: TicketId) {
+        // Any other failure is shutting down, which takes every ticket with it.
+        if let Err(SubmitError::MailboxFull) = self.router.submit(shard, Command::Cancel(id)) {
+            let router = self.router.clone();
+            self.runtime.spawn(async move {
+                let mut wait = Duration::from_millis(10);
+                loop {
+                    tokio::time::sleep(wait).await;
+                    match router.submit(shard, Command::Cancel(id)) {
+                        Err(SubmitError::MailboxFull) => wait = (wait * 2).min(Duration::from_secs(1)),
+                        _ => return,
+                    }
+                }
+            });
+        }
+    }
+
+    /// Pushes a connection could not deliver before it ended: forwarded to the newer
+    /// connection that replaced it, or parked for the resume.
+    pub fn return_pushes(&self, player: u64, msgs: Vec<ServerMsg>) {
+        if msgs.is_empty() {
+            return;
+        }
+        let mut state = self.state();
+        let Some(session) = state.sessions.get_mut(&player) else { return };
+        for msg in msgs {
+            match &session.conn {
+                Some((_, tx)) => {
+                    if let Err(mpsc::error::SendError(Push::Send(msg))) = tx.send(Push::Send(msg)) {
+                        session.parked.push(msg);
+                    }
+                }
+                None => session.parked.push(msg),
+            }
         }
     }
 
@@ -237,8 +297,9 @@ impl Hub {
             return Err(RequestError::AlreadyQueued);
         }
         session.enqueuing = true;
+        let generation = session.generation;
         let ticket = Ticket { id, mode: mode.1.to_owned(), shard };
-        state.enqueues.insert(id, PendingEnqueue { player, ticket, reply: tx });
+        state.enqueues.insert(id, PendingEnqueue { player, generation, ticket, reply: tx });
         // Submitted under the lock so the shard's answer cannot be applied before the
         // pending entry exists.
         let sent = self.router.submit(shard, Command::Enqueue(TicketRequest { id, mode: mode.0, players }));
@@ -255,6 +316,9 @@ impl Hub {
         let Some(t) = state.sessions.get(&player).and_then(|s| s.ticket.clone()).filter(|t| t.id == ticket) else {
             return Err(RequestError::NotQueued);
         };
+        if state.cancels.contains_key(&ticket) {
+            return Err(RequestError::CancelPending);
+        }
         let (tx, rx) = oneshot::channel();
         state.cancels.insert(ticket, tx);
         if let Err(e) = self.router.submit(t.shard, Command::Cancel(ticket)) {
@@ -264,13 +328,15 @@ impl Hub {
         Ok(rx)
     }
 
-    /// A request that timed out: forget its pending entry.
+    /// A request that timed out: forget its pending entry. An enqueue the shard may still
+    /// accept is remembered, so that ticket is cancelled when it lands.
     pub fn abandon(&self, ticket: TicketId) {
         let mut state = self.state();
-        if let Some(p) = state.enqueues.remove(&ticket)
-            && let Some(session) = state.sessions.get_mut(&p.player)
-        {
-            session.enqueuing = false;
+        if let Some(p) = state.enqueues.remove(&ticket) {
+            state.abandoned.insert(ticket, p.ticket.shard);
+            if let Some(session) = state.sessions.get_mut(&p.player) {
+                session.enqueuing = false;
+            }
         }
         state.cancels.remove(&ticket);
     }
@@ -289,8 +355,14 @@ impl Hub {
         let mut state = self.state();
         match event {
             Event::Enqueued(id) => {
-                let Some(p) = state.enqueues.remove(&id) else { return };
-                match state.sessions.get_mut(&p.player) {
+                let Some(p) = state.enqueues.remove(&id) else {
+                    if let Some(shard) = state.abandoned.remove(&id) {
+                        drop(state);
+                        self.cancel_ticket(shard, id);
+                    }
+                    return;
+                };
+                match state.sessions.get_mut(&p.player).filter(|s| s.generation == p.generation) {
                     Some(session) => {
                         session.enqueuing = false;
                         session.ticket = Some(p.ticket.clone());
@@ -298,13 +370,14 @@ impl Hub {
                         let _ = p.reply.send(Ok(()));
                     }
                     None => {
-                        // The player is gone (grace over) before the shard answered.
+                        // The player is gone, or started afresh, before the shard answered.
                         drop(state);
-                        let _ = self.router.submit(p.ticket.shard, Command::Cancel(id));
+                        self.cancel_ticket(p.ticket.shard, id);
                     }
                 }
             }
             Event::Rejected { ticket, reason } => {
+                state.abandoned.remove(&ticket);
                 if let Some(p) = state.enqueues.remove(&ticket) {
                     if let Some(session) = state.sessions.get_mut(&p.player) {
                         session.enqueuing = false;
@@ -362,7 +435,10 @@ impl Hub {
                 });
                 match &session.conn {
                     Some((_, tx)) => {
-                        let _ = tx.send(Push::Send(msg));
+                        // A connection that already ended gives the message back: park it.
+                        if let Err(mpsc::error::SendError(Push::Send(msg))) = tx.send(Push::Send(msg)) {
+                            session.parked.push(msg);
+                        }
                     }
                     None => session.parked.push(msg),
                 }

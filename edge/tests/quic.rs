@@ -589,3 +589,42 @@ async fn production_tls_from_pem_files_with_ca_trust() {
     std::fs::remove_dir_all(&dir).unwrap();
     edge.stop().await;
 }
+
+#[tokio::test]
+async fn a_repeated_cancel_gets_a_clear_answer_and_the_first_still_wins() {
+    let edge = TestEdge::start(|_| {});
+    let mut raw = Raw::hello(&edge).await;
+    let mut frame = Vec::new();
+    let enqueue = rally_protocol::Enqueue {
+        request_id: 1,
+        mode: "duel".into(),
+        rtt_ms: vec![rally_protocol::DatacenterRtt { datacenter: "eu-west".into(), rtt_ms: 20.0 }],
+    };
+    encode_client(&ClientMsg::Enqueue(enqueue), &mut frame).unwrap();
+    raw.write(&frame).await;
+    let Some(ServerMsg::Enqueued(e)) = raw.next().await else { panic!("enqueued") };
+    let mut frames = Vec::new();
+    for request_id in [2, 3] {
+        let cancel = rally_protocol::Cancel { request_id, ticket_id: e.ticket_id };
+        encode_client(&ClientMsg::Cancel(cancel), &mut frames).unwrap();
+    }
+    raw.write(&frames).await;
+    let mut cancelled = 0;
+    for _ in 0..2 {
+        match raw.next().await {
+            Some(ServerMsg::Cancelled(c)) => {
+                assert_eq!(c.ticket_id, e.ticket_id);
+                cancelled += 1;
+            }
+            // In flight behind the first, or after it: never an internal error.
+            Some(ServerMsg::Error(err)) => assert!(
+                [ErrorCode::TooManyInFlight.number(), ErrorCode::NotQueued.number()].contains(&err.code),
+                "{err:?}"
+            ),
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+    assert_eq!(cancelled, 1);
+    edge.still_serves().await;
+    edge.stop().await;
+}
