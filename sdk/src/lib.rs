@@ -413,7 +413,6 @@ impl Link {
 
     /// The next frame from the edge, decoded.
     async fn next_message(&mut self) -> Result<ServerMsg, ClientError> {
-        let mut buf = [0u8; 4096];
         loop {
             match self.reader.next_frame() {
                 Ok(Some(body)) => {
@@ -424,8 +423,10 @@ impl Link {
                 Ok(None) => {}
                 Err(e) => return Err(ClientError::Protocol(e.to_string())),
             }
-            match self.recv.read(&mut buf).await {
-                Ok(Some(n)) => self.reader.push(&buf[..n]),
+            // quinn's own chunks: no read buffer inside this future, which the driver
+            // re-creates on every turn of its loop.
+            match self.recv.read_chunk(64 * 1024, true).await {
+                Ok(Some(chunk)) => self.reader.push(&chunk.bytes),
                 // The edge finishes its side just before it closes: wait for the close
                 // code rather than guess.
                 Ok(None) => {
