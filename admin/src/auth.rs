@@ -59,34 +59,35 @@ fn hashing_slots() -> &'static tokio::sync::Semaphore {
     })
 }
 
-/// Hashes on the blocking pool.
-pub(crate) async fn hash_password(cost: PasswordCost, password: String) -> Result<String, ApiError> {
+/// Runs argon2 work on the blocking pool, within the hashing slots; a failure is logged
+/// as `what` and answered as an internal error.
+async fn on_hashing_pool<T: Send + 'static>(
+    what: &'static str,
+    work: impl FnOnce() -> Result<T, String> + Send + 'static,
+) -> Result<T, ApiError> {
     let _slot = hashing_slots().acquire().await.map_err(|_| ApiError::Internal)?;
-    tokio::task::spawn_blocking(move || {
-        let salt = SaltString::generate(&mut argon2::password_hash::rand_core::OsRng);
-        cost.hasher().hash_password(password.as_bytes(), &salt).map(|h| h.to_string())
-    })
-    .await
-    .map_err(|_| ApiError::Internal)?
-    .map_err(|e| {
-        tracing::error!(error = %e, "password hashing failed");
+    tokio::task::spawn_blocking(work).await.map_err(|_| ApiError::Internal)?.map_err(|e| {
+        tracing::error!(error = %e, "{what}");
         ApiError::Internal
     })
 }
 
-/// Verifies on the blocking pool, with the parameters stored in the hash.
-async fn verify_password(cost: PasswordCost, password: String, hash: String) -> Result<bool, ApiError> {
-    let _slot = hashing_slots().acquire().await.map_err(|_| ApiError::Internal)?;
-    tokio::task::spawn_blocking(move || {
-        let parsed = PasswordHash::new(&hash).map_err(|_| ())?;
-        Ok::<bool, ()>(cost.hasher().verify_password(password.as_bytes(), &parsed).is_ok())
+/// Hashes on the blocking pool.
+pub(crate) async fn hash_password(cost: PasswordCost, password: String) -> Result<String, ApiError> {
+    on_hashing_pool("password hashing failed", move || {
+        let salt = SaltString::generate(&mut argon2::password_hash::rand_core::OsRng);
+        cost.hasher().hash_password(password.as_bytes(), &salt).map(|h| h.to_string()).map_err(|e| e.to_string())
     })
     .await
-    .map_err(|_| ApiError::Internal)?
-    .map_err(|()| {
-        tracing::error!("a stored password hash does not parse");
-        ApiError::Internal
+}
+
+/// Verifies on the blocking pool, with the parameters stored in the hash.
+async fn verify_password(cost: PasswordCost, password: String, hash: String) -> Result<bool, ApiError> {
+    on_hashing_pool("a stored password hash does not parse", move || {
+        let parsed = PasswordHash::new(&hash).map_err(|e| e.to_string())?;
+        Ok(cost.hasher().verify_password(password.as_bytes(), &parsed).is_ok())
     })
+    .await
 }
 
 /// `POST /v1/auth/register`.
@@ -136,20 +137,29 @@ pub struct Tokens {
     pub refresh_token: String,
 }
 
-fn now_ms() -> u64 {
+pub(crate) fn now_ms() -> u64 {
     SystemTime::now().duration_since(UNIX_EPOCH).unwrap_or_default().as_millis() as u64
 }
 
-fn random_token(bytes: usize) -> String {
+/// `N` bytes from the system's secure RNG.
+pub(crate) fn random_bytes<const N: usize>() -> [u8; N] {
     use ring::rand::SecureRandom;
-    let mut buf = vec![0u8; bytes];
-    ring::rand::SystemRandom::new().fill(&mut buf).expect("the system RNG works");
-    URL_SAFE_NO_PAD.encode(buf)
+    let mut bytes = [0u8; N];
+    ring::rand::SystemRandom::new().fill(&mut bytes).expect("the system RNG works");
+    bytes
+}
+
+/// Lowercase hex.
+pub(crate) fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+fn random_token<const N: usize>() -> String {
+    URL_SAFE_NO_PAD.encode(random_bytes::<N>())
 }
 
 pub(crate) fn token_hash(token: &str) -> String {
-    let digest = ring::digest::digest(&ring::digest::SHA256, token.as_bytes());
-    digest.as_ref().iter().map(|b| format!("{b:02x}")).collect()
+    hex(ring::digest::digest(&ring::digest::SHA256, token.as_bytes()).as_ref())
 }
 
 /// Mints an access token and a refresh token in `family`, storing the refresh token.
@@ -161,10 +171,10 @@ async fn issue(
 ) -> Result<Tokens, ApiError> {
     let inner = &state.inner;
     let now = now_ms();
-    let refresh_token = random_token(32);
+    let refresh_token = random_token::<32>();
     let new = NewRefreshToken {
         token_hash: token_hash(&refresh_token),
-        family: family.unwrap_or_else(|| random_token(16)),
+        family: family.unwrap_or_else(random_token::<16>),
         account_id,
         issued_at_ms: now,
         expires_at_ms: now + inner.config.refresh_ttl.as_millis() as u64,
@@ -275,5 +285,5 @@ pub(crate) async fn refresh(
 
 /// A hash of a random password with the configured cost, for timing-equal refusals.
 pub(crate) async fn dummy_hash(cost: PasswordCost) -> Result<String, ApiError> {
-    hash_password(cost, random_token(16)).await
+    hash_password(cost, random_token::<16>()).await
 }

@@ -232,8 +232,5 @@ pub(crate) async fn request_ids_and_errors(mut req: Request, next: Next) -> Resp
 }
 
 fn random_id() -> String {
-    use ring::rand::SecureRandom;
-    let mut bytes = [0u8; 8];
-    ring::rand::SystemRandom::new().fill(&mut bytes).expect("the system RNG works");
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
+    crate::auth::hex(&crate::auth::random_bytes::<8>())
 }

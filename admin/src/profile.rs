@@ -1,7 +1,5 @@
 //! `/v1/profile/me`: the authenticated player's profile.
 
-use std::time::{SystemTime, UNIX_EPOCH};
-
 use axum::extract::State;
 use rally_persistence::{Profile, ProfilePatch};
 use serde::{Deserialize, Deserializer, Serialize};
@@ -119,7 +117,6 @@ pub(crate) async fn patch_me(
         return Err(ApiError::Validation(errors));
     }
     let patch = ProfilePatch { display_name, preferred_region: update.preferred_region, preferences };
-    let now = SystemTime::now().duration_since(UNIX_EPOCH).unwrap_or_default().as_millis() as u64;
-    let profile = state.inner.store.update_profile(token.player_id, patch, now).await?;
+    let profile = state.inner.store.update_profile(token.player_id, patch, crate::auth::now_ms()).await?;
     Ok(axum::Json(profile.into()))
 }

@@ -273,12 +273,21 @@ async fn refuse(
     let reply = error_msg(None, code, message);
     count_sent(&reply);
     encode_server(&reply, &mut out).expect("an error reply fits a frame");
-    if send.write_all(&out).await.is_ok() && send.finish().is_ok() {
-        // Give the reply a moment to be acknowledged; a close discards unsent data.
+    if send.write_all(&out).await.is_ok() {
+        finish_and_close(conn, send, close_code, message).await;
+    } else {
+        close(conn, close_code, message);
+    }
+    close_code
+}
+
+/// Finishes the stream, gives what was written a moment to be acknowledged (a close
+/// discards unsent data), then closes with `code`.
+async fn finish_and_close(conn: &Connection, send: &mut SendStream, code: CloseCode, reason: &str) {
+    if send.finish().is_ok() {
         let _ = tokio::time::timeout(Duration::from_millis(500), send.stopped()).await;
     }
-    close(conn, close_code, message);
-    close_code
+    close(conn, code, reason);
 }
 
 fn close(conn: &Connection, code: CloseCode, reason: &str) {
@@ -557,15 +566,12 @@ impl Session {
 
     /// Writes the replies already computed, then closes with `code`.
     async fn flush_and_close(&mut self, code: CloseCode, reason: &'static str) {
-        let retry = matches!(code, CloseCode::ShuttingDown);
-        let message = error_msg(None, if retry { ErrorCode::ShuttingDown } else { ErrorCode::Internal }, reason);
+        // Shutdown tells the client why, so it reconnects elsewhere; other closes speak for
+        // themselves through the close code.
         if code == CloseCode::ShuttingDown {
-            let _ = self.write(&message).await;
+            let _ = self.write(&error_msg(None, ErrorCode::ShuttingDown, reason)).await;
         }
-        if self.send.finish().is_ok() {
-            let _ = tokio::time::timeout(Duration::from_millis(500), self.send.stopped()).await;
-        }
-        close(&self.conn, code, reason);
+        finish_and_close(&self.conn, &mut self.send, code, reason).await;
     }
 }
 

@@ -484,9 +484,10 @@ impl rally_engine::EventSink for ShardEvents {
             metrics::counter!("rally_engine_matches_total", "mode" => mode.clone()).increment(1);
             metrics::histogram!("rally_engine_mmr_spread", "mode" => mode.clone()).record(m.mmr_spread);
             metrics::histogram!("rally_engine_team_imbalance", "mode" => mode.clone()).record(m.team_imbalance);
+            // One handle for the match's tickets, not a lookup (and a label copy) per ticket.
+            let waits = metrics::histogram!("rally_engine_wait_seconds", "mode" => mode);
             for ticket in &m.tickets {
-                metrics::histogram!("rally_engine_wait_seconds", "mode" => mode.clone())
-                    .record(ticket.wait_ms as f64 / 1000.0);
+                waits.record(ticket.wait_ms as f64 / 1000.0);
             }
         }
         match self.hub.get() {
@@ -508,5 +509,5 @@ fn new_resume_token() -> String {
     use ring::rand::SecureRandom;
     let mut bytes = [0u8; 16];
     ring::rand::SystemRandom::new().fill(&mut bytes).expect("the system RNG works");
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
+    crate::tls::hex(&bytes)
 }

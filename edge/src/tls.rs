@@ -99,5 +99,10 @@ pub fn fingerprint(cert: &CertificateDer<'_>) -> [u8; 32] {
 
 /// A fingerprint as lowercase hex, the form printed for clients to pin.
 pub fn fingerprint_hex(fingerprint: &[u8; 32]) -> String {
-    fingerprint.iter().map(|b| format!("{b:02x}")).collect()
+    hex(fingerprint)
+}
+
+/// Lowercase hex.
+pub(crate) fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
 }

@@ -257,6 +257,9 @@ struct TokenState {
 const ACCOUNT_COLUMNS: &str = "id, username, email, password_hash, created_at_ms";
 const PROFILE_COLUMNS: &str = "account_id, display_name, preferred_region, preferences, updated_at_ms";
 const SEASON_COLUMNS: &str = "id, name, starts_at_ms, ends_at_ms";
+const INSERT_REFRESH_TOKEN: &str = "INSERT INTO refresh_tokens (token_hash, family, account_id, issued_at_ms, expires_at_ms) \
+                                    VALUES ($1, $2, $3, $4, $5)";
+const REVOKE_FAMILY: &str = "UPDATE refresh_tokens SET revoked_at_ms = $2 WHERE family = $1 AND revoked_at_ms IS NULL";
 
 #[async_trait::async_trait]
 impl Store for SqlStore {
@@ -311,9 +314,7 @@ impl Store for SqlStore {
     }
 
     async fn insert_refresh_token(&self, t: NewRefreshToken) -> Result<(), StoreError> {
-        let sql = "INSERT INTO refresh_tokens (token_hash, family, account_id, issued_at_ms, expires_at_ms) \
-                   VALUES ($1, $2, $3, $4, $5)";
-        on_pool!(self, pool => sqlx::query(sql)
+        on_pool!(self, pool => sqlx::query(INSERT_REFRESH_TOKEN)
             .bind(&t.token_hash)
             .bind(&t.family)
             .bind(i(t.account_id))
@@ -338,16 +339,13 @@ impl Store for SqlStore {
                      RETURNING account_id, family, expires_at_ms, spent_at_ms, revoked_at_ms";
         let state = "SELECT account_id, family, expires_at_ms, spent_at_ms, revoked_at_ms \
                      FROM refresh_tokens WHERE token_hash = $1";
-        let insert = "INSERT INTO refresh_tokens (token_hash, family, account_id, issued_at_ms, expires_at_ms) \
-                      VALUES ($1, $2, $3, $4, $5)";
-        let revoke = "UPDATE refresh_tokens SET revoked_at_ms = $2 WHERE family = $1 AND revoked_at_ms IS NULL";
         on_pool!(self, pool => {
             let mut tx = pool.begin().await.map_err(map_err)?;
             let spent: Option<TokenState> =
                 sqlx::query_as(spend).bind(old_hash).bind(i(now_ms)).fetch_optional(&mut *tx).await.map_err(map_err)?;
             let outcome = match spent {
                 Some(old) => {
-                    sqlx::query(insert)
+                    sqlx::query(INSERT_REFRESH_TOKEN)
                         .bind(&new.token_hash)
                         .bind(&old.family)
                         .bind(old.account_id)
@@ -365,7 +363,7 @@ impl Store for SqlStore {
                         None => Rotation::Unknown,
                         Some(t) if t.revoked_at_ms.is_some() => Rotation::Revoked,
                         Some(t) if t.spent_at_ms.is_some() => {
-                            sqlx::query(revoke).bind(&t.family).bind(i(now_ms)).execute(&mut *tx).await.map_err(map_err)?;
+                            sqlx::query(REVOKE_FAMILY).bind(&t.family).bind(i(now_ms)).execute(&mut *tx).await.map_err(map_err)?;
                             Rotation::Reused { account_id: u(t.account_id), family: t.family }
                         }
                         Some(t) => {
@@ -381,8 +379,7 @@ impl Store for SqlStore {
     }
 
     async fn revoke_family(&self, family: &str, now_ms: u64) -> Result<(), StoreError> {
-        let sql = "UPDATE refresh_tokens SET revoked_at_ms = $2 WHERE family = $1 AND revoked_at_ms IS NULL";
-        on_pool!(self, pool => sqlx::query(sql).bind(family).bind(i(now_ms)).execute(pool).await.map(drop).map_err(map_err))
+        on_pool!(self, pool => sqlx::query(REVOKE_FAMILY).bind(family).bind(i(now_ms)).execute(pool).await.map(drop).map_err(map_err))
     }
 
     async fn profile(&self, account: AccountId) -> Result<Option<Profile>, StoreError> {
