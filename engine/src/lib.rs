@@ -10,14 +10,15 @@
 //! real-clock tick; the edge and admin services talk to shards only through it.
 //!
 //! [`Rules`] (regions, datacenters, modes) are loaded from TOML and validated up front.
-//! Deliberately absent: wire formats, persistence, ratings updates (those belong to the
-//! protocol, persistence and admin crates).
+//! [`RatingModel`] turns match results into new skills (Weng-Lin via `skillratings`).
+//! Deliberately absent: wire formats and persistence (the protocol and persistence crates).
 
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
 mod command;
 mod pool;
+mod rating;
 mod route;
 mod rules;
 mod runtime;
@@ -26,6 +27,7 @@ mod shard;
 pub use command::{
     Command, Event, Match, MatchId, MatchedTicket, PlayerEntry, PlayerId, Rejection, TicketId, TicketRequest,
 };
+pub use rating::{RateError, RatingModel, Skill};
 pub use route::{home_region, home_shard};
 pub use rules::{
     DatacenterId, MAX_DATACENTERS_PER_SHARD, MAX_PLAYERS_PER_MATCH, Mode, ModeId, Region, RegionId, Rules, RulesError,

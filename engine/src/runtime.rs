@@ -141,7 +141,7 @@ impl Runtime {
         for idx in 0..rules.shards.len() {
             let id = ShardId(idx as u16);
             let (tx, rx) = crossbeam_channel::bounded(config.mailbox_capacity.max(1));
-            let shard = Shard::new(rules.clone(), id, config.shard.clone());
+            let shard = Shard::new(rules.clone(), id, config.shard);
             let worker = Worker {
                 shard,
                 rx,

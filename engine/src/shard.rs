@@ -14,18 +14,23 @@ use crate::pool::{NewTicket, Pool, Retire};
 use crate::rules::{DatacenterId, MAX_DATACENTERS_PER_SHARD, ModeId, Rules, ShardId};
 
 /// Per-shard settings.
-#[derive(Clone, Debug, PartialEq)]
+#[derive(Clone, Copy, Debug, PartialEq)]
 pub struct ShardConfig {
     /// How long a finished ticket's id is remembered (and refused if used again), ms.
     /// `None` remembers forever, as `rally replay` does.
     pub remember_ids_ms: Option<u64>,
+    /// The match sequence number the shard starts after. A long-lived service starts each
+    /// run past the last (e.g. from the wall clock) so match ids stay unique across
+    /// restarts, which is what makes results idempotent per match id; `rally replay`
+    /// starts at 0. Only the low 48 bits count.
+    pub first_match_seq: u64,
 }
 
 impl Default for ShardConfig {
     fn default() -> Self {
         // An hour: far longer than any client retries an enqueue, small enough that a
         // long-running shard's memory stays bounded by its traffic rate.
-        ShardConfig { remember_ids_ms: Some(3_600_000) }
+        ShardConfig { remember_ids_ms: Some(3_600_000), first_match_seq: 0 }
     }
 }
 
@@ -103,7 +108,7 @@ impl Shard {
             players: FxHashMap::default(),
             finished: VecDeque::new(),
             finished_players: VecDeque::new(),
-            next_match_seq: 0,
+            next_match_seq: config.first_match_seq & ((1 << 48) - 1),
             last_tick_ms: None,
             rtt_scratch: Vec::new(),
             player_scratch: Vec::new(),

@@ -139,7 +139,7 @@ fn finished_ids_are_forgotten_after_the_configured_time() {
     let mut s = rally_engine::Shard::new(
         rules(),
         rally_engine::ShardId(0),
-        rally_engine::ShardConfig { remember_ids_ms: Some(1_000) },
+        rally_engine::ShardConfig { remember_ids_ms: Some(1_000), ..Default::default() },
     );
     enqueue(&mut s, 0, ticket(1, "duel", vec![eu(1, 1500.0)]));
     s.handle(0, Command::Cancel(TicketId(1)), &mut Vec::new());
@@ -154,7 +154,7 @@ fn matched_players_queue_again_at_once_and_their_ids_are_forgotten_later() {
     let mut s = rally_engine::Shard::new(
         rules(),
         rally_engine::ShardId(0),
-        rally_engine::ShardConfig { remember_ids_ms: Some(1_000) },
+        rally_engine::ShardConfig { remember_ids_ms: Some(1_000), ..Default::default() },
     );
     enqueue(&mut s, 0, ticket(1, "duel", vec![eu(1, 1500.0)]));
     enqueue(&mut s, 0, ticket(2, "duel", vec![eu(2, 1500.0)]));

@@ -1,5 +1,5 @@
-//! Rally's persistence: the truth about accounts, refresh tokens, profiles, seasons and
-//! ratings, behind one [`Store`] trait.
+//! Rally's persistence: the truth about accounts, refresh tokens, profiles, seasons,
+//! ratings, matches and match history, behind one [`Store`] trait.
 //!
 //! [`SqlStore`] implements it on SQLite (embedded default: one file under `./rally-data`,
 //! WAL) or Postgres (production), chosen by the URL. Migrations live in `db/sqlite/` and
@@ -7,16 +7,27 @@
 //! migrate`, and at start unless turned off). The same contract test suite runs against
 //! both backends.
 //!
-//! This crate knows SQL and nothing else of the outside: no HTTP, no QUIC, no JSON (a
+//! Results reach the store through [`WriteBehind`]: a bounded queue drained by a worker
+//! that writes batches of matches, history rows and ratings in one transaction each,
+//! keyed by match id so a replayed batch changes nothing, retrying transient failures
+//! and flushing everything on shutdown. Leaderboards are read through [`Leaderboard`]:
+//! from the store when embedded ([`StoreLeaderboard`]), from Redis sorted sets in
+//! production ([`RedisLeaderboard`]), which the worker updates after each commit.
+//!
+//! This crate knows SQL and Redis and nothing else of the outside: no HTTP, no QUIC, no JSON (a
 //! profile's preferences are stored as the text the admin API validated). Times are
 //! milliseconds since the Unix epoch, passed in by the caller, so tests control them.
 
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
+mod leaderboard;
 mod sql;
+mod write_behind;
 
+pub use leaderboard::{Leaderboard, LeaderboardError, RedisLeaderboard, Standing, StoreLeaderboard};
 pub use sql::{Backend, SqlStore, StoreConfig};
+pub use write_behind::{CommitListener, SubmitError, WriteBehind, WriteBehindConfig, WriteBehindReport};
 
 /// An account's id, which is also the player id everywhere else.
 pub type AccountId = u64;
@@ -147,6 +158,99 @@ pub struct Rating {
     pub updated_at_ms: u64,
 }
 
+/// A rated match as the write-behind worker stores it: the match, and for each player
+/// where their team finished and how their rating moved.
+#[derive(Clone, Debug, PartialEq)]
+pub struct MatchRecord {
+    /// The engine's match id (unique across restarts); every write is keyed by it.
+    pub match_id: u64,
+    /// The mode name.
+    pub mode: String,
+    /// The season the result counts for.
+    pub season_id: u64,
+    /// Where it was played.
+    pub datacenter: String,
+    /// When the engine formed it.
+    pub formed_at_ms: u64,
+    /// When its result was reported.
+    pub finished_at_ms: u64,
+    /// Every player.
+    pub players: Vec<PlayerResult>,
+}
+
+/// One player's line of a [`MatchRecord`].
+#[derive(Clone, Debug, PartialEq)]
+pub struct PlayerResult {
+    /// Who.
+    pub account_id: AccountId,
+    /// Their team (index into the match's teams).
+    pub team: u16,
+    /// Their team's finishing place, 1 = first (teams that tie share a place).
+    pub place: u16,
+    /// Rating before the match.
+    pub mu_before: f64,
+    /// Uncertainty before the match.
+    pub sigma_before: f64,
+    /// Rating after the match.
+    pub mu_after: f64,
+    /// Uncertainty after the match.
+    pub sigma_after: f64,
+    /// Rated games in this mode and season, this one included. A stored rating is only
+    /// ever replaced by one with more games, so batches replayed or written out of order
+    /// never move a rating back.
+    pub games: u64,
+}
+
+/// One match in a player's history.
+#[derive(Clone, Debug, PartialEq)]
+pub struct HistoryEntry {
+    /// The match.
+    pub match_id: u64,
+    /// Its mode.
+    pub mode: String,
+    /// The season it counted for.
+    pub season_id: u64,
+    /// The player's team.
+    pub team: u16,
+    /// The team's place, 1 = first.
+    pub place: u16,
+    /// Rating before.
+    pub mu_before: f64,
+    /// Uncertainty before.
+    pub sigma_before: f64,
+    /// Rating after.
+    pub mu_after: f64,
+    /// Uncertainty after.
+    pub sigma_after: f64,
+    /// When the result came in.
+    pub finished_at_ms: u64,
+}
+
+/// A page request for a player's history, newest first.
+#[derive(Clone, Debug, PartialEq)]
+pub struct HistoryQuery {
+    /// Whose history.
+    pub account_id: AccountId,
+    /// Only this mode, if set.
+    pub mode: Option<String>,
+    /// Only entries strictly older than this `(finished_at_ms, match_id)`: the last entry
+    /// of the previous page.
+    pub before: Option<(u64, u64)>,
+    /// Page size.
+    pub limit: u32,
+}
+
+/// A row of a leaderboard read from the store.
+#[derive(Clone, Debug, PartialEq)]
+pub struct RatedPlayer {
+    /// Who.
+    pub account_id: AccountId,
+    /// Their display name.
+    pub display_name: String,
+    /// The conservative rating, mu − 3·sigma.
+    pub rating: f64,
+}
+
 /// What went wrong in a store call.
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
@@ -176,7 +280,16 @@ pub enum StoreError {
 impl StoreError {
     /// Whether the same call may succeed later.
     pub fn is_retryable(&self) -> bool {
-        matches!(self, StoreError::Unavailable(_))
+        match self {
+            // The database answered and refused the data (a violated constraint, a value
+            // out of range, bad SQL): the same call fails the same way.
+            StoreError::Unavailable(sqlx::Error::Database(db)) => {
+                db.kind() == sqlx::error::ErrorKind::Other
+                    && !db.code().is_some_and(|code| code.starts_with("22") || code.starts_with("42"))
+            }
+            StoreError::Unavailable(_) => true,
+            _ => false,
+        }
     }
 }
 
@@ -223,4 +336,29 @@ pub trait Store: Send + Sync + 'static {
     async fn rating(&self, account: AccountId, mode: &str, season_id: u64) -> Result<Option<Rating>, StoreError>;
     /// Writes ratings (insert or replace), all in one transaction.
     async fn put_ratings(&self, ratings: &[Rating]) -> Result<(), StoreError>;
+
+    /// The seasons that start at or before `now_ms`, latest first, at most `limit`.
+    async fn recent_seasons(&self, now_ms: u64, limit: u32) -> Result<Vec<Season>, StoreError>;
+
+    /// Writes rated matches, their players' history rows and the ratings they lead to, in
+    /// one transaction. Idempotent: a match already stored is skipped, and a rating is
+    /// only replaced by one with more games. Returns the number of player rows written.
+    async fn record_matches(&self, matches: &[MatchRecord]) -> Result<u64, StoreError>;
+    /// A page of a player's history, newest first.
+    async fn match_history(&self, query: &HistoryQuery) -> Result<Vec<HistoryEntry>, StoreError>;
+    /// Players rated in `mode` and season `season_id`, best display rating first (ties by
+    /// account id), skipping `offset`.
+    async fn leaderboard(
+        &self,
+        season_id: u64,
+        mode: &str,
+        offset: u64,
+        limit: u32,
+    ) -> Result<Vec<RatedPlayer>, StoreError>;
+    /// How many players rank above `account` on that leaderboard, or `None` if it is not
+    /// rated there.
+    async fn leaderboard_rank(&self, season_id: u64, mode: &str, account: AccountId)
+    -> Result<Option<u64>, StoreError>;
+    /// Display names of these accounts (missing ones are left out).
+    async fn display_names(&self, accounts: &[AccountId]) -> Result<Vec<(AccountId, String)>, StoreError>;
 }

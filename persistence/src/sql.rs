@@ -244,6 +244,48 @@ impl From<RatingRow> for Rating {
     }
 }
 
+#[derive(sqlx::FromRow)]
+struct HistoryRow {
+    match_id: i64,
+    mode: String,
+    season_id: i64,
+    team: i64,
+    place: i64,
+    mu_before: f64,
+    sigma_before: f64,
+    mu_after: f64,
+    sigma_after: f64,
+    finished_at_ms: i64,
+}
+
+impl From<HistoryRow> for HistoryEntry {
+    fn from(r: HistoryRow) -> HistoryEntry {
+        HistoryEntry {
+            match_id: u(r.match_id),
+            mode: r.mode,
+            season_id: u(r.season_id),
+            team: u16::try_from(r.team).unwrap_or(u16::MAX),
+            place: u16::try_from(r.place).unwrap_or(u16::MAX),
+            mu_before: r.mu_before,
+            sigma_before: r.sigma_before,
+            mu_after: r.mu_after,
+            sigma_after: r.sigma_after,
+            finished_at_ms: u(r.finished_at_ms),
+        }
+    }
+}
+
+#[derive(sqlx::FromRow)]
+struct RatedPlayerRow {
+    account_id: i64,
+    display_name: String,
+    rating: f64,
+}
+
+/// Rows per multi-row INSERT: 2,000 player rows bind 22,000 parameters, inside both
+/// SQLite's limit (32,766) and Postgres' (65,535).
+const ROWS_PER_STATEMENT: usize = 2_000;
+
 /// A refresh token's state, for telling why a rotation did not happen.
 #[derive(sqlx::FromRow)]
 struct TokenState {
@@ -257,6 +299,8 @@ struct TokenState {
 const ACCOUNT_COLUMNS: &str = "id, username, email, password_hash, created_at_ms";
 const PROFILE_COLUMNS: &str = "account_id, display_name, preferred_region, preferences, updated_at_ms";
 const SEASON_COLUMNS: &str = "id, name, starts_at_ms, ends_at_ms";
+const HISTORY_COLUMNS: &str =
+    "match_id, mode, season_id, team, place, mu_before, sigma_before, mu_after, sigma_after, finished_at_ms";
 const INSERT_REFRESH_TOKEN: &str = "INSERT INTO refresh_tokens (token_hash, family, account_id, issued_at_ms, expires_at_ms) \
                                     VALUES ($1, $2, $3, $4, $5)";
 const REVOKE_FAMILY: &str = "UPDATE refresh_tokens SET revoked_at_ms = $2 WHERE family = $1 AND revoked_at_ms IS NULL";
@@ -496,6 +540,190 @@ impl Store for SqlStore {
                     .map_err(map_err)?;
             }
             tx.commit().await.map_err(map_err)
+        })
+    }
+    async fn recent_seasons(&self, now_ms: u64, limit: u32) -> Result<Vec<Season>, StoreError> {
+        let sql = format!(
+            "SELECT {SEASON_COLUMNS} FROM seasons WHERE starts_at_ms <= $1 ORDER BY starts_at_ms DESC, id DESC LIMIT $2"
+        );
+        on_pool!(self, pool => {
+            let rows: Vec<SeasonRow> =
+                sqlx::query_as(&sql).bind(i(now_ms)).bind(i64::from(limit)).fetch_all(pool).await.map_err(map_err)?;
+            Ok(rows.into_iter().map(Season::from).collect())
+        })
+    }
+
+    async fn record_matches(&self, matches: &[MatchRecord]) -> Result<u64, StoreError> {
+        let players: Vec<(&MatchRecord, &PlayerResult)> =
+            matches.iter().flat_map(|m| m.players.iter().map(move |p| (m, p))).collect();
+        // One rating row per (player, mode, season): a batch may hold several of a
+        // player's matches, and one statement may not update a row twice.
+        let mut latest: std::collections::HashMap<(u64, &str, u64), (&MatchRecord, &PlayerResult)> =
+            std::collections::HashMap::with_capacity(players.len());
+        for &(m, p) in &players {
+            let entry = latest.entry((p.account_id, m.mode.as_str(), m.season_id)).or_insert((m, p));
+            if p.games > entry.1.games {
+                *entry = (m, p);
+            }
+        }
+        let mut ratings: Vec<(&MatchRecord, &PlayerResult)> = latest.into_values().collect();
+        // A fixed order keeps concurrent writers from deadlocking on each other's rows.
+        ratings.sort_unstable_by_key(|(m, p)| (p.account_id, m.season_id));
+        on_pool!(self, pool => {
+            let mut tx = pool.begin().await.map_err(map_err)?;
+            for chunk in matches.chunks(ROWS_PER_STATEMENT) {
+                let mut insert = sqlx::QueryBuilder::new(
+                    "INSERT INTO matches (match_id, mode, season_id, datacenter, formed_at_ms, finished_at_ms) ",
+                );
+                insert.push_values(chunk, |mut row, m| {
+                    row.push_bind(i(m.match_id))
+                        .push_bind(m.mode.as_str())
+                        .push_bind(i(m.season_id))
+                        .push_bind(m.datacenter.as_str())
+                        .push_bind(i(m.formed_at_ms))
+                        .push_bind(i(m.finished_at_ms));
+                });
+                insert.push(" ON CONFLICT (match_id) DO NOTHING");
+                insert.build().execute(&mut *tx).await.map_err(map_err)?;
+            }
+            let mut written = 0;
+            for chunk in players.chunks(ROWS_PER_STATEMENT) {
+                let mut insert = sqlx::QueryBuilder::new(
+                    "INSERT INTO match_players (match_id, account_id, mode, season_id, team, place, \
+                     mu_before, sigma_before, mu_after, sigma_after, finished_at_ms) ",
+                );
+                insert.push_values(chunk, |mut row, (m, p)| {
+                    row.push_bind(i(m.match_id))
+                        .push_bind(i(p.account_id))
+                        .push_bind(m.mode.as_str())
+                        .push_bind(i(m.season_id))
+                        .push_bind(i64::from(p.team))
+                        .push_bind(i64::from(p.place))
+                        .push_bind(p.mu_before)
+                        .push_bind(p.sigma_before)
+                        .push_bind(p.mu_after)
+                        .push_bind(p.sigma_after)
+                        .push_bind(i(m.finished_at_ms));
+                });
+                insert.push(" ON CONFLICT (match_id, account_id) DO NOTHING");
+                written += insert.build().execute(&mut *tx).await.map_err(map_err)?.rows_affected();
+            }
+            for chunk in ratings.chunks(ROWS_PER_STATEMENT) {
+                let mut upsert = sqlx::QueryBuilder::new(
+                    "INSERT INTO ratings (account_id, mode, season_id, mu, sigma, games, updated_at_ms) ",
+                );
+                upsert.push_values(chunk, |mut row, (m, p)| {
+                    row.push_bind(i(p.account_id))
+                        .push_bind(m.mode.as_str())
+                        .push_bind(i(m.season_id))
+                        .push_bind(p.mu_after)
+                        .push_bind(p.sigma_after)
+                        .push_bind(i(p.games))
+                        .push_bind(i(m.finished_at_ms));
+                });
+                upsert.push(
+                    " ON CONFLICT (account_id, mode, season_id) DO UPDATE SET \
+                       mu = excluded.mu, sigma = excluded.sigma, games = excluded.games, \
+                       updated_at_ms = excluded.updated_at_ms \
+                     WHERE ratings.games < excluded.games",
+                );
+                upsert.build().execute(&mut *tx).await.map_err(map_err)?;
+            }
+            tx.commit().await.map_err(map_err)?;
+            Ok(written)
+        })
+    }
+
+    async fn match_history(&self, query: &HistoryQuery) -> Result<Vec<HistoryEntry>, StoreError> {
+        let sql = format!(
+            "SELECT {HISTORY_COLUMNS} FROM match_players \
+             WHERE account_id = $1 AND ($2 IS NULL OR mode = $2) \
+               AND (finished_at_ms < $3 OR (finished_at_ms = $3 AND match_id < $4)) \
+             ORDER BY finished_at_ms DESC, match_id DESC LIMIT $5"
+        );
+        let (before_ms, before_match) = query.before.map_or((i64::MAX, i64::MAX), |(at, id)| (i(at), i(id)));
+        on_pool!(self, pool => {
+            let rows: Vec<HistoryRow> = sqlx::query_as(&sql)
+                .bind(i(query.account_id))
+                .bind(query.mode.as_deref())
+                .bind(before_ms)
+                .bind(before_match)
+                .bind(i64::from(query.limit))
+                .fetch_all(pool)
+                .await
+                .map_err(map_err)?;
+            Ok(rows.into_iter().map(HistoryEntry::from).collect())
+        })
+    }
+
+    async fn leaderboard(
+        &self,
+        season_id: u64,
+        mode: &str,
+        offset: u64,
+        limit: u32,
+    ) -> Result<Vec<RatedPlayer>, StoreError> {
+        let sql = "SELECT r.account_id, p.display_name, r.mu - 3 * r.sigma AS rating \
+                   FROM ratings r JOIN profiles p ON p.account_id = r.account_id \
+                   WHERE r.season_id = $1 AND r.mode = $2 \
+                   ORDER BY r.mu - 3 * r.sigma DESC, r.account_id LIMIT $3 OFFSET $4";
+        on_pool!(self, pool => {
+            let rows: Vec<RatedPlayerRow> = sqlx::query_as(sql)
+                .bind(i(season_id))
+                .bind(mode)
+                .bind(i64::from(limit))
+                .bind(i(offset))
+                .fetch_all(pool)
+                .await
+                .map_err(map_err)?;
+            Ok(rows
+                .into_iter()
+                .map(|r| RatedPlayer { account_id: u(r.account_id), display_name: r.display_name, rating: r.rating })
+                .collect())
+        })
+    }
+
+    async fn leaderboard_rank(
+        &self,
+        season_id: u64,
+        mode: &str,
+        account: AccountId,
+    ) -> Result<Option<u64>, StoreError> {
+        let Some(mine) = self.rating(account, mode, season_id).await? else { return Ok(None) };
+        let sql = "SELECT COUNT(*) FROM ratings \
+                   WHERE season_id = $1 AND mode = $2 \
+                     AND (mu - 3 * sigma > $3 OR (mu - 3 * sigma = $3 AND account_id < $4))";
+        let display = mine.mu - 3.0 * mine.sigma;
+        on_pool!(self, pool => {
+            let (above,): (i64,) = sqlx::query_as(sql)
+                .bind(i(season_id))
+                .bind(mode)
+                .bind(display)
+                .bind(i(account))
+                .fetch_one(pool)
+                .await
+                .map_err(map_err)?;
+            Ok(Some(u(above)))
+        })
+    }
+
+    async fn display_names(&self, accounts: &[AccountId]) -> Result<Vec<(AccountId, String)>, StoreError> {
+        if accounts.is_empty() {
+            return Ok(Vec::new());
+        }
+        on_pool!(self, pool => {
+            let mut names = Vec::with_capacity(accounts.len());
+            for chunk in accounts.chunks(ROWS_PER_STATEMENT) {
+                let mut select = sqlx::QueryBuilder::new("SELECT account_id, display_name FROM profiles WHERE account_id IN (");
+                let mut ids = select.separated(", ");
+                for &id in chunk {
+                    ids.push_bind(i(id));
+                }
+                select.push(")");
+                let rows: Vec<(i64, String)> = select.build_query_as().fetch_all(pool).await.map_err(map_err)?;
+                names.extend(rows.into_iter().map(|(id, name)| (u(id), name)));
+            }
+            Ok(names)
         })
     }
 }

@@ -4,101 +4,15 @@
 //! Postgres is the real server on 127.0.0.1:5432 (`RALLY_TEST_POSTGRES_URL` overrides it).
 //! If it is not reachable the Postgres tests fail and say how to start it.
 
-use std::sync::Arc;
-use std::sync::atomic::{AtomicU32, Ordering};
+#[macro_use]
+mod common;
 
+use std::sync::Arc;
+
+use common::new_account;
 use rally_persistence::*;
 
-const DEFAULT_PG: &str = "postgres://postgres@127.0.0.1:5432/postgres";
-
-/// A fresh, migrated store and what to clean up after it.
-struct Fresh {
-    store: Arc<SqlStore>,
-    cleanup: Cleanup,
-}
-
-enum Cleanup {
-    File(std::path::PathBuf),
-    Database { admin_url: String, name: String },
-}
-
-static NEXT: AtomicU32 = AtomicU32::new(0);
-
-fn unique(prefix: &str) -> String {
-    format!("{prefix}_{}_{}", std::process::id(), NEXT.fetch_add(1, Ordering::Relaxed))
-}
-
-async fn fresh(backend: Backend) -> Fresh {
-    match backend {
-        Backend::Sqlite => {
-            let dir = std::env::temp_dir().join(unique("rally_store"));
-            let url = format!("sqlite://{}/rally.db", dir.display());
-            let store = SqlStore::connect(&StoreConfig::new(url)).await.expect("sqlite opens");
-            store.migrate().await.expect("sqlite migrations apply");
-            Fresh { store: Arc::new(store), cleanup: Cleanup::File(dir) }
-        }
-        Backend::Postgres => {
-            let admin_url = std::env::var("RALLY_TEST_POSTGRES_URL").unwrap_or_else(|_| DEFAULT_PG.to_owned());
-            let admin = SqlStore::connect(&StoreConfig::new(&admin_url)).await.unwrap_or_else(|e| {
-                panic!(
-                    "Postgres is not reachable at {admin_url}: {e}. Start it with \
-                     `pg_ctlcluster --skip-systemctl-redirect $(ls /etc/postgresql) main start`, \
-                     or point RALLY_TEST_POSTGRES_URL at another server"
-                )
-            });
-            let name = unique("rally_test");
-            admin.execute_admin(&format!("CREATE DATABASE {name}")).await.expect("create test database");
-            admin.close().await;
-            let url = format!("{}/{name}", admin_url.rsplit_once('/').expect("url has a database").0);
-            let store = SqlStore::connect(&StoreConfig::new(url)).await.expect("test database opens");
-            store.migrate().await.expect("postgres migrations apply");
-            Fresh { store: Arc::new(store), cleanup: Cleanup::Database { admin_url, name } }
-        }
-    }
-}
-
-impl Fresh {
-    async fn done(self) {
-        self.store.close().await;
-        match self.cleanup {
-            Cleanup::File(dir) => std::fs::remove_dir_all(dir).unwrap(),
-            Cleanup::Database { admin_url, name } => {
-                let admin = SqlStore::connect(&StoreConfig::new(admin_url)).await.unwrap();
-                // FORCE: the server may not have noticed the pool's connections close yet.
-                admin.execute_admin(&format!("DROP DATABASE {name} WITH (FORCE)")).await.unwrap();
-                admin.close().await;
-            }
-        }
-    }
-}
-
-/// Each contract function becomes one test per backend.
-macro_rules! contract {
-    ($($name:ident),* $(,)?) => {
-        mod sqlite {
-            $(
-                #[tokio::test]
-                async fn $name() {
-                    let fresh = super::fresh(rally_persistence::Backend::Sqlite).await;
-                    super::$name(fresh.store.clone()).await;
-                    fresh.done().await;
-                }
-            )*
-        }
-        mod postgres {
-            $(
-                #[tokio::test]
-                async fn $name() {
-                    let fresh = super::fresh(rally_persistence::Backend::Postgres).await;
-                    super::$name(fresh.store.clone()).await;
-                    fresh.done().await;
-                }
-            )*
-        }
-    };
-}
-
-contract!(
+per_backend!(
     accounts_are_created_with_a_profile_and_unique,
     refresh_tokens_rotate_and_reuse_revokes_the_family,
     racing_rotations_let_exactly_one_win,
@@ -106,17 +20,11 @@ contract!(
     seasons_are_found_by_time_and_name,
     ratings_are_upserted,
     migrations_are_idempotent,
+    matches_are_recorded_once_with_history_and_ratings,
+    a_match_naming_an_unknown_player_is_refused_whole,
+    leaderboards_rank_by_display_rating,
+    recent_seasons_come_latest_first,
 );
-
-fn new_account(name: &str) -> NewAccount {
-    NewAccount {
-        username: name.into(),
-        email: format!("{name}@example.com"),
-        password_hash: "$argon2id$v=19$m=19456,t=2,p=1$c2FsdA$aGFzaA".into(),
-        display_name: name.to_uppercase(),
-        now_ms: 1_000,
-    }
-}
 
 async fn accounts_are_created_with_a_profile_and_unique(store: Arc<SqlStore>) {
     let store: &dyn Store = &*store;
@@ -273,4 +181,120 @@ async fn migrations_are_idempotent(store: Arc<SqlStore>) {
     store.migrate().await.unwrap();
     store.migrate().await.unwrap();
     store.create_account(new_account("alice")).await.unwrap();
+}
+
+fn record(match_id: u64, season_id: u64, finished_at_ms: u64, players: &[(AccountId, u16, u16, u64)]) -> MatchRecord {
+    MatchRecord {
+        match_id,
+        mode: "duel-1v1".into(),
+        season_id,
+        datacenter: "eu-west".into(),
+        formed_at_ms: finished_at_ms - 100,
+        finished_at_ms,
+        players: players
+            .iter()
+            .map(|&(account_id, team, place, games)| PlayerResult {
+                account_id,
+                team,
+                place,
+                mu_before: 1500.0,
+                sigma_before: 500.0,
+                mu_after: if place == 1 { 1500.0 + 10.0 * games as f64 } else { 1500.0 - 10.0 * games as f64 },
+                sigma_after: 500.0 - games as f64,
+                games,
+            })
+            .collect(),
+    }
+}
+
+async fn matches_are_recorded_once_with_history_and_ratings(store: Arc<SqlStore>) {
+    let store: &dyn Store = &*store;
+    let a = store.create_account(new_account("alice")).await.unwrap().id;
+    let b = store.create_account(new_account("bob")).await.unwrap().id;
+    let season = store.create_season("s", 0, 1_000_000).await.unwrap().id;
+    let first = record(1, season, 1_000, &[(a, 0, 1, 1), (b, 1, 2, 1)]);
+    let second = record(2, season, 2_000, &[(a, 0, 2, 2), (b, 1, 1, 2)]);
+    assert_eq!(store.record_matches(&[first.clone(), second.clone()]).await.unwrap(), 4);
+    // Replaying the batch, or an older match alone, writes nothing and moves no rating.
+    assert_eq!(store.record_matches(&[first.clone(), second.clone()]).await.unwrap(), 0);
+    assert_eq!(store.record_matches(&[first.clone()]).await.unwrap(), 0);
+    let alice = store.rating(a, "duel-1v1", season).await.unwrap().unwrap();
+    assert_eq!((alice.mu, alice.sigma, alice.games, alice.updated_at_ms), (1480.0, 498.0, 2, 2_000));
+    // A later match arriving before an earlier one (another worker, a retry) still leaves
+    // the rating of the later one.
+    let fourth = record(4, season, 4_000, &[(a, 0, 1, 4), (b, 1, 2, 4)]);
+    let third = record(3, season, 3_000, &[(a, 0, 1, 3), (b, 1, 2, 3)]);
+    assert_eq!(store.record_matches(&[fourth]).await.unwrap(), 2);
+    assert_eq!(store.record_matches(&[third]).await.unwrap(), 2);
+    assert_eq!(store.rating(a, "duel-1v1", season).await.unwrap().unwrap().games, 4);
+
+    let page =
+        |before, mode: Option<&str>| HistoryQuery { account_id: a, mode: mode.map(str::to_owned), before, limit: 3 };
+    let newest = store.match_history(&page(None, None)).await.unwrap();
+    assert_eq!(newest.iter().map(|h| h.match_id).collect::<Vec<_>>(), [4, 3, 2]);
+    assert_eq!((newest[2].place, newest[2].team, newest[2].mu_after), (2, 0, 1480.0));
+    let last = &newest[2];
+    let older = store.match_history(&page(Some((last.finished_at_ms, last.match_id)), None)).await.unwrap();
+    assert_eq!(older.iter().map(|h| h.match_id).collect::<Vec<_>>(), [1]);
+    assert!(store.match_history(&page(None, Some("ffa-8"))).await.unwrap().is_empty());
+    assert_eq!(store.match_history(&page(None, Some("duel-1v1"))).await.unwrap().len(), 3);
+}
+
+async fn a_match_naming_an_unknown_player_is_refused_whole(store: Arc<SqlStore>) {
+    let store: &dyn Store = &*store;
+    let a = store.create_account(new_account("alice")).await.unwrap().id;
+    let season = store.create_season("s", 0, 1_000_000).await.unwrap().id;
+    let good = record(1, season, 1_000, &[(a, 0, 1, 1)]);
+    let bad = record(2, season, 1_000, &[(a + 1_000, 1, 2, 1)]);
+    let err = store.record_matches(&[good.clone(), bad]).await.unwrap_err();
+    assert!(!err.is_retryable(), "{err}");
+    assert_eq!(store.rating(a, "duel-1v1", season).await.unwrap(), None, "nothing of the batch is kept");
+    assert_eq!(store.record_matches(&[good]).await.unwrap(), 1);
+}
+
+async fn leaderboards_rank_by_display_rating(store: Arc<SqlStore>) {
+    let store: &dyn Store = &*store;
+    let season = store.create_season("s", 0, 1_000_000).await.unwrap().id;
+    let mut ids = Vec::new();
+    for (name, mu, sigma) in
+        [("ann", 1600.0, 100.0), ("ben", 1500.0, 50.0), ("cat", 2000.0, 300.0), ("dan", 1450.0, 50.0)]
+    {
+        let id = store.create_account(new_account(name)).await.unwrap().id;
+        ids.push(id);
+        let rating = Rating {
+            account_id: id,
+            mode: "duel-1v1".into(),
+            season_id: season,
+            mu,
+            sigma,
+            games: 1,
+            updated_at_ms: 1,
+        };
+        store.put_ratings(&[rating]).await.unwrap();
+    }
+    // Display ratings: ann 1300, ben 1350, cat 1100, dan 1300 (ties by account id).
+    let board = store.leaderboard(season, "duel-1v1", 0, 10).await.unwrap();
+    let names: Vec<&str> = board.iter().map(|r| r.display_name.as_str()).collect();
+    assert_eq!(names, ["BEN", "ANN", "DAN", "CAT"]);
+    assert_eq!(board[0].rating, 1350.0);
+    let page = store.leaderboard(season, "duel-1v1", 1, 2).await.unwrap();
+    assert_eq!(page.iter().map(|r| r.account_id).collect::<Vec<_>>(), [ids[0], ids[3]]);
+    assert_eq!(store.leaderboard_rank(season, "duel-1v1", ids[1]).await.unwrap(), Some(0));
+    assert_eq!(store.leaderboard_rank(season, "duel-1v1", ids[3]).await.unwrap(), Some(2));
+    assert_eq!(store.leaderboard_rank(season, "duel-1v1", ids[2]).await.unwrap(), Some(3));
+    assert_eq!(store.leaderboard_rank(season, "ffa-8", ids[2]).await.unwrap(), None);
+    assert!(store.leaderboard(season + 1, "duel-1v1", 0, 10).await.unwrap().is_empty());
+    let mut names = store.display_names(&[ids[2], ids[0], 999_999]).await.unwrap();
+    names.sort();
+    assert_eq!(names, [(ids[0], "ANN".to_owned()), (ids[2], "CAT".to_owned())]);
+    assert!(store.display_names(&[]).await.unwrap().is_empty());
+}
+
+async fn recent_seasons_come_latest_first(store: Arc<SqlStore>) {
+    let store: &dyn Store = &*store;
+    let s1 = store.create_season("s1", 0, 1_000).await.unwrap();
+    let s2 = store.create_season("s2", 1_000, 2_000).await.unwrap();
+    store.create_season("s3", 5_000, 6_000).await.unwrap();
+    assert_eq!(store.recent_seasons(1_500, 10).await.unwrap(), [s2.clone(), s1]);
+    assert_eq!(store.recent_seasons(1_500, 1).await.unwrap(), [s2]);
 }

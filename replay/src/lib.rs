@@ -143,7 +143,9 @@ pub fn run(
 ) -> Result<Summary, ReplayError> {
     let started = Instant::now();
     let shards: Vec<Shard> = (0..rules.shards.len())
-        .map(|i| Shard::new(rules.clone(), ShardId(i as u16), ShardConfig { remember_ids_ms: None }))
+        .map(|i| {
+            Shard::new(rules.clone(), ShardId(i as u16), ShardConfig { remember_ids_ms: None, first_match_seq: 0 })
+        })
         .collect();
     let across_shards = (shards.len() > 1).then(AcrossShards::default);
     let mut r = Replayer {
