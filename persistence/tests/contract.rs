@@ -217,7 +217,7 @@ async fn matches_are_recorded_once_with_history_and_ratings(store: Arc<SqlStore>
     assert_eq!(store.record_matches(&[first.clone(), second.clone()]).await.unwrap(), 4);
     // Replaying the batch, or an older match alone, writes nothing and moves no rating.
     assert_eq!(store.record_matches(&[first.clone(), second.clone()]).await.unwrap(), 0);
-    assert_eq!(store.record_matches(&[first.clone()]).await.unwrap(), 0);
+    assert_eq!(store.record_matches(std::slice::from_ref(&first)).await.unwrap(), 0);
     let alice = store.rating(a, "duel-1v1", season).await.unwrap().unwrap();
     assert_eq!((alice.mu, alice.sigma, alice.games, alice.updated_at_ms), (1480.0, 498.0, 2, 2_000));
     // A later match arriving before an earlier one (another worker, a retry) still leaves
