@@ -44,6 +44,8 @@ pub trait Leaderboard: CommitListener {
     /// Ranks `offset + 1 ..= offset + limit`.
     async fn top(&self, season_id: u64, mode: &str, offset: u64, limit: u32)
     -> Result<Vec<Standing>, LeaderboardError>;
+    /// `account`'s display rating as this board has it, or `None` if it is not on it.
+    async fn score(&self, season_id: u64, mode: &str, account: AccountId) -> Result<Option<f64>, LeaderboardError>;
     /// `account`'s standing with up to `radius` players either side, or `None` if the
     /// account is not rated in that season and mode.
     async fn around(
@@ -82,6 +84,10 @@ impl CommitListener for StoreLeaderboard {
 
 #[async_trait::async_trait]
 impl Leaderboard for StoreLeaderboard {
+    async fn score(&self, season_id: u64, mode: &str, account: AccountId) -> Result<Option<f64>, LeaderboardError> {
+        Ok(self.store.rating(account, mode, season_id).await?.map(|r| r.mu - 3.0 * r.sigma))
+    }
+
     async fn top(
         &self,
         season_id: u64,
@@ -238,6 +244,12 @@ impl CommitListener for RedisLeaderboard {
 
 #[async_trait::async_trait]
 impl Leaderboard for RedisLeaderboard {
+    async fn score(&self, season_id: u64, mode: &str, account: AccountId) -> Result<Option<f64>, LeaderboardError> {
+        let key = self.ensure(season_id, mode).await?;
+        let mut redis = self.redis.clone();
+        Ok(redis::cmd("ZSCORE").arg(&key).arg(account).query_async(&mut redis).await?)
+    }
+
     async fn top(
         &self,
         season_id: u64,

@@ -3,7 +3,9 @@
 //!
 //! The worker takes the first waiting match, gathers more for at most `flush_interval`
 //! (or until `max_batch_rows` player rows), and writes the batch in one transaction
-//! ([`Store::record_matches`]: multi-row inserts, idempotent per match id). A transient
+//! ([`Store::record_matches`]: bulk inserts, idempotent per match id), up to `writers`
+//! batches at once. Ratings stay right when batches commit out of order: a stored rating
+//! is only replaced by one with more games. A transient
 //! failure is retried with backoff, the same batch again; a batch the database refuses
 //! (a player with no account, say) is split in halves until the refused match is alone,
 //! and that one is dropped with an error log, so one bad record cannot block the rest.
@@ -14,6 +16,7 @@
 //! loses what is in the queue: at most one flush interval of results when the database
 //! keeps up.
 
+use std::collections::VecDeque;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -29,6 +32,9 @@ pub struct WriteBehindConfig {
     pub queue_capacity: usize,
     /// Player rows in one batch (one transaction).
     pub max_batch_rows: usize,
+    /// Batches written at once, each on its own connection. Listeners still hear of
+    /// them in submission order.
+    pub writers: usize,
     /// How long the worker gathers a batch after its first match; the longest a result
     /// waits before it is written, when the database keeps up.
     pub flush_interval: Duration,
@@ -45,6 +51,8 @@ impl Default for WriteBehindConfig {
         WriteBehindConfig {
             queue_capacity: 65_536,
             max_batch_rows: 8_192,
+            // One database backend per batch is CPU-bound; two use two cores.
+            writers: 2,
             flush_interval: Duration::from_millis(100),
             retry_initial: Duration::from_millis(50),
             retry_max: Duration::from_secs(5),
@@ -169,11 +177,25 @@ enum Phase {
     Draining { give_up_at: Instant },
 }
 
+/// A batch on its way to the store, written by its own task.
+type InFlight = tokio::task::JoinHandle<Written>;
+
+/// What became of one batch.
+#[derive(Default)]
+struct Written {
+    /// The matches now in the store, for the listeners.
+    committed: Vec<MatchRecord>,
+    rows: u64,
+    rejected: u64,
+    lost: u64,
+}
+
 impl Worker {
     async fn run(mut self) -> WriteBehindReport {
         let mut phase = Phase::Running;
         let mut batch: Vec<(MatchRecord, Instant)> = Vec::new();
         let mut flushes: Vec<oneshot::Sender<()>> = Vec::new();
+        let mut in_flight: VecDeque<InFlight> = VecDeque::new();
         loop {
             let first = match phase {
                 Phase::Running => tokio::select! {
@@ -186,7 +208,7 @@ impl Worker {
                 Phase::Draining { .. } => self.rx.recv().await,
             };
             let Some(first) = first else { break };
-            let mut rows = self.take(first, &mut batch, &mut flushes);
+            let mut rows = take(first, &mut batch, &mut flushes);
             let deadline = Instant::now() + self.config.flush_interval;
             while rows < self.config.max_batch_rows && flushes.is_empty() {
                 let next = match phase {
@@ -201,16 +223,30 @@ impl Worker {
                     Phase::Draining { .. } => Ok(self.rx.try_recv().ok()),
                 };
                 match next {
-                    Ok(Some(job)) => rows += self.take(job, &mut batch, &mut flushes),
+                    Ok(Some(job)) => rows += take(job, &mut batch, &mut flushes),
                     Ok(None) | Err(_) => break,
                 }
             }
             if !batch.is_empty() {
-                phase = self.write(&mut batch, phase).await;
+                if in_flight.len() >= self.config.writers.max(1) {
+                    let oldest = in_flight.pop_front().expect("at least one batch in flight");
+                    self.finish(oldest).await;
+                }
+                let store = self.store.clone();
+                let config = self.config.clone();
+                in_flight.push_back(tokio::spawn(write(store, config, std::mem::take(&mut batch), phase)));
             }
-            for done in flushes.drain(..) {
-                let _ = done.send(());
+            if !flushes.is_empty() {
+                while let Some(oldest) = in_flight.pop_front() {
+                    self.finish(oldest).await;
+                }
+                for done in flushes.drain(..) {
+                    let _ = done.send(());
+                }
             }
+        }
+        while let Some(oldest) = in_flight.pop_front() {
+            self.finish(oldest).await;
         }
         metrics::gauge!("rally_write_behind_queue_depth").set(0.0);
         tracing::info!(
@@ -229,79 +265,103 @@ impl Worker {
         Phase::Draining { give_up_at: Instant::now() + self.config.shutdown_timeout }
     }
 
-    /// Adds a job to the batch; the player rows it adds.
-    fn take(&self, job: Job, batch: &mut Vec<(MatchRecord, Instant)>, flushes: &mut Vec<oneshot::Sender<()>>) -> usize {
-        match job {
-            Job::Record(record, queued_at) => {
-                let rows = record.players.len();
-                batch.push((record, queued_at));
-                rows
-            }
-            Job::Flush(done) => {
-                flushes.push(done);
-                0
+    /// Waits for a batch and tells the listeners. Batches are finished in the order they
+    /// were gathered, so listeners see commits in submission order even when two
+    /// batches commit the other way round (a leaderboard never goes back to an older
+    /// rating).
+    async fn finish(&mut self, batch: InFlight) {
+        let written = batch.await.unwrap_or_else(|e| {
+            tracing::error!(error = %e, "write-behind batch task failed");
+            Written::default()
+        });
+        self.report.matches += written.committed.len() as u64;
+        self.report.rows += written.rows;
+        self.report.rejected += written.rejected;
+        self.report.lost += written.lost;
+        if !written.committed.is_empty() {
+            for listener in &self.listeners {
+                listener.committed(&written.committed).await;
             }
         }
     }
+}
 
-    /// Writes the batch (retrying, splitting refused parts) and empties it.
-    async fn write(&mut self, batch: &mut Vec<(MatchRecord, Instant)>, phase: Phase) -> Phase {
-        let records: Vec<MatchRecord> = batch.iter().map(|(r, _)| r.clone()).collect();
-        let queued: Vec<Instant> = batch.drain(..).map(|(_, at)| at).collect();
-        // Ranges of `records` still to write; a refused range is split in two.
-        let mut todo = Vec::with_capacity(8);
-        todo.push(0..records.len());
-        let mut backoff = self.config.retry_initial;
-        while let Some(range) = todo.pop() {
-            let part = &records[range.clone()];
-            let started = Instant::now();
-            match self.store.record_matches(part).await {
-                Ok(rows) => {
-                    let now = Instant::now();
-                    metrics::histogram!("rally_write_behind_batch_seconds").record((now - started).as_secs_f64());
-                    metrics::histogram!("rally_write_behind_batch_rows").record(rows as f64);
-                    metrics::counter!("rally_write_behind_rows_total").increment(rows);
-                    let lag = metrics::histogram!("rally_write_behind_lag_seconds");
-                    for at in &queued[range.clone()] {
-                        lag.record((now - *at).as_secs_f64());
-                    }
-                    self.report.matches += part.len() as u64;
-                    self.report.rows += rows;
-                    backoff = self.config.retry_initial;
-                    for listener in &self.listeners {
-                        listener.committed(part).await;
-                    }
+/// Adds a job to the batch; the player rows it adds.
+fn take(job: Job, batch: &mut Vec<(MatchRecord, Instant)>, flushes: &mut Vec<oneshot::Sender<()>>) -> usize {
+    match job {
+        Job::Record(record, queued_at) => {
+            let rows = record.players.len();
+            batch.push((record, queued_at));
+            rows
+        }
+        Job::Flush(done) => {
+            flushes.push(done);
+            0
+        }
+    }
+}
+
+/// Writes one batch: retries transient failures, splits refused parts down to the match
+/// the database refuses.
+async fn write(
+    store: Arc<dyn Store>,
+    config: WriteBehindConfig,
+    batch: Vec<(MatchRecord, Instant)>,
+    phase: Phase,
+) -> Written {
+    let (records, queued): (Vec<MatchRecord>, Vec<Instant>) = batch.into_iter().unzip();
+    let mut written = Written::default();
+    let mut committed = vec![false; records.len()];
+    // Ranges of `records` still to write; a refused range is split in two.
+    let mut todo = Vec::with_capacity(8);
+    todo.push(0..records.len());
+    let mut backoff = config.retry_initial;
+    while let Some(range) = todo.pop() {
+        let part = &records[range.clone()];
+        let started = Instant::now();
+        match store.record_matches(part).await {
+            Ok(rows) => {
+                let now = Instant::now();
+                metrics::histogram!("rally_write_behind_batch_seconds").record((now - started).as_secs_f64());
+                metrics::histogram!("rally_write_behind_batch_rows").record(rows as f64);
+                metrics::counter!("rally_write_behind_rows_total").increment(rows);
+                let lag = metrics::histogram!("rally_write_behind_lag_seconds");
+                for at in &queued[range.clone()] {
+                    lag.record((now - *at).as_secs_f64());
                 }
-                Err(e) if e.is_retryable() => {
-                    if let Phase::Draining { give_up_at } = phase
-                        && Instant::now() >= give_up_at
-                    {
-                        let lost: usize = todo.iter().map(|r| r.len()).sum::<usize>() + range.len();
-                        self.report.lost += lost as u64;
-                        tracing::error!(error = %e, lost, "database still failing at shutdown; matches not written");
-                        return phase;
-                    }
-                    metrics::counter!("rally_write_behind_retries_total").increment(1);
-                    tracing::warn!(error = %e, matches = range.len(), retry_in_ms = backoff.as_millis() as u64, "write-behind batch failed; retrying");
-                    tokio::time::sleep(backoff).await;
-                    backoff = (backoff * 2).min(self.config.retry_max);
-                    todo.push(range);
+                written.rows += rows;
+                committed[range].fill(true);
+                backoff = config.retry_initial;
+            }
+            Err(e) if e.is_retryable() => {
+                if let Phase::Draining { give_up_at } = phase
+                    && Instant::now() >= give_up_at
+                {
+                    let lost: usize = todo.iter().map(|r| r.len()).sum::<usize>() + range.len();
+                    written.lost += lost as u64;
+                    tracing::error!(error = %e, lost, "database still failing at shutdown; matches not written");
+                    break;
                 }
-                Err(e) => {
-                    if range.len() == 1 {
-                        let record = &records[range.start];
-                        self.report.rejected += 1;
-                        metrics::counter!("rally_write_behind_rejected_total").increment(1);
-                        tracing::error!(error = %e, match_id = record.match_id, "database refused a match; dropped");
-                    } else {
-                        let mid = range.start + range.len() / 2;
-                        // Second half pushed first, so the first half is written first.
-                        todo.push(mid..range.end);
-                        todo.push(range.start..mid);
-                    }
+                metrics::counter!("rally_write_behind_retries_total").increment(1);
+                tracing::warn!(error = %e, matches = range.len(), retry_in_ms = backoff.as_millis() as u64, "write-behind batch failed; retrying");
+                tokio::time::sleep(backoff).await;
+                backoff = (backoff * 2).min(config.retry_max);
+                todo.push(range);
+            }
+            Err(e) => {
+                if range.len() == 1 {
+                    written.rejected += 1;
+                    metrics::counter!("rally_write_behind_rejected_total").increment(1);
+                    tracing::error!(error = %e, match_id = records[range.start].match_id, "database refused a match; dropped");
+                } else {
+                    let mid = range.start + range.len() / 2;
+                    // Second half pushed first, so the first half is written first.
+                    todo.push(mid..range.end);
+                    todo.push(range.start..mid);
                 }
             }
         }
-        phase
     }
+    written.committed = records.into_iter().zip(committed).filter_map(|(r, done)| done.then_some(r)).collect();
+    written
 }

@@ -221,6 +221,9 @@ async fn leaderboards_from_the_store_and_from_redis_agree(store: Arc<SqlStore>) 
     assert_eq!(around[2].account_id, me);
     assert_eq!(redis.around(season, "duel-1v1", me, 2).await.unwrap().unwrap(), around);
     assert_eq!(redis.around(season, "duel-1v1", 9_999_999, 2).await.unwrap(), None);
+    assert_eq!(redis.score(season, "duel-1v1", me).await.unwrap(), Some(around[2].rating));
+    assert_eq!(embedded.score(season, "duel-1v1", me).await.unwrap(), Some(around[2].rating));
+    assert_eq!(redis.score(season, "duel-1v1", 9_999_999).await.unwrap(), None);
     assert_eq!(embedded.around(season, "duel-1v1", 9_999_999, 2).await.unwrap(), None);
 
     // Redis loses the set (eviction, a flush): the next read rebuilds it from the store.
