@@ -1,0 +1,52 @@
+//! [`SessionDirectory`]: the [`Sessions`] registry shared between threads, with the wall
+//! clock and the system RNG supplied.
+
+use std::sync::{Mutex, MutexGuard};
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use ring::rand::{SecureRandom, SystemRandom};
+
+use crate::{Allocation, FormedMatch, ServerId, ServerSpec, Session, SessionConfig, SessionError, Sessions};
+
+/// [`Sessions`] behind a mutex. Every call holds it for a few map operations, never
+/// across I/O: the edge allocates from a shard thread, the admin API from request tasks.
+pub struct SessionDirectory {
+    sessions: Mutex<Sessions>,
+    rng: SystemRandom,
+}
+
+impl SessionDirectory {
+    /// An empty directory.
+    pub fn new(config: SessionConfig) -> SessionDirectory {
+        SessionDirectory { sessions: Mutex::new(Sessions::new(config)), rng: SystemRandom::new() }
+    }
+
+    /// The registry, locked.
+    pub fn lock(&self) -> MutexGuard<'_, Sessions> {
+        // A panic while holding the lock leaves maps that are still consistent (every
+        // method finishes its changes before it can panic), so carry on.
+        self.sessions.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    /// Registers a server with a fresh random secret; its id and token.
+    pub fn register(&self, spec: ServerSpec) -> Result<(ServerId, String), SessionError> {
+        let mut secret = [0u8; 32];
+        self.rng.fill(&mut secret).expect("the system RNG works");
+        self.lock().register(spec, secret, now_ms())
+    }
+
+    /// Places a formed match on a server, now.
+    pub fn allocate(&self, formed: &FormedMatch) -> Option<Allocation> {
+        self.lock().allocate(formed, now_ms())
+    }
+
+    /// Fails sessions whose heartbeats stopped, as of now.
+    pub fn expire(&self) -> Vec<Session> {
+        self.lock().expire(now_ms())
+    }
+}
+
+/// Milliseconds since the Unix epoch.
+pub fn now_ms() -> u64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).unwrap_or_default().as_millis() as u64
+}
