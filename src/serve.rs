@@ -187,6 +187,7 @@ impl Node {
             verifier: TokenVerifier::with_defaults(key.public_key()),
             ratings,
             tls,
+            sessions: None,
         };
         let edge = rally_edge::start(EdgeConfig::new(listen), deps)?;
         Ok(Node { edge, runtime })

@@ -21,6 +21,7 @@ use rally_engine::{
     TicketId, TicketRequest, home_shard,
 };
 use rally_protocol::{CloseCode, MatchFound, ServerMsg, Team, WaitingTicket};
+use rally_sessions::{FormedMatch, SessionDirectory};
 use rustc_hash::FxHashMap;
 use tokio::sync::{mpsc, oneshot};
 
@@ -118,12 +119,19 @@ pub(crate) struct Hub {
     next_conn: AtomicU64,
     next_generation: AtomicU64,
     grace: Duration,
+    /// Where formed matches get a game server, if game servers are in use.
+    sessions: Option<Arc<SessionDirectory>>,
     /// For timers and retries started from shard threads, which have no runtime of their own.
     runtime: tokio::runtime::Handle,
 }
 
 impl Hub {
-    pub fn new(rules: Arc<Rules>, router: Arc<dyn ShardRouter>, grace: Duration) -> Hub {
+    pub fn new(
+        rules: Arc<Rules>,
+        router: Arc<dyn ShardRouter>,
+        grace: Duration,
+        sessions: Option<Arc<SessionDirectory>>,
+    ) -> Hub {
         // Ticket ids start at the start time in ms, shifted: a restarted edge does not reuse
         // the ids the shards still remember, as long as it ran < 2^16 tickets per ms.
         let start_ms = SystemTime::now().duration_since(UNIX_EPOCH).unwrap_or_default().as_millis() as u64;
@@ -135,6 +143,7 @@ impl Hub {
             next_conn: AtomicU64::new(1),
             next_generation: AtomicU64::new(1),
             grace,
+            sessions,
             runtime: tokio::runtime::Handle::current(),
         }
     }
@@ -410,11 +419,28 @@ impl Hub {
         let rules = &self.rules;
         let mode = rules.mode(m.mode).map_or("", |mode| mode.name.as_str()).to_owned();
         let datacenter = rules.datacenter_name(m.datacenter).to_owned();
-        let formed_at_unix_us = SystemTime::now().duration_since(UNIX_EPOCH).unwrap_or_default().as_micros() as u64;
+        let now = SystemTime::now().duration_since(UNIX_EPOCH).unwrap_or_default();
+        let formed_at_unix_us = now.as_micros() as u64;
         let teams: Vec<Team> = m
             .teams()
             .map(|team| Team { players: team.iter().flat_map(|t| m.players_of(t)).map(|p| p.0).collect() })
             .collect();
+        let allocation = self.sessions.as_ref().and_then(|sessions| {
+            let formed = FormedMatch {
+                match_id: m.id.0,
+                mode: mode.clone(),
+                datacenter: datacenter.clone(),
+                formed_at_ms: now.as_millis() as u64,
+                teams: teams.iter().map(|t| t.players.clone()).collect(),
+            };
+            let allocation = sessions.allocate(&formed);
+            if allocation.is_none() {
+                metrics::counter!("rally_sessions_unallocated_total", "datacenter" => datacenter.clone()).increment(1);
+                tracing::warn!(match_id = m.id.0, datacenter, "no game server with room; match sent without one");
+            }
+            allocation
+        });
+        let server_addr = allocation.as_ref().map_or_else(String::new, |a| a.server_addr.clone());
         for ticket in &m.tickets {
             state.owners.remove(&ticket.id);
             for player in m.players_of(ticket) {
@@ -422,14 +448,17 @@ impl Hub {
                 if session.ticket.as_ref().is_some_and(|t| t.id == ticket.id) {
                     session.ticket = None;
                 }
+                let connect_token = allocation
+                    .as_ref()
+                    .and_then(|a| a.connect_tokens.iter().find(|(p, _)| *p == player.0))
+                    .map_or_else(String::new, |(_, token)| token.clone());
                 let msg = ServerMsg::MatchFound(MatchFound {
                     ticket_id: ticket.id.0,
                     match_id: m.id.0,
                     mode: mode.clone(),
                     datacenter: datacenter.clone(),
-                    // Game-server allocation arrives with sessions (issue #5).
-                    server_addr: String::new(),
-                    connect_token: String::new(),
+                    server_addr: server_addr.clone(),
+                    connect_token,
                     teams: teams.clone(),
                     formed_at_unix_us,
                 });

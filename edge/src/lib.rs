@@ -134,6 +134,9 @@ pub struct EdgeDeps {
     pub ratings: Arc<dyn RatingSource>,
     /// The certificate the edge presents.
     pub tls: TlsIdentity,
+    /// Where formed matches get a game server and connect tokens (in `MatchFound`);
+    /// `None` sends matches without one.
+    pub sessions: Option<Arc<rally_sessions::SessionDirectory>>,
 }
 
 /// A running edge.
@@ -153,7 +156,7 @@ pub fn start(config: EdgeConfig, deps: EdgeDeps) -> Result<EdgeHandle, EdgeError
     let endpoint = quinn::Endpoint::server(server_config, config.listen)
         .map_err(|source| EdgeError::Bind { addr: config.listen, source })?;
     let local_addr = endpoint.local_addr().map_err(|source| EdgeError::Bind { addr: config.listen, source })?;
-    let hub = Arc::new(hub::Hub::new(deps.rules.clone(), deps.router, config.grace));
+    let hub = Arc::new(hub::Hub::new(deps.rules.clone(), deps.router, config.grace, deps.sessions));
     if !deps.events.attach(hub.clone()) {
         return Err(EdgeError::EventsInUse);
     }

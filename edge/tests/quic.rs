@@ -13,6 +13,7 @@ use rally_protocol::{
     ClientMsg, CloseCode, ErrorCode, FrameReader, Hello, PROTOCOL_VERSION, ServerMsg, TicketStatusRequest,
     decode_server, encode_client, encode_hello,
 };
+use rally_sessions::{ServerSpec, SessionConfig, SessionDirectory};
 
 /// Wide windows from the start, so two duel players match on the next tick.
 const RULES: &str = r#"
@@ -38,6 +39,7 @@ struct TestEdge {
     issuer: TokenIssuer,
     /// The issuer's key, to mint odd tokens with it (expired ones).
     key_pem: String,
+    sessions: Arc<SessionDirectory>,
 }
 
 impl TestEdge {
@@ -58,6 +60,7 @@ impl TestEdge {
         let issuer = TokenIssuer::new(key);
         let mut config = EdgeConfig::new(listen);
         tweak(&mut config);
+        let sessions = Arc::new(SessionDirectory::new(SessionConfig::default()));
         let deps = EdgeDeps {
             rules,
             router: Arc::new(InProcessRouter::new(&runtime)),
@@ -65,9 +68,10 @@ impl TestEdge {
             verifier: TokenVerifier::with_defaults(issuer.public_key()),
             ratings: Arc::new(TokenRatings { default: 1500.0 }),
             tls,
+            sessions: Some(sessions.clone()),
         };
         let edge = rally_edge::start(config, deps).unwrap();
-        TestEdge { edge: Some(edge), runtime: Some(runtime), issuer, key_pem }
+        TestEdge { edge: Some(edge), runtime: Some(runtime), issuer, key_pem, sessions }
     }
 
     fn edge(&self) -> &EdgeHandle {
@@ -114,6 +118,40 @@ async fn next_match(client: &Client) -> rally_client::MatchFound {
 }
 
 #[tokio::test]
+async fn a_formed_match_gets_the_least_loaded_server_and_each_player_a_connect_token() {
+    let edge = TestEdge::start(|_| {});
+    let spec = |addr: &str, capacity| ServerSpec { datacenter: "eu-west".into(), address: addr.into(), capacity };
+    let (busy, _) = edge.sessions.register(spec("10.0.0.1:7777", 1)).unwrap();
+    let (idle, _) = edge.sessions.register(spec("10.0.0.2:7777", 4)).unwrap();
+    // The first server hosts a match already: it is full.
+    let formed = rally_sessions::FormedMatch {
+        match_id: u64::MAX / 2,
+        mode: "duel".into(),
+        datacenter: "eu-west".into(),
+        formed_at_ms: 0,
+        teams: vec![vec![90], vec![91]],
+    };
+    assert_eq!(edge.sessions.allocate(&formed).unwrap().server_id, busy);
+    let (a, _) = edge.connect(1, 1500.0).await;
+    let (b, _) = edge.connect(2, 1510.0).await;
+    timeout(a.enqueue("duel", &eu(20.0))).await.unwrap();
+    timeout(b.enqueue("duel", &eu(25.0))).await.unwrap();
+    let (ma, mb) = (next_match(&a).await, next_match(&b).await);
+    assert_eq!((ma.server_addr.as_str(), mb.server_addr.as_str()), ("10.0.0.2:7777", "10.0.0.2:7777"));
+    assert_eq!(ma.connect_token.len(), 64);
+    assert_ne!(ma.connect_token, mb.connect_token, "each player has a token of their own");
+    let sessions = edge.sessions.lock();
+    let session = sessions.session(ma.match_id).expect("a session for the match");
+    assert_eq!(session.server_id, idle);
+    assert_eq!(sessions.connect_token(ma.match_id, 1).unwrap(), ma.connect_token);
+    assert_eq!(sessions.connect_token(mb.match_id, 2).unwrap(), mb.connect_token);
+    drop(sessions);
+    a.close().await;
+    b.close().await;
+    edge.stop().await;
+}
+
+#[tokio::test]
 async fn two_players_are_matched_and_both_told_the_same_match() {
     let edge = TestEdge::start(|_| {});
     let (a, welcome) = edge.connect(1, 1500.0).await;
@@ -136,6 +174,7 @@ async fn two_players_are_matched_and_both_told_the_same_match() {
     players.sort();
     assert_eq!(players, [1, 2]);
     assert_eq!(ma.teams, mb.teams);
+    assert_eq!((ma.server_addr.as_str(), ma.connect_token.as_str()), ("", ""), "no game servers registered");
     // Matched tickets are no longer waiting; the player may queue again.
     assert_eq!(timeout(a.ticket_status()).await.unwrap(), None);
     timeout(a.enqueue("duel", &eu(20.0))).await.unwrap();
