@@ -49,6 +49,13 @@ pub enum ApiError {
     /// A spent refresh token was presented again: its whole family is now revoked.
     #[error("the refresh token was already used; every session of this login is revoked")]
     RefreshReused,
+    /// Authenticated, but not allowed this (a player asking about a match they are not
+    /// in).
+    #[error("{0}")]
+    Forbidden(String),
+    /// A game-server or session call refused.
+    #[error("{0}")]
+    Session(#[from] rally_sessions::SessionError),
     /// No such route or resource.
     #[error("not found")]
     NotFound,
@@ -91,6 +98,20 @@ impl ApiError {
             ApiError::BadCredentials => (StatusCode::UNAUTHORIZED, "bad_credentials"),
             ApiError::InvalidRefreshToken => (StatusCode::UNAUTHORIZED, "invalid_refresh_token"),
             ApiError::RefreshReused => (StatusCode::UNAUTHORIZED, "refresh_token_reused"),
+            ApiError::Forbidden(_) => (StatusCode::FORBIDDEN, "forbidden"),
+            ApiError::Session(e) => {
+                use rally_sessions::SessionError as E;
+                match e {
+                    E::BadServerToken => (StatusCode::UNAUTHORIZED, "bad_server_token"),
+                    E::UnknownServer => (StatusCode::NOT_FOUND, "unknown_server"),
+                    E::UnknownSession => (StatusCode::NOT_FOUND, "unknown_session"),
+                    E::WrongServer => (StatusCode::FORBIDDEN, "wrong_server"),
+                    E::Ended => (StatusCode::CONFLICT, "session_ended"),
+                    E::ConflictingResult => (StatusCode::CONFLICT, "conflicting_result"),
+                    E::ResultInProgress => (StatusCode::CONFLICT, "result_in_progress"),
+                    E::BadPlacements | E::BadSpec => (StatusCode::UNPROCESSABLE_ENTITY, "validation_failed"),
+                }
+            }
             ApiError::NotFound => (StatusCode::NOT_FOUND, "not_found"),
             ApiError::MethodNotAllowed => (StatusCode::METHOD_NOT_ALLOWED, "method_not_allowed"),
             ApiError::Conflict { .. } => (StatusCode::CONFLICT, "conflict"),

@@ -3,8 +3,8 @@
 
 use axum::extract::rejection::JsonRejection;
 use axum::extract::{FromRequest, FromRequestParts, Request};
-use axum::http::StatusCode;
 use axum::http::request::Parts;
+use axum::http::{HeaderMap, StatusCode};
 use rally_auth::{AccessToken, TokenError};
 use serde::de::DeserializeOwned;
 
@@ -44,16 +44,8 @@ impl FromRequestParts<AppState> for Player {
     type Rejection = ApiError;
 
     async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
-        let header = parts
-            .headers
-            .get(axum::http::header::AUTHORIZATION)
-            .ok_or_else(|| ApiError::Unauthenticated("missing `Authorization: Bearer <access token>`".into()))?;
-        let token = header
-            .to_str()
-            .ok()
-            .and_then(|v| v.strip_prefix("Bearer "))
-            .ok_or_else(|| ApiError::Unauthenticated("the Authorization header is not `Bearer <token>`".into()))?;
-        let token = state.inner.verifier.verify(token.trim()).map_err(|e| {
+        let token = bearer(&parts.headers, "access token")?;
+        let token = state.inner.verifier.verify(token).map_err(|e| {
             ApiError::Unauthenticated(match e {
                 TokenError::Expired => "the access token has expired; refresh it".into(),
                 other => format!("the access token is not valid: {other}"),
@@ -62,4 +54,17 @@ impl FromRequestParts<AppState> for Player {
         state.inner.limits.account(token.player_id)?;
         Ok(Player(token))
     }
+}
+
+/// The `Authorization: Bearer <what>` credential.
+pub(crate) fn bearer<'a>(headers: &'a HeaderMap, what: &str) -> Result<&'a str, ApiError> {
+    let header = headers
+        .get(axum::http::header::AUTHORIZATION)
+        .ok_or_else(|| ApiError::Unauthenticated(format!("missing `Authorization: Bearer <{what}>`")))?;
+    header
+        .to_str()
+        .ok()
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .map(str::trim)
+        .ok_or_else(|| ApiError::Unauthenticated(format!("the Authorization header is not `Bearer <{what}>`")))
 }

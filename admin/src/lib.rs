@@ -1,5 +1,6 @@
-//! Rally's admin REST API (axum): accounts, JWT auth and profiles today; parties,
-//! sessions, history and leaderboards to come.
+//! Rally's admin REST API (axum): accounts, JWT auth, profiles, game servers and their
+//! sessions, match results (rated with Weng-Lin and stored through the write-behind
+//! queue, see [`Game`]), match history and seasonal leaderboards.
 //!
 //! Every route answers errors with one JSON body (`{"error": {"code", "message",
 //! "request_id"}}`), carries an `x-request-id`, and sits behind per-IP rate limits
@@ -19,9 +20,12 @@
 mod auth;
 mod error;
 mod extract;
+mod game;
 mod limits;
 mod ops;
 mod profile;
+mod session;
+mod standings;
 mod validate;
 
 use std::net::SocketAddr;
@@ -41,6 +45,7 @@ use utoipa_redoc::Servable;
 
 pub use auth::PasswordCost;
 pub use error::{ApiError, FieldError, RequestId};
+pub use game::{Game, GameConfig};
 pub use limits::{Rate, RateLimits};
 
 /// Admin API settings.
@@ -88,6 +93,7 @@ pub struct AppState {
 
 struct Inner {
     store: Arc<dyn Store>,
+    game: Arc<Game>,
     issuer: TokenIssuer,
     verifier: TokenVerifier,
     config: AdminConfig,
@@ -98,14 +104,21 @@ struct Inner {
 
 impl AppState {
     /// The state for a router. `issuer` signs access tokens (its TTL is set from the
-    /// config); the verifier must accept them.
-    pub async fn new(config: AdminConfig, store: Arc<dyn Store>, issuer: TokenIssuer) -> Result<AppState, ApiError> {
+    /// config); the verifier must accept them. `game` serves game servers, results,
+    /// history and leaderboards; its owner shuts it down (flushing results) after the
+    /// server stops.
+    pub async fn new(
+        config: AdminConfig,
+        store: Arc<dyn Store>,
+        issuer: TokenIssuer,
+        game: Arc<Game>,
+    ) -> Result<AppState, ApiError> {
         let issuer = issuer.with_ttl(config.access_ttl);
         // Every authenticated request shows its token; each is checked once per process.
         let verifier = TokenVerifier::with_defaults(issuer.public_key()).with_cache(65_536);
         let dummy_hash = auth::dummy_hash(config.password_cost).await?;
         let limits = limits::Limiters::new(&config.limits);
-        let inner = Arc::new(Inner { store, issuer, verifier, config, limits, dummy_hash });
+        let inner = Arc::new(Inner { store, game, issuer, verifier, config, limits, dummy_hash });
         // Keys whose limits have fully replenished are forgotten once a minute.
         let weak = Arc::downgrade(&inner);
         tokio::spawn(async move {
@@ -122,11 +135,13 @@ impl AppState {
 
 #[derive(OpenApi)]
 #[openapi(
-    info(title = "Rally admin API", description = "Accounts, authentication and profiles. Errors share one body: `{\"error\": {\"code\", \"message\", \"request_id\"}}`."),
+    info(title = "Rally admin API", description = "Accounts, authentication, profiles, game-server sessions and results, match history and leaderboards. Errors share one body: `{\"error\": {\"code\", \"message\", \"request_id\"}}`."),
     modifiers(&BearerAuth),
     tags(
         (name = "auth", description = "Registration, login, token refresh"),
         (name = "profile", description = "The caller's profile"),
+        (name = "sessions", description = "Game servers, their sessions and match results (server token), sessions for their players (access token)"),
+        (name = "standings", description = "Match history and seasonal leaderboards"),
         (name = "ops", description = "Health, readiness, metrics"),
     )
 )]
@@ -152,6 +167,14 @@ fn api() -> (Router<AppState>, utoipa::openapi::OpenApi) {
         .routes(routes!(auth::login))
         .routes(routes!(auth::refresh))
         .routes(routes!(profile::get_me, profile::patch_me))
+        .routes(routes!(session::register))
+        .routes(routes!(session::server_heartbeat))
+        .routes(routes!(session::get_session))
+        .routes(routes!(session::session_heartbeat))
+        .routes(routes!(session::post_result))
+        .routes(routes!(standings::history))
+        .routes(routes!(standings::current_leaderboard))
+        .routes(routes!(standings::season_leaderboard))
         .routes(routes!(ops::healthz))
         .routes(routes!(ops::readyz))
         .routes(routes!(ops::metrics))

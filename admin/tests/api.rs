@@ -1,126 +1,9 @@
 //! The admin API through its router (`oneshot`) and over a real socket, on a fresh SQLite
 //! store per test: happy paths and abuse.
 
-use std::sync::Arc;
-use std::time::{Duration, SystemTime};
+mod common;
 
-use axum::Router;
-use axum::body::Body;
-use axum::http::{HeaderMap, Method, Request, StatusCode};
-use http_body_util::BodyExt;
-use rally_admin::{AdminConfig, AppState, PasswordCost, Rate, RateLimits};
-use rally_auth::{SigningKey, TokenIssuer};
-use rally_persistence::{SqlStore, StoreConfig};
-use serde_json::{Value, json};
-use tower::ServiceExt;
-
-struct Ctx {
-    router: Router,
-    key_pem: String,
-    store: Arc<SqlStore>,
-    dir: std::path::PathBuf,
-}
-
-impl Drop for Ctx {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.dir);
-    }
-}
-
-static NEXT: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
-
-/// Cheap hashing so tests are quick; generous limits unless a test tightens them.
-async fn app(tweak: impl FnOnce(&mut AdminConfig)) -> Ctx {
-    let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-    let dir = std::env::temp_dir().join(format!("rally-admin-{}-{n}", std::process::id()));
-    let store = SqlStore::connect(&StoreConfig::new(format!("sqlite://{}/rally.db", dir.display()))).await.unwrap();
-    store.migrate().await.unwrap();
-    let mut config = AdminConfig::new("127.0.0.1:0".parse().unwrap());
-    config.password_cost = PasswordCost { memory_kib: 1024, iterations: 1, parallelism: 1 };
-    config.limits = RateLimits {
-        per_ip: Rate::per_second(10_000, 10_000),
-        login_per_ip: Rate::per_second(10_000, 10_000),
-        per_account: Rate::per_second(10_000, 10_000),
-    };
-    config.regions = vec!["eu".into(), "na".into()];
-    tweak(&mut config);
-    let key = SigningKey::generate();
-    let key_pem = key.to_pem().to_owned();
-    let store = Arc::new(store);
-    let state = AppState::new(config, store.clone(), TokenIssuer::new(key)).await.unwrap();
-    Ctx { router: rally_admin::router(state), key_pem, store, dir }
-}
-
-struct Reply {
-    status: StatusCode,
-    headers: HeaderMap,
-    body: Value,
-    text: String,
-}
-
-impl Ctx {
-    async fn call(&self, method: Method, path: &str, token: Option<&str>, body: Option<Value>) -> Reply {
-        let body = body.map(|b| b.to_string());
-        self.raw(method, path, token, body.as_deref(), Some("application/json")).await
-    }
-
-    async fn raw(
-        &self,
-        method: Method,
-        path: &str,
-        token: Option<&str>,
-        body: Option<&str>,
-        content_type: Option<&str>,
-    ) -> Reply {
-        let mut req = Request::builder().method(method).uri(path);
-        if let Some(t) = token {
-            req = req.header("authorization", format!("Bearer {t}"));
-        }
-        if body.is_some()
-            && let Some(ct) = content_type
-        {
-            req = req.header("content-type", ct);
-        }
-        let req = req.body(body.map_or_else(Body::empty, |b| Body::from(b.to_owned()))).unwrap();
-        let res = self.router.clone().oneshot(req).await.unwrap();
-        let status = res.status();
-        let headers = res.headers().clone();
-        let bytes = res.into_body().collect().await.unwrap().to_bytes();
-        let text = String::from_utf8_lossy(&bytes).into_owned();
-        let body = serde_json::from_slice(&bytes).unwrap_or(Value::Null);
-        Reply { status, headers, body, text }
-    }
-
-    async fn register(&self, name: &str) -> Value {
-        let r = self
-            .call(
-                Method::POST,
-                "/v1/auth/register",
-                None,
-                Some(json!({"username": name, "email": format!("{name}@example.com"), "password": "correct horse"})),
-            )
-            .await;
-        assert_eq!(r.status, StatusCode::CREATED, "{}", r.text);
-        r.body
-    }
-}
-
-impl Reply {
-    /// The error code, checking the error body's shape and request id on the way.
-    fn code(&self) -> &str {
-        let error = &self.body["error"];
-        let id = self.headers.get("x-request-id").expect("every response has a request id").to_str().unwrap();
-        assert_eq!(error["request_id"], id, "the body names the header's request id: {}", self.text);
-        assert!(error["message"].as_str().is_some_and(|m| !m.is_empty()), "{}", self.text);
-        error["code"].as_str().unwrap_or_else(|| panic!("no error code in {}", self.text))
-    }
-
-    fn fields(&self) -> Vec<&str> {
-        self.body["error"]["fields"]
-            .as_array()
-            .map_or(Vec::new(), |f| f.iter().map(|f| f["field"].as_str().unwrap()).collect())
-    }
-}
+use common::*;
 
 #[tokio::test]
 async fn register_then_read_and_change_the_profile() {
@@ -325,11 +208,19 @@ async fn openapi_lists_every_route_the_router_serves() {
         "GET /healthz",
         "GET /metrics",
         "GET /readyz",
+        "GET /v1/leaderboard",
+        "GET /v1/leaderboard/{season}",
+        "GET /v1/matches/history",
         "GET /v1/profile/me",
+        "GET /v1/session/{match_id}",
         "PATCH /v1/profile/me",
         "POST /v1/auth/login",
         "POST /v1/auth/refresh",
         "POST /v1/auth/register",
+        "POST /v1/servers",
+        "POST /v1/servers/heartbeat",
+        "POST /v1/session/{match_id}/heartbeat",
+        "POST /v1/session/{match_id}/result",
     ];
     assert_eq!(documented, served, "the spec and the router come from the same registrations");
     // And every documented route is really served (anything but 404/405).

@@ -140,12 +140,13 @@ async fn a_formed_match_gets_the_least_loaded_server_and_each_player_a_connect_t
     assert_eq!((ma.server_addr.as_str(), mb.server_addr.as_str()), ("10.0.0.2:7777", "10.0.0.2:7777"));
     assert_eq!(ma.connect_token.len(), 64);
     assert_ne!(ma.connect_token, mb.connect_token, "each player has a token of their own");
-    let sessions = edge.sessions.lock();
-    let session = sessions.session(ma.match_id).expect("a session for the match");
-    assert_eq!(session.server_id, idle);
-    assert_eq!(sessions.connect_token(ma.match_id, 1).unwrap(), ma.connect_token);
-    assert_eq!(sessions.connect_token(mb.match_id, 2).unwrap(), mb.connect_token);
-    drop(sessions);
+    {
+        let sessions = edge.sessions.lock();
+        let session = sessions.session(ma.match_id).expect("a session for the match");
+        assert_eq!(session.server_id, idle);
+        assert_eq!(sessions.connect_token(ma.match_id, 1).unwrap(), ma.connect_token);
+        assert_eq!(sessions.connect_token(mb.match_id, 2).unwrap(), mb.connect_token);
+    }
     a.close().await;
     b.close().await;
     edge.stop().await;
