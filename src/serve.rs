@@ -8,6 +8,7 @@ use std::time::{Duration, SystemTime};
 
 use anyhow::{Context, Result};
 use clap::Args;
+use rally_admin::{Game, GameConfig};
 use rally_auth::{SigningKey, TokenIssuer, TokenVerifier};
 use rally_client::Trust;
 use rally_edge::{
@@ -15,7 +16,8 @@ use rally_edge::{
 };
 use rally_engine::{Rules, Runtime, RuntimeConfig};
 use rally_loadgen::{LoadSpec, Report, Snapshot};
-use rally_persistence::{SqlStore, Store, StoreConfig};
+use rally_persistence::{Leaderboard, RedisLeaderboard, SqlStore, Store, StoreConfig, StoreLeaderboard};
+use rally_sessions::{SessionConfig, SessionDirectory};
 
 /// The rules `rally dev` and `rally demo` run when no `--modes` is given.
 const EMBEDDED_MODES: &str = include_str!("../examples/modes.toml");
@@ -64,6 +66,20 @@ pub struct DevArgs {
     /// Login and registration attempts per minute per client IP (burst: 10).
     #[arg(long, env = "RALLY_LOGIN_RATE", default_value_t = 20)]
     pub login_rate: u32,
+    /// The secret game servers register with (`POST /v1/servers`); a random one is made
+    /// and printed when absent.
+    #[arg(long, env = "RALLY_SERVER_KEY", hide_env_values = true)]
+    pub server_key: Option<String>,
+    /// Redis (`redis://HOST:PORT/DB`) for leaderboards; without it they are read from the
+    /// database.
+    #[arg(long, env = "RALLY_REDIS_URL")]
+    pub redis_url: Option<String>,
+    /// Prefix of every Redis key, so deployments can share a Redis.
+    #[arg(long, env = "RALLY_REDIS_PREFIX", default_value = "rally:")]
+    pub redis_prefix: String,
+    /// Length of a rating season, days; when one ends the next opens.
+    #[arg(long, env = "RALLY_SEASON_DAYS", default_value_t = 90)]
+    pub season_days: u32,
 }
 
 #[derive(Args)]
@@ -176,10 +192,14 @@ impl Node {
         key: &SigningKey,
         tls: TlsIdentity,
         ratings: Arc<dyn RatingSource>,
+        sessions: Option<Arc<SessionDirectory>>,
     ) -> Result<Node> {
         let events = rally_edge::ShardEvents::new();
-        let runtime =
-            Runtime::start(rules.clone(), RuntimeConfig::default(), events.clone()).context("starting shards")?;
+        let mut config = RuntimeConfig::default();
+        // Match ids stay unique across restarts (results are idempotent per match id): each
+        // run numbers its matches from the start time, 64 per ms of it.
+        config.shard.first_match_seq = rally_sessions::now_ms() << 6;
+        let runtime = Runtime::start(rules.clone(), config, events.clone()).context("starting shards")?;
         let deps = EdgeDeps {
             rules,
             router: Arc::new(InProcessRouter::new(&runtime)),
@@ -187,7 +207,7 @@ impl Node {
             verifier: TokenVerifier::with_defaults(key.public_key()),
             ratings,
             tls,
-            sessions: None,
+            sessions,
         };
         let edge = rally_edge::start(EdgeConfig::new(listen), deps)?;
         Ok(Node { edge, runtime })
@@ -212,6 +232,14 @@ fn init_logs(default: &str) {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
     let _ = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).try_init();
+}
+
+/// A random secret for game servers to register with, as hex.
+fn random_key() -> String {
+    use ring::rand::SecureRandom;
+    let mut bytes = [0u8; 16];
+    ring::rand::SystemRandom::new().fill(&mut bytes).expect("the system RNG works");
+    rally_sessions::hex(&bytes)
 }
 
 /// Unrated players queue at this rating (the engine's MMR scale).
@@ -247,7 +275,26 @@ pub fn dev(args: DevArgs) -> Result<()> {
         admin_config.limits.per_account =
             rally_admin::Rate::per_second(args.account_rate, args.account_rate.saturating_mul(2));
         admin_config.limits.login_per_ip = rally_admin::Rate::per_minute(args.login_rate, 10);
-        let state = rally_admin::AppState::new(admin_config, shared, TokenIssuer::new(key.clone()))
+        let sessions = Arc::new(SessionDirectory::new(SessionConfig::default()));
+        let leaderboard: Arc<dyn Leaderboard> = match &args.redis_url {
+            Some(url) => Arc::new(
+                RedisLeaderboard::connect(url, &args.redis_prefix, shared.clone())
+                    .await
+                    .with_context(|| format!("connecting to Redis at {url}"))?,
+            ),
+            None => Arc::new(StoreLeaderboard::new(shared.clone())),
+        };
+        let server_key = args.server_key.clone().unwrap_or_else(random_key);
+        anyhow::ensure!(args.season_days >= 1, "--season-days must be at least 1");
+        let game_config = GameConfig {
+            server_key: Some(server_key.clone()),
+            modes: rules.modes.iter().map(|m| m.name.clone()).collect(),
+            datacenters: rules.datacenters.clone(),
+            season_length: Duration::from_secs(u64::from(args.season_days) * 24 * 3600),
+            ..GameConfig::default()
+        };
+        let game = Arc::new(Game::start(game_config, shared.clone(), sessions.clone(), leaderboard));
+        let state = rally_admin::AppState::new(admin_config, shared, TokenIssuer::new(key.clone()), game.clone())
             .await
             .map_err(|e| anyhow::anyhow!("starting the admin API: {e}"))?;
         let listener = tokio::net::TcpListener::bind(args.admin_listen)
@@ -259,12 +306,20 @@ pub fn dev(args: DevArgs) -> Result<()> {
             let _ = admin_stopped.await;
         }));
 
-        let node = Node::start(rules.clone(), args.listen, &key, tls, ratings)?;
+        let node = Node::start(rules.clone(), args.listen, &key, tls, ratings, Some(sessions))?;
         let fingerprint = rally_edge::fingerprint_hex(&node.edge.fingerprint());
         println!("rally dev: edge on {} (QUIC, ALPN rally/1)", node.edge.local_addr());
         println!("  certificate SHA-256 (pin this, or trust its CA): {fingerprint}");
         println!("  admin API: http://{admin_addr} (docs at /docs, spec at /openapi.json)");
         println!("  database: {database}");
+        println!(
+            "  leaderboards: {}",
+            args.redis_url.as_deref().map_or_else(|| "from the database".to_owned(), |url| format!("Redis at {url}"))
+        );
+        match &args.server_key {
+            Some(_) => println!("  game servers register with the key in RALLY_SERVER_KEY / --server-key"),
+            None => println!("  game servers register with: Authorization: Bearer {server_key}"),
+        }
         println!("  token key: {} (public {})", key_path.display(), key.public_key());
         println!("  tick: {} ms", rules.tick_ms);
         println!("  modes: {}", rules.modes.iter().map(|m| m.name.as_str()).collect::<Vec<_>>().join(", "));
@@ -284,6 +339,11 @@ pub fn dev(args: DevArgs) -> Result<()> {
             Ok(Err(e)) => tracing::warn!(error = %e, "admin API task failed"),
             Err(_) => tracing::warn!("admin API still busy after 10 s; leaving it"),
         }
+        let written = game.shutdown().await;
+        println!(
+            "results stored: {} matches, {} player rows ({} refused by the database, {} lost)",
+            written.matches, written.rows, written.rejected, written.lost
+        );
         store.close().await;
         Ok(())
     })
@@ -320,7 +380,7 @@ pub fn demo(args: DemoArgs) -> Result<()> {
     runtime.block_on(async {
         let listen: SocketAddr = "127.0.0.1:0".parse().expect("literal");
         let ratings = Arc::new(TokenRatings { default: DEFAULT_MMR });
-        let node = Node::start(rules.clone(), listen, &key, self_signed(listen)?, ratings)?;
+        let node = Node::start(rules.clone(), listen, &key, self_signed(listen)?, ratings, None)?;
         let issuer = Arc::new(TokenIssuer::new(key));
         let tokens = Arc::new(move |player, mmr| issuer.mint(player, Some(mmr), SystemTime::now()));
         let trust = Trust::Fingerprint(node.edge.fingerprint());

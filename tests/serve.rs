@@ -4,6 +4,10 @@
 use std::io::{BufRead, BufReader};
 use std::path::PathBuf;
 use std::process::{Child, Command, Output, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
 
 fn rally() -> Command {
     Command::new(env!("CARGO_BIN_EXE_rally"))
@@ -25,9 +29,19 @@ fn run(cmd: &mut Command) -> Output {
 /// `rally dev` on ephemeral ports; its edge address, certificate fingerprint and admin
 /// address.
 fn start_dev(data_dir: &std::path::Path) -> (Child, String, String, String) {
+    let (child, addr, fingerprint, admin, _) = start_dev_with(data_dir, &[]);
+    (child, addr, fingerprint, admin)
+}
+
+/// `start_dev` with more flags; also the lines it prints from then on.
+fn start_dev_with(
+    data_dir: &std::path::Path,
+    flags: &[&str],
+) -> (Child, String, String, String, Arc<Mutex<Vec<String>>>) {
     let mut child = rally()
         .args(["dev", "--listen", "127.0.0.1:0", "--admin-listen", "127.0.0.1:0", "--data-dir"])
         .arg(data_dir)
+        .args(flags)
         .stdout(Stdio::piped())
         .stderr(Stdio::null())
         .spawn()
@@ -41,16 +55,28 @@ fn start_dev(data_dir: &std::path::Path) -> (Child, String, String, String) {
     let third = lines.next().unwrap().unwrap();
     let admin = third.split("http://").nth(1).and_then(|rest| rest.split_whitespace().next()).unwrap().to_owned();
     // Keep draining stdout so the child never blocks on a full pipe.
-    std::thread::spawn(move || for _ in lines {});
-    (child, addr, fingerprint, admin)
+    let printed = Arc::new(Mutex::new(Vec::new()));
+    let sink = printed.clone();
+    std::thread::spawn(move || {
+        for line in lines.map_while(Result::ok) {
+            sink.lock().unwrap().push(line);
+        }
+    });
+    (child, addr, fingerprint, admin, printed)
 }
 
 /// One HTTP/1.1 request; the status code and the body.
 fn http(addr: &str, method: &str, path: &str, body: &str) -> (u16, String) {
+    http_as(addr, method, path, None, body)
+}
+
+/// `http` with `Authorization: Bearer <token>`.
+fn http_as(addr: &str, method: &str, path: &str, token: Option<&str>, body: &str) -> (u16, String) {
     use std::io::{Read, Write};
     let mut s = std::net::TcpStream::connect(addr).unwrap();
+    let auth = token.map(|t| format!("authorization: Bearer {t}\r\n")).unwrap_or_default();
     let req = format!(
-        "{method} {path} HTTP/1.1\r\nhost: x\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
+        "{method} {path} HTTP/1.1\r\nhost: x\r\n{auth}content-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
         body.len()
     );
     s.write_all(req.as_bytes()).unwrap();
@@ -137,6 +163,87 @@ fn dev_serves_loadgen_and_stops_on_ctrl_c() {
     assert!(String::from_utf8_lossy(&bad.stderr).contains("64 hex digits"));
 
     interrupt(&mut dev);
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+#[test]
+fn dev_runs_the_game_loop_from_queue_to_leaderboard() {
+    let dir = scratch("loop");
+    let (mut dev, addr, fingerprint, admin, printed) = start_dev_with(&dir, &["--server-key", "k3y"]);
+    let mut players = Vec::new();
+    for name in ["alice", "bob"] {
+        let body = format!(r#"{{"username":"{name}","email":"{name}@example.com","password":"correct horse"}}"#);
+        let (status, body) = http(&admin, "POST", "/v1/auth/register", &body);
+        assert_eq!(status, 201, "{body}");
+        let tokens: Value = serde_json::from_str(&body).unwrap();
+        players.push((tokens["account_id"].as_u64().unwrap(), tokens["access_token"].as_str().unwrap().to_owned()));
+    }
+    let server = r#"{"datacenter":"eu-west","address":"192.0.2.10:7777","capacity":8}"#;
+    let (status, body) = http_as(&admin, "POST", "/v1/servers", Some("k3y"), server);
+    assert_eq!(status, 201, "{body}");
+    let server_token = serde_json::from_str::<Value>(&body).unwrap()["token"].as_str().unwrap().to_owned();
+
+    // Both queue over QUIC and are told the server and their connect tokens.
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let found = rt.block_on(async {
+        let trust = rally_client::Trust::fingerprint_hex(&fingerprint).unwrap();
+        let mut clients = Vec::new();
+        for (_, access) in &players {
+            let config = rally_client::ClientConfig::new(addr.parse().unwrap(), trust.clone(), access.clone());
+            let (client, _) = rally_client::Client::connect(config).await.unwrap();
+            client.enqueue("duel-1v1", &[("eu-west".into(), 20.0)]).await.unwrap();
+            clients.push(client);
+        }
+        let mut found = Vec::new();
+        for client in &clients {
+            let event = tokio::time::timeout(Duration::from_secs(10), client.next_event()).await.unwrap();
+            match event {
+                Some(rally_client::ClientEvent::MatchFound(m)) => found.push(m),
+                other => panic!("expected a match, got {other:?}"),
+            }
+        }
+        for client in clients {
+            client.close().await;
+        }
+        found
+    });
+    assert_eq!(found[0].match_id, found[1].match_id);
+    assert!(found.iter().all(|m| m.server_addr == "192.0.2.10:7777" && m.connect_token.len() == 64), "{found:?}");
+    let match_id = found[0].match_id;
+
+    // The server sees the session, plays it and reports; ratings, history and the
+    // leaderboard follow.
+    let (status, body) = http_as(&admin, "POST", "/v1/servers/heartbeat", Some(&server_token), "");
+    assert_eq!(status, 200, "{body}");
+    assert!(body.contains(&format!("\"match_id\":{match_id}")), "{body}");
+    let winner_team = found[0].teams.iter().position(|t| t.players.contains(&players[0].0)).unwrap();
+    let placements = if winner_team == 0 { "[1,2]" } else { "[2,1]" };
+    let path = format!("/v1/session/{match_id}/result");
+    let (status, body) =
+        http_as(&admin, "POST", &path, Some(&server_token), &format!(r#"{{"placements":{placements}}}"#));
+    assert_eq!(status, 200, "{body}");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let board = loop {
+        let (_, body) = http_as(&admin, "GET", "/v1/leaderboard?mode=duel-1v1", Some(&players[1].1), "");
+        let board: Value = serde_json::from_str(&body).unwrap();
+        if board["standings"].as_array().is_some_and(|s| s.len() == 2) {
+            break board;
+        }
+        assert!(Instant::now() < deadline, "the result never reached the leaderboard: {body}");
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    assert_eq!(board["standings"][0]["player_id"].as_u64(), Some(players[0].0), "the winner leads: {board}");
+    let (_, body) = http_as(&admin, "GET", "/v1/matches/history", Some(&players[1].1), "");
+    let history: Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(history["matches"][0]["match_id"].as_u64(), Some(match_id), "{body}");
+    assert_eq!(history["matches"][0]["place"], 2, "{body}");
+
+    interrupt(&mut dev);
+    let printed = printed.lock().unwrap().join("\n");
+    assert!(
+        printed.contains("results stored: 1 matches, 2 player rows (0 refused by the database, 0 lost)"),
+        "{printed}"
+    );
     std::fs::remove_dir_all(&dir).unwrap();
 }
 
