@@ -280,7 +280,7 @@ pub(crate) async fn post_result(
     };
     let recorded = game.record(&session, &report.placements).await;
     let placements = recorded.is_ok().then(|| report.placements.clone());
-    game.sessions.lock().end_result(match_id, placements, rally_sessions::now_ms());
+    game.sessions.end_result(match_id, placements);
     let recorded = recorded.map_err(|e| match e {
         RecordError::Store(e) => ApiError::from(e),
         RecordError::Rate(e) => ApiError::Validation(vec![FieldError::new("placements", e.to_string())]),

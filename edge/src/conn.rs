@@ -252,6 +252,7 @@ fn count_sent(msg: &ServerMsg) {
         ServerMsg::Cancelled(_) => "cancelled",
         ServerMsg::TicketStatus(_) => "ticket_status",
         ServerMsg::MatchFound(_) => "match_found",
+        ServerMsg::MatchAbandoned(_) => "match_abandoned",
         ServerMsg::Error(e) => {
             let code = ErrorCode::from_number(e.code).map_or_else(|| e.code.to_string(), |c| format!("{c:?}"));
             metrics::counter!("rally_edge_errors_total", "code" => code).increment(1);

@@ -20,7 +20,7 @@ use rally_engine::{
     Command, DatacenterId, Event, Match, PlayerEntry, PlayerId, Rejection, Rules, RuntimeEvent, ShardId, SubmitError,
     TicketId, TicketRequest, home_shard,
 };
-use rally_protocol::{CloseCode, MatchFound, ServerMsg, Team, WaitingTicket};
+use rally_protocol::{CloseCode, MatchAbandoned, MatchFound, ServerMsg, Team, WaitingTicket};
 use rally_sessions::{FormedMatch, SessionDirectory};
 use rustc_hash::FxHashMap;
 use tokio::sync::{mpsc, oneshot};
@@ -41,6 +41,19 @@ pub(crate) struct Ticket {
     pub id: TicketId,
     pub mode: String,
     pub shard: ShardId,
+    /// The engine mode.
+    pub mode_id: rally_engine::ModeId,
+    /// The player as the shard got them (rating, RTTs), to queue them again if their
+    /// match falls through.
+    pub entry: PlayerEntry,
+}
+
+/// A match placed on a game server, kept until its session ends: if it fails, its
+/// players go back to the queue with the wait they had served.
+struct Hosted {
+    formed_at: std::time::Instant,
+    /// Each player's ticket and how long it had waited when matched.
+    tickets: Vec<(u64, Ticket, u64)>,
 }
 
 struct Session {
@@ -88,6 +101,8 @@ struct State {
     /// Enqueues whose request timed out before the shard answered: if the shard accepts
     /// one later, nobody owns it, so it is cancelled.
     abandoned: FxHashMap<TicketId, ShardId>,
+    /// Matches on game servers whose sessions have not ended, by match id.
+    hosted: FxHashMap<u64, Hosted>,
 }
 
 /// Why a request could not be sent to the engine.
@@ -296,28 +311,68 @@ impl Hub {
         rtt_ms: Vec<(DatacenterId, f64)>,
     ) -> Result<(TicketId, oneshot::Receiver<EnqueueOutcome>), RequestError> {
         let entry = PlayerEntry { id: PlayerId(player), mmr, rtt_ms };
-        let players = vec![entry];
+        let mut state = self.state();
+        self.submit_enqueue(&mut state, player, mode, entry, 0)
+    }
+
+    /// Sends `player`'s ticket to its home shard, counting `waited_ms` as served already.
+    fn submit_enqueue(
+        &self,
+        state: &mut State,
+        player: u64,
+        mode: (rally_engine::ModeId, &str),
+        entry: PlayerEntry,
+        waited_ms: u64,
+    ) -> Result<(TicketId, oneshot::Receiver<EnqueueOutcome>), RequestError> {
+        let players = vec![entry.clone()];
         let shard = home_shard(&self.rules, &players).map_err(RequestError::Rejected)?;
         let id = TicketId(self.next_ticket.fetch_add(1, Ordering::Relaxed));
         let (tx, rx) = oneshot::channel();
-        let mut state = self.state();
         let Some(session) = state.sessions.get_mut(&player) else { return Err(RequestError::NotConnected) };
         if session.ticket.is_some() || session.enqueuing {
             return Err(RequestError::AlreadyQueued);
         }
         session.enqueuing = true;
         let generation = session.generation;
-        let ticket = Ticket { id, mode: mode.1.to_owned(), shard };
+        let ticket = Ticket { id, mode: mode.1.to_owned(), shard, mode_id: mode.0, entry };
         state.enqueues.insert(id, PendingEnqueue { player, generation, ticket, reply: tx });
         // Submitted under the lock so the shard's answer cannot be applied before the
         // pending entry exists.
-        let sent = self.router.submit(shard, Command::Enqueue(TicketRequest { id, mode: mode.0, players }));
+        let sent = self.router.submit(shard, Command::Enqueue(TicketRequest { id, mode: mode.0, players, waited_ms }));
         if let Err(e) = sent {
             state.enqueues.remove(&id);
             state.sessions.get_mut(&player).expect("checked above").enqueuing = false;
             return Err(RequestError::Submit(e));
         }
         Ok((id, rx))
+    }
+
+    /// A hosted match's session ended. If it failed, its players are told and queued
+    /// again, keeping the wait they had served plus the time the match took to fail.
+    pub fn session_ended(&self, match_id: u64, failed: bool) {
+        let mut state = self.state();
+        let Some(hosted) = state.hosted.remove(&match_id) else { return };
+        if !failed {
+            return;
+        }
+        let lost_ms = hosted.formed_at.elapsed().as_millis() as u64;
+        for (player, ticket, wait_ms) in hosted.tickets {
+            let mode = (ticket.mode_id, ticket.mode.as_str());
+            let requeued = self.submit_enqueue(&mut state, player, mode, ticket.entry.clone(), wait_ms + lost_ms);
+            let waiting = requeued.ok().map(|(id, _)| WaitingTicket { ticket_id: id.0, mode: ticket.mode.clone() });
+            metrics::counter!("rally_edge_requeued_total", "outcome" => if waiting.is_some() { "queued" } else { "not_queued" })
+                .increment(1);
+            let Some(session) = state.sessions.get_mut(&player) else { continue };
+            let msg = ServerMsg::MatchAbandoned(MatchAbandoned { match_id, ticket: waiting });
+            match &session.conn {
+                Some((_, tx)) => {
+                    if let Err(mpsc::error::SendError(Push::Send(msg))) = tx.send(Push::Send(msg)) {
+                        session.parked.push(msg);
+                    }
+                }
+                None => session.parked.push(msg),
+            }
+        }
     }
 
     pub fn cancel(&self, player: u64, ticket: TicketId) -> Result<oneshot::Receiver<CancelOutcome>, RequestError> {
@@ -441,12 +496,16 @@ impl Hub {
             allocation
         });
         let server_addr = allocation.as_ref().map_or_else(String::new, |a| a.server_addr.clone());
+        let mut hosted = Hosted { formed_at: std::time::Instant::now(), tickets: Vec::new() };
         for ticket in &m.tickets {
             state.owners.remove(&ticket.id);
             for player in m.players_of(ticket) {
                 let Some(session) = state.sessions.get_mut(&player.0) else { continue };
                 if session.ticket.as_ref().is_some_and(|t| t.id == ticket.id) {
-                    session.ticket = None;
+                    let matched = session.ticket.take().expect("checked above");
+                    if allocation.is_some() {
+                        hosted.tickets.push((player.0, matched, ticket.wait_ms));
+                    }
                 }
                 let connect_token = allocation
                     .as_ref()
@@ -473,6 +532,18 @@ impl Hub {
                 }
             }
         }
+        if allocation.is_some() {
+            state.hosted.insert(m.id.0, hosted);
+        }
+    }
+}
+
+/// Hears of hosted matches' sessions ending.
+pub(crate) struct HostedSessions(pub Arc<Hub>);
+
+impl rally_sessions::SessionListener for HostedSessions {
+    fn ended(&self, session: &rally_sessions::Session) {
+        self.0.session_ended(session.match_id, session.state == rally_sessions::SessionState::Failed);
     }
 }
 

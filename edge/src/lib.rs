@@ -156,9 +156,12 @@ pub fn start(config: EdgeConfig, deps: EdgeDeps) -> Result<EdgeHandle, EdgeError
     let endpoint = quinn::Endpoint::server(server_config, config.listen)
         .map_err(|source| EdgeError::Bind { addr: config.listen, source })?;
     let local_addr = endpoint.local_addr().map_err(|source| EdgeError::Bind { addr: config.listen, source })?;
-    let hub = Arc::new(hub::Hub::new(deps.rules.clone(), deps.router, config.grace, deps.sessions));
+    let hub = Arc::new(hub::Hub::new(deps.rules.clone(), deps.router, config.grace, deps.sessions.clone()));
     if !deps.events.attach(hub.clone()) {
         return Err(EdgeError::EventsInUse);
+    }
+    if let Some(sessions) = &deps.sessions {
+        sessions.subscribe(Arc::new(hub::HostedSessions(hub.clone())));
     }
     let datacenters = deps
         .rules

@@ -52,6 +52,15 @@ impl TestEdge {
     }
 
     fn start_with(listen: SocketAddr, tls: TlsIdentity, tweak: impl FnOnce(&mut EdgeConfig)) -> TestEdge {
+        Self::start_full(listen, tls, tweak, SessionConfig::default())
+    }
+
+    fn start_full(
+        listen: SocketAddr,
+        tls: TlsIdentity,
+        tweak: impl FnOnce(&mut EdgeConfig),
+        session_config: SessionConfig,
+    ) -> TestEdge {
         let rules = Arc::new(Rules::from_toml(RULES).unwrap());
         let events = ShardEvents::new();
         let runtime = Runtime::start(rules.clone(), RuntimeConfig::default(), events.clone()).unwrap();
@@ -60,7 +69,7 @@ impl TestEdge {
         let issuer = TokenIssuer::new(key);
         let mut config = EdgeConfig::new(listen);
         tweak(&mut config);
-        let sessions = Arc::new(SessionDirectory::new(SessionConfig::default()));
+        let sessions = Arc::new(SessionDirectory::new(session_config));
         let deps = EdgeDeps {
             rules,
             router: Arc::new(InProcessRouter::new(&runtime)),
@@ -147,6 +156,50 @@ async fn a_formed_match_gets_the_least_loaded_server_and_each_player_a_connect_t
         assert_eq!(sessions.connect_token(ma.match_id, 1).unwrap(), ma.connect_token);
         assert_eq!(sessions.connect_token(mb.match_id, 2).unwrap(), mb.connect_token);
     }
+    a.close().await;
+    b.close().await;
+    edge.stop().await;
+}
+
+#[tokio::test]
+async fn players_of_a_match_whose_server_goes_silent_are_queued_again_with_their_wait() {
+    let config = SessionConfig { heartbeat_timeout_ms: 200, ..SessionConfig::default() };
+    let edge = TestEdge::start_full(
+        "127.0.0.1:0".parse().unwrap(),
+        TlsIdentity::self_signed(&["localhost".into()]).unwrap(),
+        |_| {},
+        config,
+    );
+    let spec = ServerSpec { datacenter: "eu-west".into(), address: "10.0.0.1:7777".into(), capacity: 4 };
+    edge.sessions.register(spec).unwrap();
+    let (a, _) = edge.connect(1, 1500.0).await;
+    let (b, _) = edge.connect(2, 1510.0).await;
+    timeout(a.enqueue("duel", &eu(20.0))).await.unwrap();
+    timeout(b.enqueue("duel", &eu(25.0))).await.unwrap();
+    let first = next_match(&a).await;
+    next_match(&b).await;
+    // The server never heartbeats the session: it fails (the admin API's loop does this
+    // every second).
+    timeout(async {
+        while edge.sessions.expire().is_empty() {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    })
+    .await;
+    for client in [&a, &b] {
+        match timeout(client.next_event()).await {
+            Some(ClientEvent::MatchAbandoned { match_id, ticket }) => {
+                assert_eq!(match_id, first.match_id);
+                assert_eq!(ticket.expect("queued again").mode, "duel");
+            }
+            other => panic!("expected MatchAbandoned, got {other:?}"),
+        }
+    }
+    // Back in the queue, they are matched again, in a new session.
+    let (again_a, again_b) = (next_match(&a).await, next_match(&b).await);
+    assert_eq!(again_a.match_id, again_b.match_id);
+    assert_ne!(again_a.match_id, first.match_id);
+    assert_eq!(again_a.server_addr, "10.0.0.1:7777");
     a.close().await;
     b.close().await;
     edge.stop().await;

@@ -103,7 +103,7 @@ fn workload(n: usize, team_size: usize, seed: u64) -> Workload {
                 PlayerEntry { id: PlayerId(next_player), mmr: (party_mmr + 40.0 * normal(&mut rng)).max(1.0), rtt_ms }
             })
             .collect();
-        tickets.push(TicketRequest { id: TicketId(i as u64), mode, players });
+        tickets.push(TicketRequest { id: TicketId(i as u64), mode, players, waited_ms: 0 });
         enqueued_at.push(SETUP_TICK_MS);
     }
     Workload { rules, mode, tickets, enqueued_at }

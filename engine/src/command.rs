@@ -40,6 +40,10 @@ pub struct TicketRequest {
     pub mode: ModeId,
     /// 1..=team_size players.
     pub players: Vec<PlayerEntry>,
+    /// Wait already served, ms: a ticket sent back to the queue (its match fell through)
+    /// counts as enqueued this long before now, so it keeps its place and its widened
+    /// windows. 0 for a new ticket.
+    pub waited_ms: u64,
 }
 
 /// A command for a shard.

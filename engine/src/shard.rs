@@ -242,7 +242,7 @@ impl Shard {
         }
         let slot = self.pools[usize::from(req.mode.0)].insert(NewTicket {
             id: req.id,
-            enqueued_at_ms: now_ms,
+            enqueued_at_ms: now_ms.saturating_sub(req.waited_ms),
             players: &self.player_scratch,
             min_mmr,
             max_mmr,

@@ -45,6 +45,7 @@ fn request(id: u64, mode: u16, mmr: f64) -> TicketRequest {
             mmr,
             rtt_ms: vec![(DatacenterId(0), 20.0), (DatacenterId(1), 30.0)],
         }],
+        waited_ms: 0,
     }
 }
 

@@ -45,6 +45,7 @@ fn request(ticket: u64, mode: usize, players: &[GenPlayer]) -> TicketRequest {
                 rtt_ms: rtt.iter().map(|&(dc, ms)| (rally_engine::DatacenterId(dc as u16), ms)).collect(),
             })
             .collect(),
+        waited_ms: 0,
     }
 }
 

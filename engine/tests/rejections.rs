@@ -29,7 +29,12 @@ fn assert_rejected(s: &mut Shard, req: TicketRequest, reason: Rejection) {
 #[test]
 fn unknown_mode() {
     let mut s = shard();
-    let req = TicketRequest { id: TicketId(1), mode: rally_engine::ModeId(99), players: vec![eu(1_000, 1500.0)] };
+    let req = TicketRequest {
+        id: TicketId(1),
+        mode: rally_engine::ModeId(99),
+        players: vec![eu(1_000, 1500.0)],
+        waited_ms: 0,
+    };
     assert_rejected(&mut s, req, Rejection::UnknownMode);
 }
 

@@ -34,6 +34,23 @@ fn a_wide_gap_waits_until_both_windows_cover_it() {
 }
 
 #[test]
+fn a_requeued_ticket_keeps_the_wait_it_served() {
+    let mut s = shard();
+    enqueue(&mut s, 2_000, ticket(1, "duel", vec![eu(1, 1500.0)]));
+    // Sent back to the queue after 3 s of waiting, its window is 80 wide already: the
+    // match forms once ticket 1's window reaches 80 (3 s), where two new tickets would
+    // wait for the later one's too (5 s, as in the test above).
+    let mut back = ticket(2, "duel", vec![eu(2, 1580.0)]);
+    back.waited_ms = 3_000;
+    enqueue(&mut s, 2_000, back);
+    let matches = run_ticks(&mut s, 2_000, 10_000);
+    expect![[r#"
+        t=5000 duel @eu-west [t1] vs [t2] spread=80.0 imbalance=80.0 worst_rtt=20.0 waits=3000,5000
+    "#]]
+    .assert_eq(&render(s.rules(), &matches));
+}
+
+#[test]
 fn rtt_limits_widen_until_a_datacenter_suits_both() {
     let mut s = shard();
     // The closest common datacenter is 90 ms away for one of them: the limit (60 +10/s)

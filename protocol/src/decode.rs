@@ -127,6 +127,11 @@ pub fn decode_server(body: &[u8]) -> Result<&ArchivedServerMsg, DecodeError> {
             let players: usize = m.teams.iter().map(|t| t.players.len()).sum();
             no_request.count("teams.players", players, MAX_PLAYERS)?;
         }
+        ArchivedServerMsg::MatchAbandoned(m) => {
+            if let Some(t) = m.ticket.as_ref() {
+                no_request.text("ticket.mode", &t.mode, MAX_NAME_LEN)?;
+            }
+        }
         ArchivedServerMsg::Error(e) => {
             let check = Check { request_id: e.request_id.as_ref().map(|id| id.to_native()) };
             check.max_len("message", e.message.len(), MAX_MESSAGE_LEN)?;

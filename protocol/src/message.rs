@@ -109,6 +109,9 @@ pub enum ServerMsg {
     TicketStatus(TicketStatus),
     /// Pushed (no request id) when the player's ticket is matched.
     MatchFound(MatchFound),
+    /// Pushed (no request id) when a match the player was told of fell through (its game
+    /// server stopped answering): the player is back in the queue, ahead of newer tickets.
+    MatchAbandoned(MatchAbandoned),
     /// The answer to a request that failed, or (without request id) to a bad `Hello` or
     /// a connection-level fault, just before the edge closes.
     Error(ErrorReply),
@@ -194,15 +197,26 @@ pub struct MatchFound {
     pub mode: String,
     /// Where the match is played.
     pub datacenter: String,
-    /// `host:port` of the game server (empty until game-server sessions exist).
+    /// `host:port` of the game server (empty when no game server had room).
     pub server_addr: String,
-    /// Presented to the game server; opaque to the client.
+    /// Presented to the game server; opaque to the client (empty without a server).
     pub connect_token: String,
     /// Player ids, team by team.
     pub teams: Vec<Team>,
     /// When the edge received the match from its shard, µs since the Unix epoch by the
     /// edge's clock: what delivery delay is measured from.
     pub formed_at_unix_us: u64,
+}
+
+/// A match fell through, and where that left the player.
+#[derive(Archive, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[rkyv(derive(Debug))]
+pub struct MatchAbandoned {
+    /// The match from the earlier `MatchFound`.
+    pub match_id: u64,
+    /// The player's new ticket, which kept the wait the old one served; `None` if the
+    /// player could not be queued again (they will have to enqueue themselves).
+    pub ticket: Option<WaitingTicket>,
 }
 
 /// One team of a match.

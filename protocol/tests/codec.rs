@@ -98,6 +98,8 @@ fn server_msg() -> impl Strategy<Value = ServerMsg> {
             .prop_map(|(request_id, ticket_id)| ServerMsg::Cancelled(Cancelled { request_id, ticket_id })),
         (any::<u32>(), waiting())
             .prop_map(|(request_id, ticket)| ServerMsg::TicketStatus(TicketStatus { request_id, ticket })),
+        (any::<u64>(), waiting())
+            .prop_map(|(match_id, ticket)| ServerMsg::MatchAbandoned(MatchAbandoned { match_id, ticket })),
     ]
 }
 

@@ -290,7 +290,7 @@ impl<W: Write, D: Write> Replayer<'_, W, D> {
                 // A ticket no shard can take goes to the first, which says why in its
                 // usual order of checks.
                 let shard = usize::from(home_shard(&self.rules, &players).unwrap_or(ShardId(0)).0);
-                let req = TicketRequest { id, mode, players };
+                let req = TicketRequest { id, mode, players, waited_ms: 0 };
                 // Accepted before by any shard (the home shard only knows its own).
                 let used_before = self.ticket_shard[id.0 as usize] != u16::MAX;
                 // A refused line must not move the clock (a later line may carry an

@@ -133,6 +133,14 @@ impl ClientError {
 pub enum ClientEvent {
     /// The player's ticket was matched.
     MatchFound(MatchFound),
+    /// A match fell through (its game server stopped answering); `ticket` is the player's
+    /// new place in the queue, which kept the wait already served.
+    MatchAbandoned {
+        /// The match from the earlier `MatchFound`.
+        match_id: u64,
+        /// The new ticket, if the edge could queue the player again.
+        ticket: Option<WaitingTicket>,
+    },
     /// The network dropped; the client is reconnecting.
     Reconnecting,
     /// Reconnected within the grace period; `ticket` is the ticket that kept its place.
@@ -572,7 +580,7 @@ impl Driver {
             ServerMsg::Cancelled(m) => Some(m.request_id),
             ServerMsg::TicketStatus(m) => Some(m.request_id),
             ServerMsg::Error(e) => e.request_id,
-            ServerMsg::MatchFound(_) | ServerMsg::Welcome(_) => None,
+            ServerMsg::MatchFound(_) | ServerMsg::MatchAbandoned(_) | ServerMsg::Welcome(_) => None,
         };
         if let Some(id) = request_id {
             if let Some(reply) = self.pending.remove(&id) {
@@ -583,6 +591,9 @@ impl Driver {
         match msg {
             ServerMsg::MatchFound(m) => {
                 let _ = self.events.send(ClientEvent::MatchFound(m));
+            }
+            ServerMsg::MatchAbandoned(m) => {
+                let _ = self.events.send(ClientEvent::MatchAbandoned { match_id: m.match_id, ticket: m.ticket });
             }
             // An error tied to no request comes just before the edge closes; the close
             // itself is reported.

@@ -1,7 +1,7 @@
 //! [`SessionDirectory`]: the [`Sessions`] registry shared between threads, with the wall
 //! clock and the system RNG supplied.
 
-use std::sync::{Mutex, MutexGuard};
+use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use ring::rand::{SecureRandom, SystemRandom};
@@ -13,12 +13,38 @@ use crate::{Allocation, FormedMatch, ServerId, ServerSpec, Session, SessionConfi
 pub struct SessionDirectory {
     sessions: Mutex<Sessions>,
     rng: SystemRandom,
+    listeners: Mutex<Vec<Arc<dyn SessionListener>>>,
+}
+
+/// Told when a session ends: it finished (a result was recorded) or failed (its server
+/// stopped heartbeating). Called after the directory's lock is released.
+pub trait SessionListener: Send + Sync + 'static {
+    /// `session` has just ended; its state says how.
+    fn ended(&self, session: &Session);
 }
 
 impl SessionDirectory {
     /// An empty directory.
     pub fn new(config: SessionConfig) -> SessionDirectory {
-        SessionDirectory { sessions: Mutex::new(Sessions::new(config)), rng: SystemRandom::new() }
+        SessionDirectory {
+            sessions: Mutex::new(Sessions::new(config)),
+            rng: SystemRandom::new(),
+            listeners: Mutex::new(Vec::new()),
+        }
+    }
+
+    /// Adds a listener for sessions ending.
+    pub fn subscribe(&self, listener: Arc<dyn SessionListener>) {
+        self.listeners.lock().unwrap_or_else(|p| p.into_inner()).push(listener);
+    }
+
+    fn tell(&self, ended: &[Session]) {
+        let listeners = self.listeners.lock().unwrap_or_else(|p| p.into_inner()).clone();
+        for session in ended {
+            for listener in &listeners {
+                listener.ended(session);
+            }
+        }
     }
 
     /// The registry, locked.
@@ -40,9 +66,24 @@ impl SessionDirectory {
         self.lock().allocate(formed, now_ms())
     }
 
-    /// Fails sessions whose heartbeats stopped, as of now.
+    /// Fails sessions whose heartbeats stopped, as of now, and tells the listeners.
     pub fn expire(&self) -> Vec<Session> {
-        self.lock().expire(now_ms())
+        let failed = self.lock().expire(now_ms());
+        self.tell(&failed);
+        failed
+    }
+
+    /// Ends a result begun with [`Sessions::begin_result`] (see [`Sessions::end_result`])
+    /// and, if it was recorded, tells the listeners.
+    pub fn end_result(&self, match_id: u64, recorded: Option<Vec<u32>>) {
+        let finished = {
+            let mut sessions = self.lock();
+            sessions.end_result(match_id, recorded, now_ms());
+            sessions.session(match_id).filter(|s| matches!(s.state, crate::SessionState::Finished { .. })).cloned()
+        };
+        if let Some(session) = finished {
+            self.tell(&[session]);
+        }
     }
 }
 

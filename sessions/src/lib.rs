@@ -23,7 +23,7 @@ use std::collections::HashMap;
 
 use ring::{digest, hmac};
 
-pub use directory::{SessionDirectory, now_ms};
+pub use directory::{SessionDirectory, SessionListener, now_ms};
 
 /// A registered game server's id.
 pub type ServerId = u64;

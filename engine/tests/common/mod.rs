@@ -67,7 +67,7 @@ pub fn eu(id: u64, mmr: f64) -> PlayerEntry {
 }
 
 pub fn ticket(id: u64, mode_name: &str, players: Vec<PlayerEntry>) -> TicketRequest {
-    TicketRequest { id: TicketId(id), mode: mode(mode_name), players }
+    TicketRequest { id: TicketId(id), mode: mode(mode_name), players, waited_ms: 0 }
 }
 
 pub fn enqueue(shard: &mut Shard, now_ms: u64, req: TicketRequest) -> Vec<Event> {
