@@ -8,7 +8,7 @@ use std::time::{Duration, SystemTime};
 
 use anyhow::{Context, Result};
 use clap::Args;
-use rally_admin::{Game, GameConfig};
+use rally_admin::{Game, GameConfig, Lobby};
 use rally_auth::{SigningKey, TokenIssuer, TokenVerifier};
 use rally_client::Trust;
 use rally_edge::{
@@ -193,16 +193,24 @@ impl Node {
         tls: TlsIdentity,
         ratings: Arc<dyn RatingSource>,
         sessions: Option<Arc<SessionDirectory>>,
+        lobby: Option<Arc<Lobby>>,
     ) -> Result<Node> {
         let events = rally_edge::ShardEvents::new();
+        if let Some(lobby) = &lobby {
+            events.also(lobby.clone());
+        }
         let mut config = RuntimeConfig::default();
         // Match ids stay unique across restarts (results are idempotent per match id): each
         // run numbers its matches from the start time, 64 per ms of it.
         config.shard.first_match_seq = rally_sessions::now_ms() << 6;
         let runtime = Runtime::start(rules.clone(), config, events.clone()).context("starting shards")?;
+        let router = Arc::new(InProcessRouter::new(&runtime));
+        if let Some(lobby) = &lobby {
+            lobby.connect(router.clone());
+        }
         let deps = EdgeDeps {
             rules,
-            router: Arc::new(InProcessRouter::new(&runtime)),
+            router,
             events,
             verifier: TokenVerifier::with_defaults(key.public_key()),
             ratings,
@@ -294,9 +302,16 @@ pub fn dev(args: DevArgs) -> Result<()> {
             ..GameConfig::default()
         };
         let game = Arc::new(Game::start(game_config, shared.clone(), sessions.clone(), leaderboard));
-        let state = rally_admin::AppState::new(admin_config, shared, TokenIssuer::new(key.clone()), game.clone())
-            .await
-            .map_err(|e| anyhow::anyhow!("starting the admin API: {e}"))?;
+        let lobby = Arc::new(Lobby::new(rules.clone(), sessions.clone()));
+        let state = rally_admin::AppState::new(
+            admin_config,
+            shared,
+            TokenIssuer::new(key.clone()),
+            game.clone(),
+            lobby.clone(),
+        )
+        .await
+        .map_err(|e| anyhow::anyhow!("starting the admin API: {e}"))?;
         let listener = tokio::net::TcpListener::bind(args.admin_listen)
             .await
             .with_context(|| format!("binding the admin API to {}", args.admin_listen))?;
@@ -306,7 +321,7 @@ pub fn dev(args: DevArgs) -> Result<()> {
             let _ = admin_stopped.await;
         }));
 
-        let node = Node::start(rules.clone(), args.listen, &key, tls, ratings, Some(sessions))?;
+        let node = Node::start(rules.clone(), args.listen, &key, tls, ratings, Some(sessions), Some(lobby))?;
         let fingerprint = rally_edge::fingerprint_hex(&node.edge.fingerprint());
         println!("rally dev: edge on {} (QUIC, ALPN rally/1)", node.edge.local_addr());
         println!("  certificate SHA-256 (pin this, or trust its CA): {fingerprint}");
@@ -380,7 +395,7 @@ pub fn demo(args: DemoArgs) -> Result<()> {
     runtime.block_on(async {
         let listen: SocketAddr = "127.0.0.1:0".parse().expect("literal");
         let ratings = Arc::new(TokenRatings { default: DEFAULT_MMR });
-        let node = Node::start(rules.clone(), listen, &key, self_signed(listen)?, ratings, None)?;
+        let node = Node::start(rules.clone(), listen, &key, self_signed(listen)?, ratings, None, None)?;
         let issuer = Arc::new(TokenIssuer::new(key));
         let tokens = Arc::new(move |player, mmr| issuer.mint(player, Some(mmr), SystemTime::now()));
         let trust = Trust::Fingerprint(node.edge.fingerprint());

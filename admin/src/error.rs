@@ -56,6 +56,17 @@ pub enum ApiError {
     /// A game-server or session call refused.
     #[error("{0}")]
     Session(#[from] rally_sessions::SessionError),
+    /// A party operation refused.
+    #[error("{0}")]
+    Lobby(rally_lobby::LobbyError),
+    /// The engine refused a party's ticket (`code` is the engine's reason).
+    #[error("{message}")]
+    QueueRefused {
+        /// The engine's stable reason.
+        code: &'static str,
+        /// For humans.
+        message: String,
+    },
     /// No such route or resource.
     #[error("not found")]
     NotFound,
@@ -112,6 +123,21 @@ impl ApiError {
                     E::BadPlacements | E::BadSpec => (StatusCode::UNPROCESSABLE_ENTITY, "validation_failed"),
                 }
             }
+            ApiError::Lobby(e) => {
+                use rally_lobby::LobbyError as E;
+                match e {
+                    E::UnknownParty => (StatusCode::NOT_FOUND, "unknown_party"),
+                    E::NotMember => (StatusCode::FORBIDDEN, "not_a_member"),
+                    E::NotLeader => (StatusCode::FORBIDDEN, "not_the_leader"),
+                    E::AlreadyInParty => (StatusCode::CONFLICT, "already_in_party"),
+                    E::PartyFull => (StatusCode::CONFLICT, "party_full"),
+                    E::NotAllReady => (StatusCode::CONFLICT, "not_all_ready"),
+                    E::Queued => (StatusCode::CONFLICT, "party_queued"),
+                    E::NotQueued => (StatusCode::CONFLICT, "party_not_queued"),
+                    E::RttMissing => (StatusCode::UNPROCESSABLE_ENTITY, "validation_failed"),
+                }
+            }
+            ApiError::QueueRefused { code, .. } => (StatusCode::CONFLICT, code),
             ApiError::NotFound => (StatusCode::NOT_FOUND, "not_found"),
             ApiError::MethodNotAllowed => (StatusCode::METHOD_NOT_ALLOWED, "method_not_allowed"),
             ApiError::Conflict { .. } => (StatusCode::CONFLICT, "conflict"),

@@ -45,15 +45,20 @@ impl FromRequestParts<AppState> for Player {
 
     async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
         let token = bearer(&parts.headers, "access token")?;
-        let token = state.inner.verifier.verify(token).map_err(|e| {
-            ApiError::Unauthenticated(match e {
-                TokenError::Expired => "the access token has expired; refresh it".into(),
-                other => format!("the access token is not valid: {other}"),
-            })
-        })?;
-        state.inner.limits.account(token.player_id)?;
-        Ok(Player(token))
+        Ok(Player(verify(state, token)?))
     }
+}
+
+/// Checks an access token and its account's rate limit.
+pub(crate) fn verify(state: &AppState, token: &str) -> Result<AccessToken, ApiError> {
+    let token = state.inner.verifier.verify(token).map_err(|e| {
+        ApiError::Unauthenticated(match e {
+            TokenError::Expired => "the access token has expired; refresh it".into(),
+            other => format!("the access token is not valid: {other}"),
+        })
+    })?;
+    state.inner.limits.account(token.player_id)?;
+    Ok(token)
 }
 
 /// The `Authorization: Bearer <what>` credential.

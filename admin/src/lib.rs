@@ -23,6 +23,7 @@ mod extract;
 mod game;
 mod limits;
 mod ops;
+mod party;
 mod profile;
 mod session;
 mod standings;
@@ -47,6 +48,7 @@ pub use auth::PasswordCost;
 pub use error::{ApiError, FieldError, RequestId};
 pub use game::{Game, GameConfig};
 pub use limits::{Rate, RateLimits};
+pub use party::Lobby;
 
 /// Admin API settings.
 #[derive(Clone, Debug)]
@@ -94,6 +96,7 @@ pub struct AppState {
 struct Inner {
     store: Arc<dyn Store>,
     game: Arc<Game>,
+    lobby: Arc<Lobby>,
     issuer: TokenIssuer,
     verifier: TokenVerifier,
     config: AdminConfig,
@@ -112,13 +115,14 @@ impl AppState {
         store: Arc<dyn Store>,
         issuer: TokenIssuer,
         game: Arc<Game>,
+        lobby: Arc<Lobby>,
     ) -> Result<AppState, ApiError> {
         let issuer = issuer.with_ttl(config.access_ttl);
         // Every authenticated request shows its token; each is checked once per process.
         let verifier = TokenVerifier::with_defaults(issuer.public_key()).with_cache(65_536);
         let dummy_hash = auth::dummy_hash(config.password_cost).await?;
         let limits = limits::Limiters::new(&config.limits);
-        let inner = Arc::new(Inner { store, game, issuer, verifier, config, limits, dummy_hash });
+        let inner = Arc::new(Inner { store, game, lobby, issuer, verifier, config, limits, dummy_hash });
         // Keys whose limits have fully replenished are forgotten once a minute.
         let weak = Arc::downgrade(&inner);
         tokio::spawn(async move {
@@ -140,6 +144,7 @@ impl AppState {
     tags(
         (name = "auth", description = "Registration, login, token refresh"),
         (name = "profile", description = "The caller's profile"),
+        (name = "parties", description = "Parties: members, ready checks, queueing together, and their WebSocket of events and chat"),
         (name = "sessions", description = "Game servers, their sessions and match results (server token), sessions for their players (access token)"),
         (name = "standings", description = "Match history and seasonal leaderboards"),
         (name = "ops", description = "Health, readiness, metrics"),
@@ -167,6 +172,13 @@ fn api() -> (Router<AppState>, utoipa::openapi::OpenApi) {
         .routes(routes!(auth::login))
         .routes(routes!(auth::refresh))
         .routes(routes!(profile::get_me, profile::patch_me))
+        .routes(routes!(party::create))
+        .routes(routes!(party::get))
+        .routes(routes!(party::join))
+        .routes(routes!(party::leave))
+        .routes(routes!(party::ready))
+        .routes(routes!(party::queue, party::dequeue))
+        .routes(routes!(party::ws))
         .routes(routes!(session::register))
         .routes(routes!(session::server_heartbeat))
         .routes(routes!(session::get_session))

@@ -25,7 +25,7 @@ use rally_sessions::{FormedMatch, SessionDirectory};
 use rustc_hash::FxHashMap;
 use tokio::sync::{mpsc, oneshot};
 
-use crate::router::ShardRouter;
+use rally_engine::ShardRouter;
 
 /// What a connection task is told to do by the hub.
 #[derive(Debug)]
@@ -553,6 +553,7 @@ impl rally_sessions::SessionListener for HostedSessions {
 #[derive(Clone, Default)]
 pub struct ShardEvents {
     hub: Arc<std::sync::OnceLock<Arc<Hub>>>,
+    also: Arc<std::sync::OnceLock<Arc<dyn rally_engine::EventSink>>>,
 }
 
 impl ShardEvents {
@@ -565,11 +566,18 @@ impl ShardEvents {
     pub(crate) fn attach(&self, hub: Arc<Hub>) -> bool {
         self.hub.set(hub).is_ok()
     }
+
+    /// Hands every shard event (not ticks) to `sink` too, after the edge has applied it
+    /// (so a match has its game server by then). The admin API's parties listen here
+    /// for their tickets. `false` if another sink was set first.
+    pub fn also(&self, sink: Arc<dyn rally_engine::EventSink>) -> bool {
+        self.also.set(sink).is_ok()
+    }
 }
 
 impl rally_engine::EventSink for ShardEvents {
     fn deliver(&self, event: RuntimeEvent) {
-        let event = match event {
+        let (shard, event) = match event {
             RuntimeEvent::Tick { shard, duration, waiting, .. } => {
                 let shard = shard.0.to_string();
                 metrics::histogram!("rally_engine_tick_seconds", "shard" => shard.clone())
@@ -577,7 +585,7 @@ impl rally_engine::EventSink for ShardEvents {
                 metrics::gauge!("rally_engine_waiting_tickets", "shard" => shard).set(waiting as f64);
                 return;
             }
-            RuntimeEvent::Shard { event, .. } => event,
+            RuntimeEvent::Shard { shard, event } => (shard, event),
         };
         if let (Event::Matched(m), Some(hub)) = (&event, self.hub.get()) {
             let mode = hub.rules.mode(m.mode).map_or_else(String::new, |mode| mode.name.clone());
@@ -590,10 +598,15 @@ impl rally_engine::EventSink for ShardEvents {
                 waits.record(ticket.wait_ms as f64 / 1000.0);
             }
         }
+        let also = self.also.get();
+        let copy = also.map(|_| event.clone());
         match self.hub.get() {
             Some(hub) => hub.on_event(event),
-            // Shards answer only commands, and commands come only through a started edge.
-            None => tracing::warn!(?event, "shard event before any edge attached; dropped"),
+            // The edge attaches before the node takes any command.
+            None => tracing::warn!(?event, "shard event before the edge attached; dropped"),
+        }
+        if let (Some(sink), Some(event)) = (also, copy) {
+            sink.deliver(RuntimeEvent::Shard { shard, event });
         }
     }
 }

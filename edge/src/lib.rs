@@ -20,7 +20,6 @@
 mod conn;
 mod hub;
 mod ratings;
-mod router;
 mod tls;
 
 use std::net::SocketAddr;
@@ -35,8 +34,8 @@ use tokio::sync::watch;
 use tokio::task::JoinSet;
 
 pub use hub::ShardEvents;
+pub use rally_engine::{InProcessRouter, ShardRouter};
 pub use ratings::{RatingError, RatingFuture, RatingSource, StoreRatings, TokenRatings};
-pub use router::{InProcessRouter, ShardRouter};
 pub use tls::{TlsError, TlsIdentity, fingerprint, fingerprint_hex};
 
 /// Per-connection limits.

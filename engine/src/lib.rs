@@ -20,6 +20,7 @@ mod command;
 mod pool;
 mod rating;
 mod route;
+mod router;
 mod rules;
 mod runtime;
 mod shard;
@@ -29,6 +30,7 @@ pub use command::{
 };
 pub use rating::{RateError, RatingModel, Skill};
 pub use route::{home_region, home_shard};
+pub use router::{InProcessRouter, ShardRouter};
 pub use rules::{
     DatacenterId, MAX_DATACENTERS_PER_SHARD, MAX_PLAYERS_PER_MATCH, Mode, ModeId, Region, RegionId, Rules, RulesError,
     ShardId, ShardPlan, Widening,

@@ -90,6 +90,12 @@ pub trait EventSink: Send + Sync + 'static {
     fn deliver(&self, event: RuntimeEvent);
 }
 
+impl<T: EventSink + ?Sized> EventSink for Arc<T> {
+    fn deliver(&self, event: RuntimeEvent) {
+        (**self).deliver(event);
+    }
+}
+
 impl EventSink for Sender<RuntimeEvent> {
     fn deliver(&self, event: RuntimeEvent) {
         // A consumer that went away has nothing left to be told.

@@ -315,7 +315,8 @@ impl Parties {
     /// exactly these `members` (a party that changed in between is refused).
     pub fn queued(&mut self, id: PartyId, player: u64, members: &[Member], ticket: u64) -> Result<Outcome, LobbyError> {
         let party = self.check_queue(id, player)?;
-        if party.members != members {
+        let same = |a: &Member, b: &Member| a.player == b.player && a.ready == b.ready && a.rtt_ms == b.rtt_ms;
+        if party.members.len() != members.len() || !party.members.iter().zip(members).all(|(a, b)| same(a, b)) {
             return Err(LobbyError::NotAllReady);
         }
         let party = self.parties.get_mut(&id).expect("checked above");

@@ -6,6 +6,28 @@
 /// The key game servers register with in tests.
 pub const SERVER_KEY: &str = "test-server-key";
 
+/// Wide windows from the start, so compatible tickets match on the next tick.
+pub const RULES: &str = r#"
+tick_ms = 20
+[regions]
+eu = ["eu-west"]
+na = ["na-east"]
+
+[[mode]]
+name = "duel"
+teams = 2
+team_size = 1
+mmr_window = { start = 500.0, growth_per_s = 0.0, max = 500.0 }
+max_rtt_ms = { start = 150.0, growth_per_s = 0.0, max = 150.0 }
+
+[[mode]]
+name = "squad"
+teams = 2
+team_size = 3
+mmr_window = { start = 500.0, growth_per_s = 0.0, max = 500.0 }
+max_rtt_ms = { start = 150.0, growth_per_s = 0.0, max = 150.0 }
+"#;
+
 pub use std::sync::Arc;
 #[allow(unused_imports)]
 pub use std::time::{Duration, SystemTime};
@@ -14,8 +36,9 @@ pub use axum::Router;
 pub use axum::body::Body;
 pub use axum::http::{HeaderMap, Method, Request, StatusCode};
 pub use http_body_util::BodyExt;
-pub use rally_admin::{AdminConfig, AppState, Game, GameConfig, PasswordCost, Rate, RateLimits};
+pub use rally_admin::{AdminConfig, AppState, Game, GameConfig, Lobby, PasswordCost, Rate, RateLimits};
 pub use rally_auth::{SigningKey, TokenIssuer};
+pub use rally_engine::{InProcessRouter, Rules, Runtime, RuntimeConfig};
 pub use rally_persistence::{SqlStore, StoreConfig, StoreLeaderboard};
 pub use rally_sessions::{SessionConfig, SessionDirectory};
 pub use serde_json::{Value, json};
@@ -27,11 +50,16 @@ pub struct Ctx {
     pub store: Arc<SqlStore>,
     pub game: Arc<Game>,
     pub sessions: Arc<SessionDirectory>,
+    pub lobby: Arc<Lobby>,
+    runtime: Option<Runtime>,
     dir: std::path::PathBuf,
 }
 
 impl Drop for Ctx {
     fn drop(&mut self) {
+        if let Some(runtime) = self.runtime.take() {
+            runtime.shutdown();
+        }
         let _ = std::fs::remove_dir_all(&self.dir);
     }
 }
@@ -76,8 +104,13 @@ pub async fn app_with(
     let sessions = Arc::new(SessionDirectory::new(session_config));
     let leaderboard = Arc::new(StoreLeaderboard::new(store.clone()));
     let game = Arc::new(Game::start(game_config, store.clone(), sessions.clone(), leaderboard));
-    let state = AppState::new(config, store.clone(), TokenIssuer::new(key), game.clone()).await.unwrap();
-    Ctx { router: rally_admin::router(state), key_pem, store, game, sessions, dir }
+    // A real engine behind the parties: the lobby is the shards' only event sink here.
+    let rules = Arc::new(Rules::from_toml(RULES).unwrap());
+    let lobby = Arc::new(Lobby::new(rules.clone(), sessions.clone()));
+    let runtime = Runtime::start(rules, RuntimeConfig::default(), lobby.clone()).unwrap();
+    lobby.connect(Arc::new(InProcessRouter::new(&runtime)));
+    let state = AppState::new(config, store.clone(), TokenIssuer::new(key), game.clone(), lobby.clone()).await.unwrap();
+    Ctx { router: rally_admin::router(state), key_pem, store, game, sessions, lobby, runtime: Some(runtime), dir }
 }
 
 pub struct Reply {

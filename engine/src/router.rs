@@ -1,11 +1,11 @@
-//! How the edge reaches engine shards. In-process today (the engine `Runtime`'s shard
-//! handles); a NATS router later implements the same trait, which is why commands stay
-//! owned, plain data.
+//! How services reach engine shards (the edge with players' tickets, the admin API with
+//! parties'). In-process today (the `Runtime`'s shard handles); a NATS router later
+//! implements the same trait, which is why commands stay owned, plain data.
 
-use rally_engine::{Command, Runtime, ShardHandle, ShardId, SubmitError};
+use crate::{Command, Runtime, ShardHandle, ShardId, SubmitError};
 
-/// Sends commands to engine shards. Events come back on the channel the shards were
-/// started with (`ShardEvents`).
+/// Sends commands to engine shards. Events come back through the sink the shards were
+/// started with.
 pub trait ShardRouter: Send + Sync + 'static {
     /// Queues `command` for `shard` without blocking; `MailboxFull` is retryable.
     fn submit(&self, shard: ShardId, command: Command) -> Result<(), SubmitError>;

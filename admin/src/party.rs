@@ -1,0 +1,757 @@
+//! Parties over REST and WebSocket: `POST /v1/party`, `GET /v1/party/{id}`,
+//! `POST /v1/party/{id}/join`, `DELETE /v1/party/{id}/leave`, `POST /v1/party/{id}/ready`,
+//! `POST`/`DELETE /v1/party/queue`, and `GET /v1/ws/party/{party_id}` (WebSocket: member,
+//! ready, queue and match events, and party chat).
+//!
+//! [`Lobby`] joins the sans-IO [`Parties`] to the engine: a queued party is one ticket
+//! with every member's stored rating and RTTs, submitted through the same
+//! [`ShardRouter`] as the edge's tickets; the shards' answers come back through
+//! [`Lobby`]'s [`EventSink`], after the edge has applied them (so a match already has its
+//! game server when members hear of it).
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
+
+use axum::extract::ws::{CloseFrame, Message, WebSocket, WebSocketUpgrade};
+use axum::extract::{Path, Query, State};
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::Response;
+use rally_engine::{
+    Command, Event, EventSink, PlayerEntry, PlayerId, Rejection, Rules, RuntimeEvent, ShardRouter, SubmitError,
+    TicketId, TicketRequest, home_shard,
+};
+use rally_lobby::{LobbyError, Parties, Party, PartyEvent, PartyId, PartyState};
+use rally_sessions::SessionDirectory;
+use serde::{Deserialize, Serialize};
+use tokio::sync::{broadcast, oneshot};
+use utoipa::{IntoParams, ToSchema};
+
+use crate::AppState;
+use crate::error::{ApiError, ErrorBody, FieldError};
+use crate::extract::{ApiJson, Player};
+
+/// Party tickets carry the top bit, so they never collide with the edge's.
+const PARTY_TICKETS: u64 = 1 << 63;
+/// Largest chat message, bytes.
+pub const MAX_CHAT_BYTES: usize = 500;
+/// Events a slow WebSocket may fall behind by before it is sent a fresh snapshot.
+const EVENT_BACKLOG: usize = 256;
+
+/// Parties and their way to the engine.
+pub struct Lobby {
+    state: Mutex<LobbyState>,
+    rules: Arc<Rules>,
+    router: std::sync::OnceLock<Arc<dyn ShardRouter>>,
+    sessions: Arc<SessionDirectory>,
+    next_ticket: AtomicU64,
+}
+
+#[derive(Default)]
+struct LobbyState {
+    parties: Parties,
+    channels: HashMap<PartyId, broadcast::Sender<Arc<WsEvent>>>,
+    /// Party enqueues waiting for the shard's answer.
+    pending: HashMap<u64, oneshot::Sender<Result<(), Rejection>>>,
+    /// The shard each queued party ticket went to.
+    shards: HashMap<u64, rally_engine::ShardId>,
+}
+
+impl Lobby {
+    /// A lobby for shards running `rules`; matches' game servers are looked up in
+    /// `sessions`. It queues nothing until [`Lobby::connect`] gives it a router (the
+    /// shards need the lobby as their event sink before the router exists).
+    pub fn new(rules: Arc<Rules>, sessions: Arc<SessionDirectory>) -> Lobby {
+        let start_ms = rally_sessions::now_ms();
+        Lobby {
+            state: Mutex::new(LobbyState { parties: Parties::new(), ..Default::default() }),
+            rules,
+            router: std::sync::OnceLock::new(),
+            sessions,
+            next_ticket: AtomicU64::new(PARTY_TICKETS | (start_ms << 16)),
+        }
+    }
+
+    /// Sets the way to the shards; `false` if one was set before.
+    pub fn connect(&self, router: Arc<dyn ShardRouter>) -> bool {
+        self.router.set(router).is_ok()
+    }
+
+    fn submit(&self, shard: rally_engine::ShardId, command: Command) -> Result<(), SubmitError> {
+        self.router.get().ok_or(SubmitError::ShuttingDown)?.submit(shard, command)
+    }
+
+    fn lock(&self) -> MutexGuard<'_, LobbyState> {
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Applies an outcome: tells the party, cancels a ticket the engine must drop.
+    fn apply(&self, state: &mut LobbyState, party: PartyId, outcome: rally_lobby::Outcome) {
+        if let Some(ticket) = outcome.cancel
+            && let Some(shard) = state.shards.remove(&ticket)
+            && let Err(e) = self.submit(shard, Command::Cancel(TicketId(ticket)))
+        {
+            // The ticket stays queued until matched; the match is then ignored here (the
+            // edge still tells members connected over QUIC).
+            tracing::warn!(ticket, error = %e, "could not cancel a party ticket");
+        }
+        for event in outcome.events {
+            let disbanded = event == PartyEvent::Disbanded;
+            self.tell(state, party, WsEvent::from_party(event, &self.rules));
+            if disbanded {
+                state.channels.remove(&party);
+            }
+        }
+        metrics::gauge!("rally_parties").set(state.parties.len() as f64);
+    }
+
+    fn tell(&self, state: &LobbyState, party: PartyId, event: WsEvent) {
+        if let Some(channel) = state.channels.get(&party) {
+            let _ = channel.send(Arc::new(event));
+        }
+    }
+}
+
+impl EventSink for Lobby {
+    fn deliver(&self, event: RuntimeEvent) {
+        let RuntimeEvent::Shard { event, .. } = event else { return };
+        match event {
+            Event::Enqueued(id) => {
+                if let Some(reply) = self.lock().pending.remove(&id.0) {
+                    let _ = reply.send(Ok(()));
+                }
+            }
+            Event::Rejected { ticket, reason } => {
+                let mut state = self.lock();
+                if let Some(reply) = state.pending.remove(&ticket.0) {
+                    let _ = reply.send(Err(reason));
+                }
+                state.shards.remove(&ticket.0);
+                if let Some((party, outcome)) = state.parties.ticket_ended(ticket.0, "rejected") {
+                    self.apply(&mut state, party, outcome);
+                }
+            }
+            Event::Matched(m) => {
+                let mut state = self.lock();
+                for ticket in m.tickets.iter().filter(|t| t.id.0 & PARTY_TICKETS != 0) {
+                    state.shards.remove(&ticket.id.0);
+                    let Some((party, outcome)) = state.parties.matched(ticket.id.0, m.id.0) else { continue };
+                    let session = self.sessions.lock().session(m.id.0).cloned();
+                    let teams: Vec<Vec<u64>> = m
+                        .teams()
+                        .map(|team| team.iter().flat_map(|t| m.players_of(t)).map(|p| p.0).collect())
+                        .collect();
+                    let found = WsEvent::MatchFound {
+                        match_id: m.id.0,
+                        mode: self.rules.mode(m.mode).map_or_else(String::new, |mode| mode.name.clone()),
+                        datacenter: self.rules.datacenter_name(m.datacenter).to_owned(),
+                        server_addr: session.map(|s| s.server_addr).unwrap_or_default(),
+                        connect_token: None,
+                        teams,
+                    };
+                    // The outcome's own MatchFound is replaced by the detailed one.
+                    let rest = rally_lobby::Outcome {
+                        events: outcome
+                            .events
+                            .into_iter()
+                            .filter(|e| !matches!(e, PartyEvent::MatchFound { .. }))
+                            .collect(),
+                        cancel: outcome.cancel,
+                    };
+                    self.tell(&state, party, found);
+                    self.apply(&mut state, party, rest);
+                }
+            }
+            Event::Cancelled(_) | Event::NotWaiting(_) => {}
+        }
+    }
+}
+
+/// A party as its members see it.
+#[derive(Serialize, ToSchema, Clone, Debug)]
+pub struct PartyView {
+    /// Its id.
+    pub party_id: PartyId,
+    /// The mode it queues for.
+    pub mode: String,
+    /// Most members.
+    pub capacity: usize,
+    /// The leader.
+    pub leader_id: u64,
+    /// Members in the order they joined.
+    pub members: Vec<MemberView>,
+    /// `idle` or `queued`.
+    pub state: &'static str,
+}
+
+/// One member.
+#[derive(Serialize, ToSchema, Clone, Debug)]
+pub struct MemberView {
+    /// The player.
+    pub player_id: u64,
+    /// Ready to queue.
+    pub ready: bool,
+    /// Has a live WebSocket.
+    pub connected: bool,
+}
+
+impl From<&Party> for PartyView {
+    fn from(p: &Party) -> PartyView {
+        PartyView {
+            party_id: p.id,
+            mode: p.mode.clone(),
+            capacity: p.capacity,
+            leader_id: p.leader,
+            members: p
+                .members
+                .iter()
+                .map(|m| MemberView { player_id: m.player, ready: m.ready, connected: m.connections > 0 })
+                .collect(),
+            state: match p.state {
+                PartyState::Idle => "idle",
+                PartyState::Queued { .. } => "queued",
+            },
+        }
+    }
+}
+
+/// What the party WebSocket sends (JSON text frames, tagged by `type`).
+#[derive(Serialize, Clone, Debug)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum WsEvent {
+    /// The whole party, first on connect and after falling behind.
+    Snapshot {
+        /// The party.
+        party: PartyView,
+    },
+    /// Someone joined.
+    MemberJoined {
+        /// Who.
+        player_id: u64,
+    },
+    /// Someone left.
+    MemberLeft {
+        /// Who.
+        player_id: u64,
+    },
+    /// New leader.
+    LeaderChanged {
+        /// Who.
+        player_id: u64,
+    },
+    /// A member readied or unreadied.
+    Ready {
+        /// Who.
+        player_id: u64,
+        /// Now ready.
+        ready: bool,
+    },
+    /// The party is in the queue.
+    Queued {
+        /// Its ticket.
+        ticket_id: u64,
+    },
+    /// The party left the queue.
+    Dequeued {
+        /// `leader_cancelled`, `member_left`, `member_dropped`, `member_unready`, `rejected`.
+        reason: &'static str,
+    },
+    /// The party's ticket was matched.
+    MatchFound {
+        /// The match.
+        match_id: u64,
+        /// Its mode.
+        mode: String,
+        /// Where.
+        datacenter: String,
+        /// The game server (empty when none had room).
+        server_addr: String,
+        /// This member's connect token for the server.
+        #[serde(skip_serializing_if = "Option::is_none")]
+        connect_token: Option<String>,
+        /// Player ids by team.
+        teams: Vec<Vec<u64>>,
+    },
+    /// A chat message.
+    Chat {
+        /// Who wrote it.
+        from: u64,
+        /// What.
+        text: String,
+        /// When, ms since the Unix epoch.
+        at_ms: u64,
+    },
+    /// The party is gone.
+    Disbanded,
+    /// Something the member sent was refused.
+    Error {
+        /// Stable code: `chat_too_long`, `chat_rate_limited`, `bad_message`.
+        code: &'static str,
+        /// For humans.
+        message: String,
+    },
+}
+
+impl WsEvent {
+    fn from_party(event: PartyEvent, _rules: &Rules) -> WsEvent {
+        match event {
+            PartyEvent::MemberJoined { player } => WsEvent::MemberJoined { player_id: player },
+            PartyEvent::MemberLeft { player } => WsEvent::MemberLeft { player_id: player },
+            PartyEvent::LeaderChanged { player } => WsEvent::LeaderChanged { player_id: player },
+            PartyEvent::Ready { player, ready } => WsEvent::Ready { player_id: player, ready },
+            PartyEvent::Queued { ticket } => WsEvent::Queued { ticket_id: ticket },
+            PartyEvent::Dequeued { reason } => WsEvent::Dequeued { reason },
+            PartyEvent::MatchFound { match_id } => WsEvent::MatchFound {
+                match_id,
+                mode: String::new(),
+                datacenter: String::new(),
+                server_addr: String::new(),
+                connect_token: None,
+                teams: Vec::new(),
+            },
+            PartyEvent::Disbanded => WsEvent::Disbanded,
+        }
+    }
+}
+
+/// `POST /v1/party`.
+#[derive(Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct NewParty {
+    /// The mode to queue for; the party holds at most its team size.
+    pub mode: String,
+}
+
+/// `POST /v1/party/{id}/ready`.
+#[derive(Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ReadyUpdate {
+    /// Ready (default) or not.
+    #[serde(default = "yes")]
+    pub ready: bool,
+    /// Measured RTT per datacenter name, ms. Required the first time a member readies.
+    #[serde(default)]
+    pub rtt_ms: HashMap<String, f64>,
+}
+
+fn yes() -> bool {
+    true
+}
+
+/// `POST /v1/party/queue`'s answer.
+#[derive(Serialize, ToSchema)]
+pub struct QueuedView {
+    /// The party's ticket.
+    pub ticket_id: u64,
+    /// The party.
+    pub party: PartyView,
+}
+
+fn lobby(state: &AppState) -> &Lobby {
+    &state.inner.lobby
+}
+
+/// Starts a party; the caller leads it.
+#[utoipa::path(post, path = "/v1/party", tag = "parties", security(("bearer" = [])), request_body = NewParty,
+    responses(
+        (status = 201, description = "The new party", body = PartyView),
+        (status = 409, description = "The caller is in a party already", body = ErrorBody),
+        (status = 422, description = "Unknown mode", body = ErrorBody),
+    ))]
+pub(crate) async fn create(
+    State(state): State<AppState>,
+    Player(token): Player,
+    ApiJson(body): ApiJson<NewParty>,
+) -> Result<(StatusCode, axum::Json<PartyView>), ApiError> {
+    let lobby = lobby(&state);
+    let Some(mode) = lobby.rules.mode_id(&body.mode).and_then(|id| lobby.rules.mode(id)) else {
+        let names: Vec<&str> = lobby.rules.modes.iter().map(|m| m.name.as_str()).collect();
+        return Err(ApiError::Validation(vec![FieldError::new(
+            "mode",
+            format!("must be one of: {}", names.join(", ")),
+        )]));
+    };
+    let mut guard = lobby.lock();
+    let party = guard.parties.create(token.player_id, &mode.name, usize::from(mode.team_size))?;
+    let view = PartyView::from(party);
+    let (channel, _) = broadcast::channel(EVENT_BACKLOG);
+    guard.channels.insert(view.party_id, channel);
+    metrics::gauge!("rally_parties").set(guard.parties.len() as f64);
+    Ok((StatusCode::CREATED, axum::Json(view)))
+}
+
+/// A party, for its members.
+#[utoipa::path(get, path = "/v1/party/{id}", tag = "parties", security(("bearer" = [])),
+    params(("id" = u64, Path, description = "The party id")),
+    responses(
+        (status = 200, description = "The party", body = PartyView),
+        (status = 403, description = "Not a member", body = ErrorBody),
+        (status = 404, description = "No such party", body = ErrorBody),
+    ))]
+pub(crate) async fn get(
+    State(state): State<AppState>,
+    Player(token): Player,
+    Path(id): Path<PartyId>,
+) -> Result<axum::Json<PartyView>, ApiError> {
+    let guard = lobby(&state).lock();
+    let party = guard.parties.get(id).ok_or(LobbyError::UnknownParty)?;
+    if !party.has(token.player_id) {
+        return Err(ApiError::Forbidden("only members may see a party".into()));
+    }
+    Ok(axum::Json(party.into()))
+}
+
+/// Joins a party (not full, not queued, and the caller in no other party).
+#[utoipa::path(post, path = "/v1/party/{id}/join", tag = "parties", security(("bearer" = [])),
+    params(("id" = u64, Path, description = "The party id")),
+    responses(
+        (status = 200, description = "The party with the caller in it", body = PartyView),
+        (status = 404, description = "No such party", body = ErrorBody),
+        (status = 409, description = "Full, queued, or the caller is in a party already", body = ErrorBody),
+    ))]
+pub(crate) async fn join(
+    State(state): State<AppState>,
+    Player(token): Player,
+    Path(id): Path<PartyId>,
+) -> Result<axum::Json<PartyView>, ApiError> {
+    let lobby = lobby(&state);
+    let mut guard = lobby.lock();
+    let outcome = guard.parties.join(id, token.player_id)?;
+    lobby.apply(&mut guard, id, outcome);
+    Ok(axum::Json(guard.parties.get(id).expect("just joined").into()))
+}
+
+/// Leaves a party: a queued party leaves the queue, a leaving leader hands over, the
+/// last one out disbands it.
+#[utoipa::path(delete, path = "/v1/party/{id}/leave", tag = "parties", security(("bearer" = [])),
+    params(("id" = u64, Path, description = "The party id")),
+    responses(
+        (status = 204, description = "Left"),
+        (status = 403, description = "Not a member", body = ErrorBody),
+        (status = 404, description = "No such party", body = ErrorBody),
+    ))]
+pub(crate) async fn leave(
+    State(state): State<AppState>,
+    Player(token): Player,
+    Path(id): Path<PartyId>,
+) -> Result<StatusCode, ApiError> {
+    let lobby = lobby(&state);
+    let mut guard = lobby.lock();
+    let outcome = guard.parties.leave(id, token.player_id)?;
+    lobby.apply(&mut guard, id, outcome);
+    Ok(StatusCode::NO_CONTENT)
+}
+
+/// Readies (with measured RTTs) or unreadies the caller. Unreadying a queued party takes
+/// it out of the queue.
+#[utoipa::path(post, path = "/v1/party/{id}/ready", tag = "parties", security(("bearer" = [])),
+    params(("id" = u64, Path, description = "The party id")), request_body = ReadyUpdate,
+    responses(
+        (status = 200, description = "The party", body = PartyView),
+        (status = 403, description = "Not a member", body = ErrorBody),
+        (status = 404, description = "No such party", body = ErrorBody),
+        (status = 422, description = "Bad or missing RTTs", body = ErrorBody),
+    ))]
+pub(crate) async fn ready(
+    State(state): State<AppState>,
+    Player(token): Player,
+    Path(id): Path<PartyId>,
+    ApiJson(body): ApiJson<ReadyUpdate>,
+) -> Result<axum::Json<PartyView>, ApiError> {
+    let lobby = lobby(&state);
+    let mut errors = Vec::new();
+    if body.rtt_ms.len() > lobby.rules.datacenters.len() {
+        errors.push(FieldError::new("rtt_ms", "more entries than there are datacenters"));
+    }
+    let mut rtt: Vec<(String, f64)> = Vec::new();
+    for (dc, ms) in &body.rtt_ms {
+        if lobby.rules.datacenter_id(dc).is_none() {
+            errors.push(FieldError::new("rtt_ms", format!("unknown datacenter `{dc}`")));
+        } else if !ms.is_finite() || *ms < 0.0 {
+            errors.push(FieldError::new("rtt_ms", format!("`{dc}`: not a finite, non-negative number")));
+        } else {
+            rtt.push((dc.clone(), *ms));
+        }
+    }
+    if !errors.is_empty() {
+        return Err(ApiError::Validation(errors));
+    }
+    rtt.sort_by(|a, b| a.0.cmp(&b.0));
+    let mut guard = lobby.lock();
+    let outcome = guard.parties.ready(id, token.player_id, body.ready, rtt)?;
+    lobby.apply(&mut guard, id, outcome);
+    Ok(axum::Json(guard.parties.get(id).expect("still there").into()))
+}
+
+/// The leader queues the party: one ticket, every member on one team, each with their
+/// stored rating and RTTs.
+#[utoipa::path(post, path = "/v1/party/queue", tag = "parties", security(("bearer" = [])),
+    responses(
+        (status = 200, description = "Queued", body = QueuedView),
+        (status = 403, description = "Not the leader", body = ErrorBody),
+        (status = 404, description = "The caller is in no party", body = ErrorBody),
+        (status = 409, description = "Not everyone is ready, or already queued, or the engine refused the ticket", body = ErrorBody),
+        (status = 503, description = "The engine is busy; retry", body = ErrorBody),
+    ))]
+pub(crate) async fn queue(
+    State(state): State<AppState>,
+    Player(token): Player,
+) -> Result<axum::Json<QueuedView>, ApiError> {
+    let lobby = lobby(&state);
+    let me = token.player_id;
+    let (id, mode, members) = {
+        let guard = lobby.lock();
+        let party = guard.parties.party_of(me).ok_or(LobbyError::NotMember)?;
+        let party = guard.parties.check_queue(party.id, me)?;
+        (party.id, party.mode.clone(), party.members.clone())
+    };
+    // Ratings from the store (never the client), for the season running now.
+    let game = &state.inner.game;
+    let season = game.seasons.current(crate::auth::now_ms()).await?;
+    let mut players = Vec::with_capacity(members.len());
+    for member in &members {
+        let mmr = game.store.rating(member.player, &mode, season.id).await?.map_or(game.model.initial().mu, |r| r.mu);
+        let rtt_ms = member.rtt_ms.iter().filter_map(|(dc, ms)| Some((lobby.rules.datacenter_id(dc)?, *ms))).collect();
+        players.push(PlayerEntry { id: PlayerId(member.player), mmr, rtt_ms });
+    }
+    let mode_id = lobby.rules.mode_id(&mode).ok_or(ApiError::Internal)?;
+    let shard = home_shard(&lobby.rules, &players).map_err(refused)?;
+    let ticket = lobby.next_ticket.fetch_add(1, Ordering::Relaxed);
+    let (reply, answer) = oneshot::channel();
+    {
+        let mut guard = lobby.lock();
+        // The party may have changed while ratings were read: `queued` checks it did not.
+        let outcome = guard.parties.queued(id, me, &members, ticket)?;
+        guard.pending.insert(ticket, reply);
+        guard.shards.insert(ticket, shard);
+        let request = TicketRequest { id: TicketId(ticket), mode: mode_id, players, waited_ms: 0 };
+        if let Err(e) = lobby.submit(shard, Command::Enqueue(request)) {
+            guard.pending.remove(&ticket);
+            guard.shards.remove(&ticket);
+            guard.parties.ticket_ended(ticket, "rejected");
+            return Err(match e {
+                SubmitError::MailboxFull | SubmitError::ShuttingDown => ApiError::Unavailable,
+                SubmitError::UnknownShard => ApiError::Internal,
+            });
+        }
+        lobby.apply(&mut guard, id, outcome);
+    }
+    match tokio::time::timeout(Duration::from_secs(5), answer).await {
+        Ok(Ok(Ok(()))) => {}
+        // The rejection already took the party out of the queue and told its members.
+        Ok(Ok(Err(reason))) => return Err(refused(reason)),
+        Ok(Err(_)) | Err(_) => return Err(ApiError::Unavailable),
+    }
+    metrics::counter!("rally_party_queues_total", "mode" => mode).increment(1);
+    let guard = lobby.lock();
+    let party = guard.parties.get(id).ok_or(LobbyError::UnknownParty)?;
+    Ok(axum::Json(QueuedView { ticket_id: ticket, party: party.into() }))
+}
+
+fn refused(reason: Rejection) -> ApiError {
+    ApiError::QueueRefused { code: reason.code(), message: reason.to_string() }
+}
+
+/// The leader takes the party out of the queue.
+#[utoipa::path(delete, path = "/v1/party/queue", tag = "parties", security(("bearer" = [])),
+    responses(
+        (status = 204, description = "Out of the queue"),
+        (status = 403, description = "Not the leader", body = ErrorBody),
+        (status = 404, description = "The caller is in no party", body = ErrorBody),
+        (status = 409, description = "The party is not queued", body = ErrorBody),
+    ))]
+pub(crate) async fn dequeue(State(state): State<AppState>, Player(token): Player) -> Result<StatusCode, ApiError> {
+    let lobby = lobby(&state);
+    let mut guard = lobby.lock();
+    let id = guard.parties.party_of(token.player_id).ok_or(LobbyError::NotMember)?.id;
+    let outcome = guard.parties.dequeue(id, token.player_id)?;
+    lobby.apply(&mut guard, id, outcome);
+    Ok(StatusCode::NO_CONTENT)
+}
+
+/// `GET /v1/ws/party/{party_id}`: browsers cannot set headers on a WebSocket, so the
+/// token may come as a query parameter instead.
+#[derive(Deserialize, IntoParams)]
+#[serde(deny_unknown_fields)]
+pub struct WsParams {
+    /// The access token, if not in `Authorization: Bearer`.
+    pub access_token: Option<String>,
+}
+
+/// The party's event stream and chat (WebSocket, JSON text frames). Sends a `snapshot`
+/// first, then `member_joined`, `member_left`, `leader_changed`, `ready`, `queued`,
+/// `dequeued`, `match_found` (with the member's own connect token), `chat`, `disbanded`.
+/// Members send `{"type": "chat", "text": "…"}` (at most 500 bytes, 5 per second).
+#[utoipa::path(get, path = "/v1/ws/party/{party_id}", tag = "parties", security(("bearer" = [])),
+    params(("party_id" = u64, Path, description = "The party id"), WsParams),
+    responses(
+        (status = 101, description = "Switching to WebSocket"),
+        (status = 401, description = "No valid access token", body = ErrorBody),
+        (status = 403, description = "Not a member", body = ErrorBody),
+        (status = 404, description = "No such party", body = ErrorBody),
+    ))]
+pub(crate) async fn ws(
+    State(state): State<AppState>,
+    Path(party_id): Path<PartyId>,
+    Query(params): Query<WsParams>,
+    headers: HeaderMap,
+    upgrade: WebSocketUpgrade,
+) -> Result<Response, ApiError> {
+    let token = match &params.access_token {
+        Some(token) => token.as_str(),
+        None => crate::extract::bearer(&headers, "access token")?,
+    };
+    let player = crate::extract::verify(&state, token)?.player_id;
+    let (events, snapshot) = {
+        let lobby = lobby(&state);
+        let mut guard = lobby.lock();
+        let party = guard.parties.get(party_id).ok_or(LobbyError::UnknownParty)?;
+        if !party.has(player) {
+            return Err(ApiError::Forbidden("only members may follow a party".into()));
+        }
+        let outcome = guard.parties.connection(party_id, player, true);
+        lobby.apply(&mut guard, party_id, outcome);
+        let party = guard.parties.get(party_id).expect("checked above");
+        let snapshot = WsEvent::Snapshot { party: party.into() };
+        let channel = guard.channels.entry(party_id).or_insert_with(|| broadcast::channel(EVENT_BACKLOG).0);
+        (channel.subscribe(), snapshot)
+    };
+    Ok(upgrade
+        .max_message_size(4 * 1024)
+        .on_upgrade(move |socket| follow(state, party_id, player, socket, events, snapshot)))
+}
+
+/// Chat messages a member may send per second, and in a burst.
+const CHAT_PER_S: u32 = 5;
+const CHAT_BURST: u32 = 10;
+/// Refused messages in a row after which the socket is closed as a flood.
+const CHAT_FLOOD_CLOSE: u32 = 20;
+
+async fn follow(
+    state: AppState,
+    party_id: PartyId,
+    player: u64,
+    mut socket: WebSocket,
+    mut events: broadcast::Receiver<Arc<WsEvent>>,
+    snapshot: WsEvent,
+) {
+    let limiter = governor::RateLimiter::direct(
+        governor::Quota::per_second(std::num::NonZeroU32::new(CHAT_PER_S).expect("non-zero"))
+            .allow_burst(std::num::NonZeroU32::new(CHAT_BURST).expect("non-zero")),
+    );
+    let mut refused = 0u32;
+    let mut alive = send(&mut socket, &snapshot).await;
+    while alive {
+        tokio::select! {
+            event = events.recv() => match event {
+                Ok(event) => {
+                    let event = personal(&state, player, &event);
+                    alive = send(&mut socket, &event).await;
+                    let gone = matches!(event, WsEvent::Disbanded)
+                        || matches!(event, WsEvent::MemberLeft { player_id } if player_id == player);
+                    if gone {
+                        let _ = socket.send(Message::Close(Some(CloseFrame { code: 1000, reason: "left the party".into() }))).await;
+                        break;
+                    }
+                }
+                Err(broadcast::error::RecvError::Lagged(_)) => {
+                    // Fell behind: start again from the party as it is now.
+                    let party = lobby(&state).lock().parties.get(party_id).map(PartyView::from);
+                    match party {
+                        Some(party) => alive = send(&mut socket, &WsEvent::Snapshot { party }).await,
+                        None => break,
+                    }
+                }
+                Err(broadcast::error::RecvError::Closed) => break,
+            },
+            message = socket.recv() => match message {
+                Some(Ok(Message::Text(text))) => {
+                    let reply = chat(&state, party_id, player, text.as_str(), &limiter);
+                    if let Some(error) = reply {
+                        refused += 1;
+                        if refused >= CHAT_FLOOD_CLOSE {
+                            let frame = CloseFrame { code: 1008, reason: "chat flood".into() };
+                            let _ = socket.send(Message::Close(Some(frame))).await;
+                            break;
+                        }
+                        alive = send(&mut socket, &error).await;
+                    } else {
+                        refused = 0;
+                    }
+                }
+                Some(Ok(Message::Binary(_))) => {
+                    let error = WsEvent::Error { code: "bad_message", message: "send JSON text frames".into() };
+                    alive = send(&mut socket, &error).await;
+                }
+                Some(Ok(Message::Ping(_) | Message::Pong(_))) => {}
+                Some(Ok(Message::Close(_))) | Some(Err(_)) | None => break,
+            },
+        }
+    }
+    let lobby = lobby(&state);
+    let mut guard = lobby.lock();
+    let outcome = guard.parties.connection(party_id, player, false);
+    lobby.apply(&mut guard, party_id, outcome);
+}
+
+/// `event` as this member gets it: a match carries their own connect token.
+fn personal(state: &AppState, player: u64, event: &WsEvent) -> WsEvent {
+    match event {
+        WsEvent::MatchFound { match_id, .. } => {
+            let mut event = event.clone();
+            if let WsEvent::MatchFound { connect_token, .. } = &mut event {
+                *connect_token = lobby(state).sessions.lock().connect_token(*match_id, player);
+            }
+            event
+        }
+        other => other.clone(),
+    }
+}
+
+#[derive(Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case", deny_unknown_fields)]
+enum WsRequest {
+    Chat { text: String },
+}
+
+/// Handles a member's frame; an error event to send back if it was refused.
+fn chat(
+    state: &AppState,
+    party_id: PartyId,
+    player: u64,
+    text: &str,
+    limiter: &governor::DefaultDirectRateLimiter,
+) -> Option<WsEvent> {
+    let Ok(WsRequest::Chat { text }) = serde_json::from_str::<WsRequest>(text) else {
+        return Some(WsEvent::Error {
+            code: "bad_message",
+            message: r#"expected {"type": "chat", "text": "…"}"#.into(),
+        });
+    };
+    if text.len() > MAX_CHAT_BYTES || text.trim().is_empty() {
+        let message = format!("chat messages are 1 to {MAX_CHAT_BYTES} bytes");
+        return Some(WsEvent::Error { code: "chat_too_long", message });
+    }
+    if limiter.check().is_err() {
+        metrics::counter!("rally_party_chat_refused_total").increment(1);
+        let message = format!("at most {CHAT_PER_S} messages a second");
+        return Some(WsEvent::Error { code: "chat_rate_limited", message });
+    }
+    metrics::counter!("rally_party_chat_total").increment(1);
+    let lobby = lobby(state);
+    let guard = lobby.lock();
+    lobby.tell(&guard, party_id, WsEvent::Chat { from: player, text, at_ms: crate::auth::now_ms() });
+    None
+}
+
+async fn send(socket: &mut WebSocket, event: &WsEvent) -> bool {
+    let text = serde_json::to_string(event).expect("events serialize");
+    socket.send(Message::Text(text.into())).await.is_ok()
+}
+
+impl From<LobbyError> for ApiError {
+    fn from(e: LobbyError) -> ApiError {
+        ApiError::Lobby(e)
+    }
+}
