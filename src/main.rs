@@ -14,6 +14,7 @@ use clap::{Args, Parser, Subcommand};
 use rally_engine::Rules;
 use rally_replay::{ReplayError, ReplayOptions, workload};
 
+mod demo;
 mod serve;
 
 #[derive(Parser)]
@@ -31,7 +32,8 @@ enum Cmd {
     Workload(WorkloadArgs),
     /// Runs engine and edge in one process on embedded defaults (Ctrl-C stops it).
     Dev(serve::DevArgs),
-    /// `rally dev` plus bot players over QUIC for a while, printing live matches and waits.
+    /// The whole game loop with bots: queue over QUIC, parties, game servers, results,
+    /// ratings and leaderboards, for a while, printing live matches and waits.
     Demo(serve::DemoArgs),
     /// Mints a dev access token with the dev signing key.
     Token(serve::TokenArgs),
@@ -102,7 +104,7 @@ fn main() -> ExitCode {
         Cmd::Replay(args) => replay(args),
         Cmd::Workload(args) => generate(args),
         Cmd::Dev(args) => serve::dev(args).map(|()| ExitCode::SUCCESS),
-        Cmd::Demo(args) => serve::demo(args).map(|()| ExitCode::SUCCESS),
+        Cmd::Demo(args) => demo::demo(args).map(|()| ExitCode::SUCCESS),
         Cmd::Token(args) => serve::token(args).map(|()| ExitCode::SUCCESS),
         Cmd::Loadgen(args) => serve::loadgen(args).map(|()| ExitCode::SUCCESS),
         Cmd::Migrate(args) => serve::migrate(args).map(|()| ExitCode::SUCCESS),

@@ -1,5 +1,5 @@
-//! Wiring for the commands that run services: `rally dev`, `rally demo`, `rally loadgen`
-//! and `rally token`. Only construction and plumbing; behaviour lives in the crates.
+//! Wiring for the commands that run services: `rally dev`, `rally loadgen`, `rally token`
+//! and `rally migrate` (`rally demo` is in `demo.rs`). Only construction and plumbing; behaviour lives in the crates.
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -11,9 +11,7 @@ use clap::Args;
 use rally_admin::{Game, GameConfig, Lobby};
 use rally_auth::{SigningKey, TokenIssuer, TokenVerifier};
 use rally_client::Trust;
-use rally_edge::{
-    EdgeConfig, EdgeDeps, EdgeHandle, InProcessRouter, RatingSource, StoreRatings, TlsIdentity, TokenRatings,
-};
+use rally_edge::{EdgeConfig, EdgeDeps, EdgeHandle, InProcessRouter, RatingSource, StoreRatings, TlsIdentity};
 use rally_engine::{Rules, Runtime, RuntimeConfig};
 use rally_loadgen::{LoadSpec, Report, Snapshot};
 use rally_persistence::{Leaderboard, RedisLeaderboard, SqlStore, Store, StoreConfig, StoreLeaderboard};
@@ -167,7 +165,7 @@ pub struct LoadgenArgs {
     pub seed: u64,
 }
 
-fn rules(path: Option<&Path>, tick_ms: Option<u64>) -> Result<Arc<Rules>> {
+pub(crate) fn rules(path: Option<&Path>, tick_ms: Option<u64>) -> Result<Arc<Rules>> {
     let mut rules = match path {
         Some(path) => crate::load_rules(path)?,
         None => Arc::new(Rules::from_toml(EMBEDDED_MODES).context("the embedded examples/modes.toml")?),
@@ -180,13 +178,13 @@ fn rules(path: Option<&Path>, tick_ms: Option<u64>) -> Result<Arc<Rules>> {
 }
 
 /// Engine and edge in one process.
-struct Node {
-    edge: EdgeHandle,
+pub(crate) struct Node {
+    pub edge: EdgeHandle,
     runtime: Runtime,
 }
 
 impl Node {
-    fn start(
+    pub(crate) fn start(
         rules: Arc<Rules>,
         listen: SocketAddr,
         key: &SigningKey,
@@ -221,29 +219,29 @@ impl Node {
         Ok(Node { edge, runtime })
     }
 
-    async fn stop(self) {
+    pub(crate) async fn stop(self) {
         self.edge.shutdown().await;
         self.runtime.shutdown();
     }
 }
 
 /// A fresh self-signed certificate for `localhost` and the listening IP.
-fn self_signed(listen: SocketAddr) -> Result<TlsIdentity> {
+pub(crate) fn self_signed(listen: SocketAddr) -> Result<TlsIdentity> {
     Ok(TlsIdentity::self_signed(&["localhost".into(), listen.ip().to_string()])?)
 }
 
-fn tokio_runtime() -> Result<tokio::runtime::Runtime> {
+pub(crate) fn tokio_runtime() -> Result<tokio::runtime::Runtime> {
     tokio::runtime::Builder::new_multi_thread().enable_all().build().context("starting the async runtime")
 }
 
-fn init_logs(default: &str) {
+pub(crate) fn init_logs(default: &str) {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
     let _ = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).try_init();
 }
 
 /// A random secret for game servers to register with, as hex.
-fn random_key() -> String {
+pub(crate) fn random_key() -> String {
     use ring::rand::SecureRandom;
     let mut bytes = [0u8; 16];
     ring::rand::SystemRandom::new().fill(&mut bytes).expect("the system RNG works");
@@ -251,7 +249,7 @@ fn random_key() -> String {
 }
 
 /// Unrated players queue at this rating (the engine's MMR scale).
-const DEFAULT_MMR: f64 = 1500.0;
+pub(crate) const DEFAULT_MMR: f64 = 1500.0;
 
 pub fn dev(args: DevArgs) -> Result<()> {
     init_logs("info");
@@ -383,55 +381,6 @@ pub fn token(args: TokenArgs) -> Result<()> {
     let issuer = TokenIssuer::new(key).with_ttl(Duration::from_secs(args.ttl_s));
     println!("{}", issuer.mint(args.player, args.mmr, SystemTime::now()));
     Ok(())
-}
-
-pub fn demo(args: DemoArgs) -> Result<()> {
-    init_logs("warn");
-    anyhow::ensure!(args.bots >= 2, "--bots must be at least 2");
-    let rules = rules(args.modes.as_deref(), None)?;
-    // A throwaway key: the demo's bots and edge live and die in this process.
-    let key = SigningKey::generate();
-    let runtime = tokio_runtime()?;
-    runtime.block_on(async {
-        let listen: SocketAddr = "127.0.0.1:0".parse().expect("literal");
-        let ratings = Arc::new(TokenRatings { default: DEFAULT_MMR });
-        let node = Node::start(rules.clone(), listen, &key, self_signed(listen)?, ratings, None, None)?;
-        let issuer = Arc::new(TokenIssuer::new(key));
-        let tokens = Arc::new(move |player, mmr| issuer.mint(player, Some(mmr), SystemTime::now()));
-        let trust = Trust::Fingerprint(node.edge.fingerprint());
-        let mut spec = LoadSpec::new(node.edge.local_addr(), trust, tokens, args.bots);
-        spec.duration = Duration::from_secs(args.duration_s);
-        spec.connect_rate = 500.0;
-        spec.modes = rules.modes.iter().map(|m| m.name.clone()).collect();
-        println!(
-            "rally demo: engine + edge on {}, {} bot players over QUIC for {} s, modes {}",
-            node.edge.local_addr(),
-            args.bots,
-            args.duration_s,
-            spec.modes.join(", ")
-        );
-        let mut last = (Duration::ZERO, 0u64);
-        let report = rally_loadgen::run(spec, |s: &Snapshot| {
-            let dt = (s.elapsed - last.0).as_secs_f64().max(1e-9);
-            let per_s = (s.matches - last.1) as f64 / dt;
-            last = (s.elapsed, s.matches);
-            println!(
-                "{:>4.0}s  players matched/s {:>6.0}  connected {:>5}  waiting {:>5}  wait ms p50 {:>6.0} p95 {:>6.0} p99 {:>6.0}  errors {}",
-                s.elapsed.as_secs_f64(),
-                per_s,
-                s.connected,
-                s.waiting,
-                s.time_to_match.p50_ms,
-                s.time_to_match.p95_ms,
-                s.time_to_match.p99_ms,
-                s.errors
-            );
-        })
-        .await?;
-        println!("\n{report}");
-        node.stop().await;
-        Ok(())
-    })
 }
 
 pub fn loadgen(args: LoadgenArgs) -> Result<()> {

@@ -249,7 +249,7 @@ fn dev_runs_the_game_loop_from_queue_to_leaderboard() {
 
 #[test]
 fn demo_runs_bots_through_the_whole_path() {
-    let out = run(rally().args(["demo", "--duration-s", "2", "--bots", "40"]));
+    let out = run(rally().args(["demo", "--duration-s", "3", "--bots", "40"]));
     let text = String::from_utf8(out.stdout).unwrap();
     assert!(text.contains("players matched/s"), "{text}");
     let received: u64 = text
@@ -259,6 +259,16 @@ fn demo_runs_bots_through_the_whole_path() {
         .unwrap_or_else(|| panic!("no summary in {text}"));
     assert!(received > 0, "{text}");
     assert!(text.contains("errors            none"), "{text}");
+    // The whole loop: game servers reported results, ratings moved onto leaderboards,
+    // and everything was stored.
+    let reported: u64 = text
+        .lines()
+        .find_map(|l| l.strip_prefix("game servers reported "))
+        .and_then(|rest| rest.split_whitespace().next()?.parse().ok())
+        .unwrap_or_else(|| panic!("no results line in {text}"));
+    assert!(reported > 0, "{text}");
+    assert!(text.contains("leaderboard duel-1v1 (season s1)"), "{text}");
+    assert!(text.contains(&format!("results stored: {reported} matches")), "{text}");
 }
 
 #[test]

@@ -113,14 +113,20 @@ impl Game {
             .flatten()
             .map(|&player| RatingKey { account: player, mode: session.mode.clone(), season: season.id })
             .collect();
-        for key in self.book.missing(&keys) {
-            let stored = self.store.rating(key.account, &key.mode, key.season).await?;
-            let entry = stored.map_or(Entry { skill: self.model.initial(), games: 0, pending: 0 }, |r| Entry {
-                skill: Skill { mu: r.mu, sigma: r.sigma },
-                games: r.games,
-                pending: 0,
-            });
-            self.book.fill(key, entry);
+        // Ratings the book lacks are read first, without its lock; if one is evicted
+        // before the lock is taken, it is read again (the store had caught up with it).
+        let mut fetched = Vec::new();
+        for _ in 0..3 {
+            for key in self.book.missing(&keys) {
+                let stored = self.store.rating(key.account, &key.mode, key.season).await?;
+                let entry = stored.map_or(Entry::new(self.model.initial(), 0), |r| {
+                    Entry::new(Skill { mu: r.mu, sigma: r.sigma }, r.games)
+                });
+                fetched.push((key, entry));
+            }
+            if self.book.fill(std::mem::take(&mut fetched), &keys) {
+                break;
+            }
         }
         self.book.rate(&self.model, session, placements, &keys, |before, after| {
             let players = before
@@ -202,7 +208,20 @@ struct Entry {
     games: u64,
     /// Writes of this rating queued and not yet committed.
     pending: u32,
+    /// Last read or change: recently used entries are not evicted, so a result that read
+    /// the store just before another one's write committed cannot put the older rating
+    /// back.
+    touched: std::time::Instant,
 }
+
+impl Entry {
+    fn new(skill: Skill, games: u64) -> Entry {
+        Entry { skill, games, pending: 0, touched: std::time::Instant::now() }
+    }
+}
+
+/// How long an entry stays after its last use before it may be evicted.
+const KEEP_TOUCHED: Duration = Duration::from_secs(10);
 
 /// One player's rating after a match, with their team.
 #[derive(Clone, Copy, Debug)]
@@ -233,9 +252,14 @@ impl RatingBook {
         keys.iter().filter(|k| !entries.contains_key(k)).cloned().collect()
     }
 
-    /// Adds a rating read from the store, unless a result put a newer one in meanwhile.
-    fn fill(&self, key: RatingKey, entry: Entry) {
-        self.lock().entry(key).or_insert(entry);
+    /// Adds ratings read from the store, unless a result put newer ones in meanwhile;
+    /// whether every key in `keys` is now present.
+    fn fill(&self, fetched: Vec<(RatingKey, Entry)>, keys: &[RatingKey]) -> bool {
+        let mut entries = self.lock();
+        for (key, entry) in fetched {
+            entries.entry(key).or_insert(entry).touched = std::time::Instant::now();
+        }
+        keys.iter().all(|k| entries.contains_key(k))
     }
 
     /// Rates a result under the book's lock and hands the new ratings to `queue`; only
@@ -252,7 +276,10 @@ impl RatingBook {
         RecordError: From<E>,
     {
         let mut entries = self.lock();
-        let before: Vec<Entry> = keys.iter().map(|k| entries.get(k).copied().expect("filled above")).collect();
+        let Some(before) = keys.iter().map(|k| entries.get(k).copied()).collect::<Option<Vec<Entry>>>() else {
+            // Evicted three times over between reading and rating: the book is thrashing.
+            return Err(RecordError::Store(StoreError::Invalid("rating cache too small for the load")));
+        };
         let mut at = 0;
         let teams: Vec<Vec<Skill>> = session
             .teams
@@ -274,10 +301,11 @@ impl RatingBook {
             .collect();
         let queued = queue(&before, &after)?;
         for (key, a) in keys.iter().zip(&after) {
-            let entry = entries.get_mut(key).expect("filled above");
+            let entry = entries.get_mut(key).expect("present under this lock");
             entry.skill = a.skill;
             entry.games = a.games;
             entry.pending += 1;
+            entry.touched = std::time::Instant::now();
         }
         Ok(queued)
     }
@@ -296,10 +324,11 @@ impl CommitListener for RatingBook {
             }
         }
         if entries.len() > self.capacity {
-            // Down to three quarters, dropping only ratings the store has caught up with.
+            // Down to three quarters, dropping only ratings the store has caught up with
+            // and no result is using.
             let mut excess = entries.len() - self.capacity * 3 / 4;
             entries.retain(|_, e| {
-                if excess > 0 && e.pending == 0 {
+                if excess > 0 && e.pending == 0 && e.touched.elapsed() > KEEP_TOUCHED {
                     excess -= 1;
                     false
                 } else {

@@ -14,6 +14,7 @@ use crate::AppState;
 use crate::error::{ApiError, ErrorBody, FieldError};
 use crate::extract::{ApiJson, Player};
 use crate::game::RecordError;
+use rally_persistence::StoreError;
 
 /// `POST /v1/servers`.
 #[derive(Deserialize, ToSchema)]
@@ -278,10 +279,18 @@ pub(crate) async fn post_result(
         }
         ResultStart::Rate(session) => session,
     };
+    // If this request is dropped (the server hung up) or rating panics, the session goes
+    // back to active so the server's retry can record the result.
+    let mut pending = PendingResult { sessions: &game.sessions, match_id, placements: None };
     let recorded = game.record(&session, &report.placements).await;
-    let placements = recorded.is_ok().then(|| report.placements.clone());
-    game.sessions.end_result(match_id, placements);
+    pending.placements = recorded.is_ok().then(|| report.placements.clone());
+    drop(pending);
     let recorded = recorded.map_err(|e| match e {
+        // The current season vanished, or the rating cache is thrashing: retry later.
+        RecordError::Store(e @ (StoreError::NotFound { .. } | StoreError::Invalid(_))) => {
+            tracing::warn!(match_id, error = %e, "result not recorded; the server may retry");
+            ApiError::Unavailable
+        }
         RecordError::Store(e) => ApiError::from(e),
         RecordError::Rate(e) => ApiError::Validation(vec![FieldError::new("placements", e.to_string())]),
         RecordError::Queue(e) => {
@@ -304,4 +313,18 @@ pub(crate) async fn post_result(
         })
         .collect();
     Ok(axum::Json(ResultOutcome { match_id, recorded: true, season: Some(recorded.season.name), ratings }))
+}
+
+/// Ends a result begun with `begin_result` however the handler ends: recorded, refused,
+/// dropped mid-way or panicking.
+struct PendingResult<'a> {
+    sessions: &'a rally_sessions::SessionDirectory,
+    match_id: u64,
+    placements: Option<Vec<u32>>,
+}
+
+impl Drop for PendingResult<'_> {
+    fn drop(&mut self) {
+        self.sessions.end_result(self.match_id, self.placements.take());
+    }
 }

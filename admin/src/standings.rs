@@ -13,6 +13,8 @@ use crate::extract::Player;
 
 /// Largest page of history or leaderboard.
 const MAX_PAGE: u32 = 100;
+/// Deepest leaderboard offset.
+const MAX_OFFSET: u64 = 1_000_000_000;
 
 /// `GET /v1/matches/history` filters.
 #[derive(Deserialize, IntoParams)]
@@ -249,6 +251,10 @@ async fn leaderboard(
         }
     };
     let limit = page_size(params.limit, if around_me { 5 } else { 50 }, &mut errors);
+    let offset = params.offset.unwrap_or(0);
+    if offset > MAX_OFFSET {
+        errors.push(FieldError::new("offset", format!("must be at most {MAX_OFFSET}")));
+    }
     if !errors.is_empty() {
         return Err(ApiError::Validation(errors));
     }
@@ -260,7 +266,7 @@ async fn leaderboard(
             .map_err(leaderboard_down)?
             .ok_or(ApiError::NotFound)?
     } else {
-        board.top(season.id, &params.mode, params.offset.unwrap_or(0), limit).await.map_err(leaderboard_down)?
+        board.top(season.id, &params.mode, offset, limit).await.map_err(leaderboard_down)?
     };
     Ok(axum::Json(LeaderboardView {
         season: season.into(),

@@ -51,7 +51,6 @@ pub(crate) struct Ticket {
 /// A match placed on a game server, kept until its session ends: if it fails, its
 /// players go back to the queue with the wait they had served.
 struct Hosted {
-    formed_at: std::time::Instant,
     /// Each player's ticket and how long it had waited when matched.
     tickets: Vec<(u64, Ticket, u64)>,
 }
@@ -348,17 +347,17 @@ impl Hub {
     }
 
     /// A hosted match's session ended. If it failed, its players are told and queued
-    /// again, keeping the wait they had served plus the time the match took to fail.
+    /// again with the wait they had served before the match (not the time it lasted), so
+    /// their windows are as wide as they had grown.
     pub fn session_ended(&self, match_id: u64, failed: bool) {
         let mut state = self.state();
         let Some(hosted) = state.hosted.remove(&match_id) else { return };
         if !failed {
             return;
         }
-        let lost_ms = hosted.formed_at.elapsed().as_millis() as u64;
         for (player, ticket, wait_ms) in hosted.tickets {
             let mode = (ticket.mode_id, ticket.mode.as_str());
-            let requeued = self.submit_enqueue(&mut state, player, mode, ticket.entry.clone(), wait_ms + lost_ms);
+            let requeued = self.submit_enqueue(&mut state, player, mode, ticket.entry.clone(), wait_ms);
             let waiting = requeued.ok().map(|(id, _)| WaitingTicket { ticket_id: id.0, mode: ticket.mode.clone() });
             metrics::counter!("rally_edge_requeued_total", "outcome" => if waiting.is_some() { "queued" } else { "not_queued" })
                 .increment(1);
@@ -496,7 +495,7 @@ impl Hub {
             allocation
         });
         let server_addr = allocation.as_ref().map_or_else(String::new, |a| a.server_addr.clone());
-        let mut hosted = Hosted { formed_at: std::time::Instant::now(), tickets: Vec::new() };
+        let mut hosted = Hosted { tickets: Vec::new() };
         for ticket in &m.tickets {
             state.owners.remove(&ticket.id);
             for player in m.players_of(ticket) {

@@ -41,8 +41,9 @@ pub struct TicketRequest {
     /// 1..=team_size players.
     pub players: Vec<PlayerEntry>,
     /// Wait already served, ms: a ticket sent back to the queue (its match fell through)
-    /// counts as enqueued this long before now, so it keeps its place and its widened
-    /// windows. 0 for a new ticket.
+    /// counts as enqueued this long before now, so its MMR and RTT windows are as wide
+    /// as they had grown and its reported wait includes the earlier one. (It is still
+    /// considered after the tickets already waiting.) 0 for a new ticket.
     pub waited_ms: u64,
 }
 

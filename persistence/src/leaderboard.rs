@@ -4,8 +4,10 @@
 //! and rank queries). [`RedisLeaderboard`] keeps one sorted set per (season, mode) in
 //! Redis (production): the write-behind worker adds each committed rating, reads come
 //! from Redis, and a set that is missing (evicted, flushed, never built) is rebuilt from
-//! the store before it is read. A Redis write that fails deletes the sets it touched, so
-//! they are rebuilt rather than left stale.
+//! the store before it is read. Commits only add to sets that exist, and a Redis write
+//! that fails deletes the sets it touched, so a lost set is rebuilt rather than left
+//! partial or stale. A commit that lands while its set is being rebuilt may be missed by
+//! the copy; that player's score is right again after their next match.
 
 use std::sync::Arc;
 
@@ -158,7 +160,11 @@ impl RedisLeaderboard {
         if exists {
             return Ok(key);
         }
-        let scratch = format!("{key}:rebuild:{}", std::process::id());
+        // A scratch key of its own: concurrent rebuilds (threads, nodes) never share one.
+        static REBUILDS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+        let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default().as_nanos();
+        let n = REBUILDS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let scratch = format!("{key}:rebuild:{}:{nanos}:{n}", std::process::id());
         let _: () = redis::cmd("DEL").arg(&scratch).query_async(&mut redis).await?;
         let mut offset = 0u64;
         loop {
@@ -214,30 +220,59 @@ impl RedisLeaderboard {
     }
 }
 
+/// Adds scores to a set only if it exists: a commit must not recreate a lost set with
+/// just its own players, which would stop the rebuild that fills in everyone else.
+const ZADD_IF_BUILT: &str =
+    "if redis.call('EXISTS', KEYS[1]) == 1 then return redis.call('ZADD', KEYS[1], unpack(ARGV)) end return 0";
+
+/// Score-member pairs per script call (Lua's `unpack` has a stack limit).
+const PAIRS_PER_CALL: usize = 1_000;
+
+/// How long a commit's leaderboard update may take: Redis being slow must not hold up
+/// the write-behind worker (the set is dropped and rebuilt instead).
+const UPDATE_TIMEOUT: std::time::Duration = std::time::Duration::from_millis(500);
+
 #[async_trait::async_trait]
 impl CommitListener for RedisLeaderboard {
     async fn committed(&self, matches: &[MatchRecord]) {
-        let mut pipe = redis::pipe();
-        let mut keys = std::collections::BTreeSet::new();
         // In commit order, so a player's last match in the batch sets their score.
+        let mut scores: std::collections::BTreeMap<String, Vec<(f64, AccountId)>> = Default::default();
         for m in matches {
             let key = self.key(m.season_id, &m.mode);
-            for p in &m.players {
-                pipe.cmd("ZADD").arg(&key).arg(p.mu_after - 3.0 * p.sigma_after).arg(p.account_id).ignore();
-            }
-            keys.insert(key);
+            scores
+                .entry(key)
+                .or_default()
+                .extend(m.players.iter().map(|p| (p.mu_after - 3.0 * p.sigma_after, p.account_id)));
         }
         let mut redis = self.redis.clone();
-        if let Err(e) = pipe.query_async::<()>(&mut redis).await {
-            metrics::counter!("rally_leaderboard_redis_errors_total").increment(1);
-            tracing::warn!(error = %e, "leaderboard update failed; dropping the touched boards so they are rebuilt");
-            let mut del = redis::cmd("DEL");
-            for key in &keys {
-                del.arg(key);
+        let update = async {
+            for (key, pairs) in &scores {
+                for chunk in pairs.chunks(PAIRS_PER_CALL) {
+                    let mut eval = redis::cmd("EVAL");
+                    eval.arg(ZADD_IF_BUILT).arg(1).arg(key);
+                    for (score, account) in chunk {
+                        eval.arg(*score).arg(*account);
+                    }
+                    let _: i64 = eval.query_async(&mut redis).await?;
+                }
             }
-            if let Err(e) = del.query_async::<()>(&mut redis).await {
-                tracing::error!(error = %e, "could not drop stale leaderboards; they lag until rebuilt");
-            }
+            Ok::<(), redis::RedisError>(())
+        };
+        let failed = match tokio::time::timeout(UPDATE_TIMEOUT, update).await {
+            Ok(Ok(())) => return,
+            Ok(Err(e)) => e.to_string(),
+            Err(_) => "timed out".to_owned(),
+        };
+        metrics::counter!("rally_leaderboard_redis_errors_total").increment(1);
+        tracing::warn!(error = failed, "leaderboard update failed; dropping the touched boards so they are rebuilt");
+        let mut del = redis::cmd("DEL");
+        for key in scores.keys() {
+            del.arg(key);
+        }
+        let mut redis = self.redis.clone();
+        match tokio::time::timeout(UPDATE_TIMEOUT, del.query_async::<()>(&mut redis)).await {
+            Ok(Ok(())) => {}
+            _ => tracing::error!("could not drop stale leaderboards; they lag until rebuilt"),
         }
     }
 }

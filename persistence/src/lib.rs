@@ -281,12 +281,20 @@ impl StoreError {
     /// Whether the same call may succeed later.
     pub fn is_retryable(&self) -> bool {
         match self {
-            // The database answered and refused the data (a violated constraint, a value
-            // out of range, bad SQL): the same call fails the same way.
             StoreError::Unavailable(sqlx::Error::Database(db)) => {
-                db.kind() == sqlx::error::ErrorKind::Other
-                    && !db.code().is_some_and(|code| code.starts_with("22") || code.starts_with("42"))
+                // The database refused the data (a violated constraint, a value out of
+                // range): the same call fails the same way. Anything else (a missing
+                // table, a permission, a lock, a restart) an operator or time can fix.
+                let refused_data = db.code().is_some_and(|code| code.starts_with("22") || code.starts_with("23"));
+                db.kind() == sqlx::error::ErrorKind::Other && !refused_data
             }
+            // Values that cannot be encoded or decoded fail the same way every time.
+            StoreError::Unavailable(
+                sqlx::Error::Encode(_)
+                | sqlx::Error::Decode(_)
+                | sqlx::Error::ColumnDecode { .. }
+                | sqlx::Error::TypeNotFound { .. },
+            ) => false,
             StoreError::Unavailable(_) => true,
             _ => false,
         }

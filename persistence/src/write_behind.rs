@@ -111,7 +111,15 @@ impl WriteBehind {
         let (tx, rx) = mpsc::channel(config.queue_capacity.max(1));
         let closing = Arc::new(Notify::new());
         let capacity = config.queue_capacity.max(1);
-        let worker = Worker { store, config, listeners, rx, closing: closing.clone(), report: Default::default() };
+        let worker = Worker {
+            store,
+            config,
+            listeners,
+            rx,
+            closing: closing.clone(),
+            give_up_at: Default::default(),
+            report: Default::default(),
+        };
         let worker = tokio::spawn(worker.run());
         WriteBehind { tx, capacity, closing, worker: Mutex::new(Some(worker)) }
     }
@@ -167,6 +175,9 @@ struct Worker {
     listeners: Vec<Arc<dyn CommitListener>>,
     rx: mpsc::Receiver<Job>,
     closing: Arc<Notify>,
+    /// Set when shutdown starts: batches already being written see it too and stop
+    /// retrying a failing database at that time.
+    give_up_at: Arc<std::sync::OnceLock<Instant>>,
     report: WriteBehindReport,
 }
 
@@ -174,7 +185,7 @@ struct Worker {
 #[derive(Clone, Copy, PartialEq, Eq)]
 enum Phase {
     Running,
-    Draining { give_up_at: Instant },
+    Draining,
 }
 
 /// A batch on its way to the store, written by its own task.
@@ -205,7 +216,7 @@ impl Worker {
                         continue;
                     }
                 },
-                Phase::Draining { .. } => self.rx.recv().await,
+                Phase::Draining => self.rx.recv().await,
             };
             let Some(first) = first else { break };
             let mut rows = take(first, &mut batch, &mut flushes);
@@ -220,7 +231,7 @@ impl Worker {
                         }
                     },
                     // Draining: write what is there now, without waiting for more.
-                    Phase::Draining { .. } => Ok(self.rx.try_recv().ok()),
+                    Phase::Draining => Ok(self.rx.try_recv().ok()),
                 };
                 match next {
                     Ok(Some(job)) => rows += take(job, &mut batch, &mut flushes),
@@ -234,7 +245,8 @@ impl Worker {
                 }
                 let store = self.store.clone();
                 let config = self.config.clone();
-                in_flight.push_back(tokio::spawn(write(store, config, std::mem::take(&mut batch), phase)));
+                let give_up_at = self.give_up_at.clone();
+                in_flight.push_back(tokio::spawn(write(store, config, std::mem::take(&mut batch), give_up_at)));
             }
             if !flushes.is_empty() {
                 while let Some(oldest) = in_flight.pop_front() {
@@ -262,7 +274,9 @@ impl Worker {
     fn start_draining(&mut self) -> Phase {
         // No new matches; what is queued is still received, then `recv` returns `None`.
         self.rx.close();
-        Phase::Draining { give_up_at: Instant::now() + self.config.shutdown_timeout }
+        let give_up_at = Instant::now() + self.config.shutdown_timeout;
+        let _ = self.give_up_at.set(give_up_at);
+        Phase::Draining
     }
 
     /// Waits for a batch and tells the listeners. Batches are finished in the order they
@@ -307,7 +321,7 @@ async fn write(
     store: Arc<dyn Store>,
     config: WriteBehindConfig,
     batch: Vec<(MatchRecord, Instant)>,
-    phase: Phase,
+    give_up_at: Arc<std::sync::OnceLock<Instant>>,
 ) -> Written {
     let (records, queued): (Vec<MatchRecord>, Vec<Instant>) = batch.into_iter().unzip();
     let mut written = Written::default();
@@ -334,9 +348,7 @@ async fn write(
                 backoff = config.retry_initial;
             }
             Err(e) if e.is_retryable() => {
-                if let Phase::Draining { give_up_at } = phase
-                    && Instant::now() >= give_up_at
-                {
+                if give_up_at.get().is_some_and(|at| Instant::now() >= *at) {
                     let lost: usize = todo.iter().map(|r| r.len()).sum::<usize>() + range.len();
                     written.lost += lost as u64;
                     tracing::error!(error = %e, lost, "database still failing at shutdown; matches not written");
@@ -344,7 +356,9 @@ async fn write(
                 }
                 metrics::counter!("rally_write_behind_retries_total").increment(1);
                 tracing::warn!(error = %e, matches = range.len(), retry_in_ms = backoff.as_millis() as u64, "write-behind batch failed; retrying");
-                tokio::time::sleep(backoff).await;
+                // Sleep no later than a shutdown's give-up time, so the check above runs then.
+                let wake = Instant::now() + backoff;
+                tokio::time::sleep_until(give_up_at.get().map_or(wake, |at| wake.min((*at).max(Instant::now())))).await;
                 backoff = (backoff * 2).min(config.retry_max);
                 todo.push(range);
             }

@@ -177,6 +177,37 @@ async fn a_database_that_goes_away_is_retried_until_it_returns() {
     fresh.done().await;
 }
 
+#[tokio::test]
+async fn shutdown_gives_up_on_a_database_that_stays_down_and_says_what_it_lost() {
+    let fresh = fresh(Backend::Postgres).await;
+    let Cleanup::Database { admin_url, name } = &fresh.cleanup else { unreachable!("a Postgres store") };
+    let (_, _, records) = duels(&*fresh.store, 20, 1).await;
+    let config = WriteBehindConfig {
+        flush_interval: Duration::from_millis(10),
+        retry_initial: Duration::from_millis(20),
+        retry_max: Duration::from_secs(5),
+        shutdown_timeout: Duration::from_millis(300),
+        ..Default::default()
+    };
+    let writer = WriteBehind::start(fresh.store.clone(), config, Vec::new());
+    let admin = SqlStore::connect(&StoreConfig::new(admin_url)).await.unwrap();
+    admin.execute_admin(&format!("ALTER DATABASE {name} ALLOW_CONNECTIONS false")).await.unwrap();
+    admin
+        .execute_admin(&format!("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = '{name}'"))
+        .await
+        .unwrap();
+    for r in records {
+        writer.submit(r).unwrap();
+    }
+    // Batches already being retried stop at the shutdown deadline too.
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let report = tokio::time::timeout(Duration::from_secs(10), writer.shutdown()).await.expect("shutdown gives up");
+    assert_eq!((report.matches, report.lost), (0, 10), "{report:?}");
+    admin.execute_admin(&format!("ALTER DATABASE {name} ALLOW_CONNECTIONS true")).await.unwrap();
+    admin.close().await;
+    fresh.done().await;
+}
+
 async fn redis_board(store: Arc<SqlStore>) -> (Arc<RedisLeaderboard>, String) {
     let url = std::env::var("RALLY_TEST_REDIS_URL").unwrap_or_else(|_| DEFAULT_REDIS.to_owned());
     let prefix = format!("{}:", unique("rally_test"));
@@ -226,9 +257,15 @@ async fn leaderboards_from_the_store_and_from_redis_agree(store: Arc<SqlStore>) 
     assert_eq!(redis.score(season, "duel-1v1", 9_999_999).await.unwrap(), None);
     assert_eq!(embedded.around(season, "duel-1v1", 9_999_999, 2).await.unwrap(), None);
 
-    // Redis loses the set (eviction, a flush): the next read rebuilds it from the store.
+    // Redis loses the set (eviction, a flush). A commit meanwhile does not recreate it
+    // with only its own players; the next read rebuilds it whole from the store.
     drop_keys(&url, std::slice::from_ref(&key)).await;
-    assert_eq!(redis.top(season, "duel-1v1", 0, 100).await.unwrap(), from_store);
+    let (_, _, late) = duels(&*store, 2, 100).await;
+    writer.submit(late[0].clone()).unwrap();
+    writer.flush().await.unwrap();
+    let rebuilt = redis.top(season, "duel-1v1", 0, 100).await.unwrap();
+    assert_eq!(rebuilt.len(), 42);
+    assert_eq!(rebuilt, embedded.top(season, "duel-1v1", 0, 100).await.unwrap());
     writer.shutdown().await;
     drop_keys(&url, &[key]).await;
 }

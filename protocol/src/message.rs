@@ -9,8 +9,9 @@
 
 use rkyv::{Archive, Deserialize, Serialize};
 
-/// The protocol version this crate speaks.
-pub const PROTOCOL_VERSION: u16 = 1;
+/// The protocol version this crate speaks. 2 added `ServerMsg::MatchAbandoned`, which a
+/// version-1 client could not read.
+pub const PROTOCOL_VERSION: u16 = 2;
 /// The ALPN identifier of the protocol over QUIC.
 pub const ALPN: &[u8] = b"rally/1";
 
@@ -109,12 +110,14 @@ pub enum ServerMsg {
     TicketStatus(TicketStatus),
     /// Pushed (no request id) when the player's ticket is matched.
     MatchFound(MatchFound),
-    /// Pushed (no request id) when a match the player was told of fell through (its game
-    /// server stopped answering): the player is back in the queue, ahead of newer tickets.
-    MatchAbandoned(MatchAbandoned),
     /// The answer to a request that failed, or (without request id) to a bad `Hello` or
     /// a connection-level fault, just before the edge closes.
     Error(ErrorReply),
+    /// Pushed (no request id) when a match the player was told of fell through (its game
+    /// server stopped answering): the player is queued again with the wait they had
+    /// served, so their rating and RTT windows stay as wide as they had grown.
+    /// (Version 2; variants are only ever added at the end.)
+    MatchAbandoned(MatchAbandoned),
 }
 
 /// The edge accepted the `Hello`.

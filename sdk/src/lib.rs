@@ -134,7 +134,7 @@ pub enum ClientEvent {
     /// The player's ticket was matched.
     MatchFound(MatchFound),
     /// A match fell through (its game server stopped answering); `ticket` is the player's
-    /// new place in the queue, which kept the wait already served.
+    /// new ticket, which counts the wait served before the match.
     MatchAbandoned {
         /// The match from the earlier `MatchFound`.
         match_id: u64,

@@ -270,8 +270,8 @@ impl Sessions {
         Ok(active)
     }
 
-    /// A server leaves: it gets no new sessions. Its active sessions fail at their next
-    /// heartbeat deadline unless it still reports them.
+    /// A server leaves: it gets no new sessions, and its token stops working, so its
+    /// active sessions fail at their heartbeat deadline.
     pub fn deregister(&mut self, server: ServerId) -> Result<(), SessionError> {
         self.servers.remove(&server).map(drop).ok_or(SessionError::UnknownServer)
     }
