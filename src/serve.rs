@@ -300,7 +300,7 @@ pub fn dev(args: DevArgs) -> Result<()> {
             ..GameConfig::default()
         };
         let game = Arc::new(Game::start(game_config, shared.clone(), sessions.clone(), leaderboard));
-        let lobby = Arc::new(Lobby::new(rules.clone(), sessions.clone()));
+        let lobby = Lobby::shared(rules.clone(), sessions.clone());
         let state = rally_admin::AppState::new(
             admin_config,
             shared,

@@ -121,6 +121,8 @@ impl ApiError {
                     E::ConflictingResult => (StatusCode::CONFLICT, "conflicting_result"),
                     E::ResultInProgress => (StatusCode::CONFLICT, "result_in_progress"),
                     E::BadPlacements | E::BadSpec => (StatusCode::UNPROCESSABLE_ENTITY, "validation_failed"),
+                    E::NoReadyCheck => (StatusCode::CONFLICT, "no_ready_check"),
+                    E::NotInMatch => (StatusCode::FORBIDDEN, "not_in_match"),
                 }
             }
             ApiError::Lobby(e) => {

@@ -184,6 +184,7 @@ fn api() -> (Router<AppState>, utoipa::openapi::OpenApi) {
         .routes(routes!(session::get_session))
         .routes(routes!(session::session_heartbeat))
         .routes(routes!(session::post_result))
+        .routes(routes!(session::accept_match))
         .routes(routes!(standings::history))
         .routes(routes!(standings::current_leaderboard))
         .routes(routes!(standings::season_leaderboard))

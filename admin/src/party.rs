@@ -56,6 +56,11 @@ struct LobbyState {
     pending: HashMap<u64, oneshot::Sender<Result<(), Rejection>>>,
     /// The shard each queued party ticket went to.
     shards: HashMap<u64, rally_engine::ShardId>,
+    /// Each queued party ticket as sent, to send again if its match falls through.
+    requests: HashMap<u64, (PartyId, TicketRequest)>,
+    /// Matches with party tickets that may still fall through (a ready check or a game
+    /// session in progress): each party's ticket and the wait it had served.
+    played: HashMap<u64, Vec<(PartyId, TicketRequest, u64)>>,
 }
 
 impl Lobby {
@@ -113,6 +118,90 @@ impl Lobby {
     }
 }
 
+impl Lobby {
+    /// A lobby that also hears of matches falling through (ready checks, failed
+    /// sessions) to put parties back in the queue.
+    pub fn shared(rules: Arc<Rules>, sessions: Arc<SessionDirectory>) -> Arc<Lobby> {
+        let lobby = Arc::new(Lobby::new(rules, sessions.clone()));
+        sessions.subscribe(Arc::new(LobbySessions(Arc::downgrade(&lobby))));
+        lobby
+    }
+
+    /// A match with party tickets fell through: parties none of whose members refused go
+    /// back in the queue with the wait they had served.
+    fn fell_through(&self, match_id: u64, refused: &[u64]) {
+        let mut state = self.lock();
+        let Some(played) = state.played.remove(&match_id) else { return };
+        for (party, request, wait_ms) in played {
+            let players: Vec<u64> = request.players.iter().map(|p| p.id.0).collect();
+            let mut requeued = false;
+            if !players.iter().any(|p| refused.contains(p))
+                && let Ok(shard) = home_shard(&self.rules, &request.players)
+            {
+                let ticket = self.next_ticket.fetch_add(1, Ordering::Relaxed);
+                if let Ok(outcome) = state.parties.requeue(party, &players, ticket) {
+                    let again = TicketRequest { id: TicketId(ticket), waited_ms: wait_ms, ..request.clone() };
+                    if self.submit(shard, Command::Enqueue(again)).is_ok() {
+                        state.shards.insert(ticket, shard);
+                        state.requests.insert(ticket, (party, request.clone()));
+                        requeued = true;
+                        self.tell(
+                            &state,
+                            party,
+                            WsEvent::MatchAbandoned { match_id, requeued, refused: refused.to_vec() },
+                        );
+                        self.apply(&mut state, party, outcome);
+                        continue;
+                    }
+                    state.parties.ticket_ended(ticket, "rejected");
+                }
+            }
+            self.tell(&state, party, WsEvent::MatchAbandoned { match_id, requeued, refused: refused.to_vec() });
+        }
+    }
+}
+
+/// Hears of ready checks settling and sessions ending for the lobby.
+struct LobbySessions(std::sync::Weak<Lobby>);
+
+impl rally_sessions::SessionListener for LobbySessions {
+    fn ended(&self, session: &rally_sessions::Session) {
+        let Some(lobby) = self.0.upgrade() else { return };
+        if session.state == rally_sessions::SessionState::Failed {
+            lobby.fell_through(session.match_id, &[]);
+        } else {
+            lobby.lock().played.remove(&session.match_id);
+        }
+    }
+
+    fn ready_check_settled(&self, outcome: &rally_sessions::ReadyOutcome) {
+        let Some(lobby) = self.0.upgrade() else { return };
+        match outcome {
+            rally_sessions::ReadyOutcome::Confirmed { formed, allocation } => {
+                let mut state = lobby.lock();
+                let parties: Vec<PartyId> = match allocation {
+                    // Kept: the session may still fail.
+                    Some(_) => state.played.get(&formed.match_id).map(|p| p.iter().map(|(id, ..)| *id).collect()),
+                    None => state.played.remove(&formed.match_id).map(|p| p.into_iter().map(|(id, ..)| id).collect()),
+                }
+                .unwrap_or_default();
+                let server_addr = allocation.as_ref().map(|a| a.server_addr.clone()).unwrap_or_default();
+                for party in parties {
+                    let event = WsEvent::MatchConfirmed {
+                        match_id: formed.match_id,
+                        server_addr: server_addr.clone(),
+                        connect_token: None,
+                    };
+                    lobby.tell(&state, party, event);
+                }
+            }
+            rally_sessions::ReadyOutcome::FellThrough { formed, refused } => {
+                lobby.fell_through(formed.match_id, refused)
+            }
+        }
+    }
+}
+
 impl EventSink for Lobby {
     fn deliver(&self, event: RuntimeEvent) {
         let RuntimeEvent::Shard { event, .. } = event else { return };
@@ -128,16 +217,35 @@ impl EventSink for Lobby {
                     let _ = reply.send(Err(reason));
                 }
                 state.shards.remove(&ticket.0);
+                state.requests.remove(&ticket.0);
                 if let Some((party, outcome)) = state.parties.ticket_ended(ticket.0, "rejected") {
                     self.apply(&mut state, party, outcome);
                 }
             }
             Event::Matched(m) => {
+                if !m.tickets.iter().any(|t| t.id.0 & PARTY_TICKETS != 0) {
+                    return;
+                }
+                // Placed by whichever service heard of the match first (the edge, in a
+                // node that has one); the same answer either way.
+                let placement = self.sessions.place_match(&self.rules, &m).1;
+                let (server_addr, deadline) = match &placement {
+                    rally_sessions::Placement::Hosted(a) => (a.server_addr.clone(), None),
+                    rally_sessions::Placement::ReadyCheck { accept_by_ms } => (String::new(), Some(*accept_by_ms)),
+                    rally_sessions::Placement::NoServer => (String::new(), None),
+                };
+                let may_fall_through = placement != rally_sessions::Placement::NoServer;
                 let mut state = self.lock();
                 for ticket in m.tickets.iter().filter(|t| t.id.0 & PARTY_TICKETS != 0) {
                     state.shards.remove(&ticket.id.0);
+                    let request = state.requests.remove(&ticket.id.0);
                     let Some((party, outcome)) = state.parties.matched(ticket.id.0, m.id.0) else { continue };
-                    let session = self.sessions.lock().session(m.id.0).cloned();
+                    // Kept while the match may still fall through, to queue the party again.
+                    if let Some((_, request)) = request
+                        && may_fall_through
+                    {
+                        state.played.entry(m.id.0).or_default().push((party, request, ticket.wait_ms));
+                    }
                     let teams: Vec<Vec<u64>> = m
                         .teams()
                         .map(|team| team.iter().flat_map(|t| m.players_of(t)).map(|p| p.0).collect())
@@ -146,8 +254,9 @@ impl EventSink for Lobby {
                         match_id: m.id.0,
                         mode: self.rules.mode(m.mode).map_or_else(String::new, |mode| mode.name.clone()),
                         datacenter: self.rules.datacenter_name(m.datacenter).to_owned(),
-                        server_addr: session.map(|s| s.server_addr).unwrap_or_default(),
+                        server_addr: server_addr.clone(),
                         connect_token: None,
+                        accept_by_unix_ms: deadline.unwrap_or(0),
                         teams,
                     };
                     // The outcome's own MatchFound is replaced by the detailed one.
@@ -270,8 +379,33 @@ pub enum WsEvent {
         /// This member's connect token for the server.
         #[serde(skip_serializing_if = "Option::is_none")]
         connect_token: Option<String>,
+        /// 0, or (the mode has a ready check) when members must have accepted by
+        /// (`POST /v1/match/{match_id}/accept`), ms since the Unix epoch; the server then
+        /// comes in `match_confirmed`.
+        accept_by_unix_ms: u64,
         /// Player ids by team.
         teams: Vec<Vec<u64>>,
+    },
+    /// Everyone accepted the ready check: where to play.
+    MatchConfirmed {
+        /// The match.
+        match_id: u64,
+        /// The game server (empty when none had room).
+        server_addr: String,
+        /// This member's connect token for the server.
+        #[serde(skip_serializing_if = "Option::is_none")]
+        connect_token: Option<String>,
+    },
+    /// The match fell through: someone declined or ignored the ready check, or its game
+    /// server went silent.
+    MatchAbandoned {
+        /// The match.
+        match_id: u64,
+        /// Whether the party went back in the queue (with the wait it had served); it
+        /// does unless one of its own members refused, or it changed meanwhile.
+        requeued: bool,
+        /// Who declined or ignored the ready check.
+        refused: Vec<u64>,
     },
     /// A chat message.
     Chat {
@@ -308,6 +442,7 @@ impl WsEvent {
                 datacenter: String::new(),
                 server_addr: String::new(),
                 connect_token: None,
+                accept_by_unix_ms: 0,
                 teams: Vec::new(),
             },
             PartyEvent::Disbanded => WsEvent::Disbanded,
@@ -506,6 +641,16 @@ pub(crate) async fn queue(
         let party = guard.parties.check_queue(party.id, me)?;
         (party.id, party.mode.clone(), party.members.clone())
     };
+    {
+        let sessions = lobby.sessions.lock();
+        let now = rally_sessions::now_ms();
+        if let Some(member) = members.iter().find(|m| sessions.cooldown_until(m.player, now).is_some()) {
+            let left_s = (sessions.cooldown_until(member.player, now).unwrap_or(now) - now).div_ceil(1000);
+            let message =
+                format!("player {} declined or missed a ready check; queue again in {left_s} s", member.player);
+            return Err(ApiError::QueueRefused { code: "cooldown", message });
+        }
+    }
     // Ratings from the store (never the client), for the season running now.
     let game = &state.inner.game;
     let season = game.seasons.current(crate::auth::now_ms()).await?;
@@ -526,9 +671,11 @@ pub(crate) async fn queue(
         guard.pending.insert(ticket, reply);
         guard.shards.insert(ticket, shard);
         let request = TicketRequest { id: TicketId(ticket), mode: mode_id, players, waited_ms: 0 };
+        guard.requests.insert(ticket, (id, request.clone()));
         if let Err(e) = lobby.submit(shard, Command::Enqueue(request)) {
             guard.pending.remove(&ticket);
             guard.shards.remove(&ticket);
+            guard.requests.remove(&ticket);
             guard.parties.ticket_ended(ticket, "rejected");
             return Err(match e {
                 SubmitError::MailboxFull | SubmitError::ShuttingDown => ApiError::Unavailable,
@@ -698,10 +845,13 @@ async fn follow(
 /// `event` as this member gets it: a match carries their own connect token.
 fn personal(state: &AppState, player: u64, event: &WsEvent) -> WsEvent {
     match event {
-        WsEvent::MatchFound { match_id, .. } => {
+        WsEvent::MatchFound { match_id, .. } | WsEvent::MatchConfirmed { match_id, .. } => {
+            let token = lobby(state).sessions.lock().connect_token(*match_id, player);
             let mut event = event.clone();
-            if let WsEvent::MatchFound { connect_token, .. } = &mut event {
-                *connect_token = lobby(state).sessions.lock().connect_token(*match_id, player);
+            if let WsEvent::MatchFound { connect_token, .. } | WsEvent::MatchConfirmed { connect_token, .. } =
+                &mut event
+            {
+                *connect_token = token;
             }
             event
         }

@@ -328,3 +328,36 @@ impl Drop for PendingResult<'_> {
         self.sessions.end_result(self.match_id, self.placements.take());
     }
 }
+
+/// `POST /v1/match/{match_id}/accept`.
+#[derive(Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct MatchAnswer {
+    /// Play the match (default) or not. Declining sends the others back to the queue
+    /// and keeps the caller out of it for the mode's cooldown.
+    #[serde(default = "accept_by_default")]
+    pub accept: bool,
+}
+
+fn accept_by_default() -> bool {
+    true
+}
+
+/// A player's answer to a ready check (modes with `accept_timeout_s`): the REST twin of
+/// the QUIC `RespondToMatch`, for party members on the web.
+#[utoipa::path(post, path = "/v1/match/{match_id}/accept", tag = "sessions", security(("bearer" = [])),
+    params(("match_id" = u64, Path, description = "The match id from match_found")), request_body = MatchAnswer,
+    responses(
+        (status = 204, description = "Taken"),
+        (status = 403, description = "The caller is not in this match", body = ErrorBody),
+        (status = 409, description = "No ready check in progress for this match", body = ErrorBody),
+    ))]
+pub(crate) async fn accept_match(
+    State(state): State<AppState>,
+    Player(token): Player,
+    Path(match_id): Path<u64>,
+    ApiJson(answer): ApiJson<MatchAnswer>,
+) -> Result<StatusCode, ApiError> {
+    state.inner.game.sessions.respond(match_id, token.player_id, answer.accept)?;
+    Ok(StatusCode::NO_CONTENT)
+}

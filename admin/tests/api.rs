@@ -221,6 +221,7 @@ async fn openapi_lists_every_route_the_router_serves() {
         "POST /v1/auth/login",
         "POST /v1/auth/refresh",
         "POST /v1/auth/register",
+        "POST /v1/match/{match_id}/accept",
         "POST /v1/party",
         "POST /v1/party/queue",
         "POST /v1/party/{id}/join",

@@ -145,6 +145,81 @@ async fn two_parties_queue_as_one_ticket_each_and_are_matched_against_each_other
     server.stop().await;
 }
 
+/// The next event of one of `types`, skipping others.
+async fn next_of(ws: &mut Ws, types: &[&str]) -> Value {
+    loop {
+        let event = next(ws).await;
+        if types.iter().any(|t| event["type"] == *t) {
+            return event;
+        }
+    }
+}
+
+#[tokio::test]
+async fn ready_checks_confirm_parties_or_send_the_innocent_party_back_to_the_queue() {
+    let ctx = app(|_| {}).await;
+    let m = members(&ctx, &["ann", "amy", "bob", "bea"]).await;
+    let body = json!({"datacenter": "eu-west", "address": "10.1.1.1:7777", "capacity": 10});
+    let r = ctx.call(Method::POST, "/v1/servers", Some(SERVER_KEY), Some(body)).await;
+    assert_eq!(r.status, StatusCode::CREATED, "{}", r.text);
+    let a = party(&ctx, "pair-rc", &m[0], &[&m[1]]).await;
+    let b = party(&ctx, "pair-rc", &m[2], &[&m[3]]).await;
+    let server = Served::start(&ctx).await;
+    let mut ws_a = server.ws(&format!("/v1/ws/party/{a}?access_token={}", m[1].token)).await;
+    let mut ws_b = server.ws(&format!("/v1/ws/party/{b}?access_token={}", m[3].token)).await;
+    let queue_both = async || {
+        ready_all(&ctx, a, &[&m[0], &m[1]]).await;
+        ready_all(&ctx, b, &[&m[2], &m[3]]).await;
+        for leader in [&m[0], &m[2]] {
+            let r = ctx.call(Method::POST, "/v1/party/queue", Some(&leader.token), None).await;
+            assert_eq!(r.status, StatusCode::OK, "{}", r.text);
+        }
+    };
+
+    // Everyone accepts: the server comes in match_confirmed.
+    queue_both().await;
+    let found = next_of(&mut ws_a, &["match_found"]).await;
+    assert!(found["accept_by_unix_ms"].as_u64().unwrap() > 0 && found["server_addr"] == "", "{found}");
+    let match_id = found["match_id"].as_u64().unwrap();
+    let accept = format!("/v1/match/{match_id}/accept");
+    let stranger = members(&ctx, &["cat"]).await;
+    let r = ctx.call(Method::POST, &accept, Some(&stranger[0].token), Some(json!({"accept": true}))).await;
+    assert_eq!((r.status, r.code()), (StatusCode::FORBIDDEN, "not_in_match"));
+    for who in &m {
+        let r = ctx.call(Method::POST, &accept, Some(&who.token), Some(json!({"accept": true}))).await;
+        assert_eq!(r.status, StatusCode::NO_CONTENT, "{}", r.text);
+    }
+    let confirmed = next_of(&mut ws_a, &["match_confirmed"]).await;
+    assert_eq!(
+        (confirmed["server_addr"].as_str(), confirmed["match_id"].as_u64()),
+        (Some("10.1.1.1:7777"), Some(match_id))
+    );
+    assert_eq!(confirmed["connect_token"].as_str().map(str::len), Some(64), "amy's own token: {confirmed}");
+    let r = ctx.call(Method::POST, &accept, Some(&m[0].token), Some(json!({"accept": false}))).await;
+    assert_eq!((r.status, r.code()), (StatusCode::CONFLICT, "no_ready_check"));
+    assert_eq!(next_of(&mut ws_b, &["match_confirmed"]).await["match_id"].as_u64(), Some(match_id));
+
+    // Bea declines: her party stays out (and cools down); Ann's goes back in the queue.
+    queue_both().await;
+    let found = next_of(&mut ws_b, &["match_found"]).await;
+    let match_id = found["match_id"].as_u64().unwrap();
+    let r = ctx
+        .call(Method::POST, &format!("/v1/match/{match_id}/accept"), Some(&m[3].token), Some(json!({"accept": false})))
+        .await;
+    assert_eq!(r.status, StatusCode::NO_CONTENT, "{}", r.text);
+    let gone = next_of(&mut ws_b, &["match_abandoned"]).await;
+    assert_eq!((gone["requeued"].as_bool(), &gone["refused"]), (Some(false), &json!([m[3].id])), "{gone}");
+    let back = next_of(&mut ws_a, &["match_abandoned"]).await;
+    assert_eq!(back["requeued"].as_bool(), Some(true), "{back}");
+    assert_eq!(next_of(&mut ws_a, &["queued"]).await["type"], "queued");
+    let view = ctx.call(Method::GET, &format!("/v1/party/{a}"), Some(&m[0].token), None).await;
+    assert_eq!(view.body["state"], "queued");
+    ready_all(&ctx, b, &[&m[2], &m[3]]).await;
+    let r = ctx.call(Method::POST, "/v1/party/queue", Some(&m[2].token), None).await;
+    assert_eq!((r.status, r.code()), (StatusCode::CONFLICT, "cooldown"), "{}", r.text);
+    server.stop().await;
+}
+
 #[tokio::test]
 async fn leaving_or_dropping_while_queued_cancels_the_ticket_and_tells_the_others() {
     let ctx = app(|_| {}).await;

@@ -253,6 +253,8 @@ fn count_sent(msg: &ServerMsg) {
         ServerMsg::TicketStatus(_) => "ticket_status",
         ServerMsg::MatchFound(_) => "match_found",
         ServerMsg::MatchAbandoned(_) => "match_abandoned",
+        ServerMsg::MatchResponded(_) => "match_responded",
+        ServerMsg::MatchConfirmed(_) => "match_confirmed",
         ServerMsg::Error(e) => {
             let code = ErrorCode::from_number(e.code).map_or_else(|| e.code.to_string(), |c| format!("{c:?}"));
             metrics::counter!("rally_edge_errors_total", "code" => code).increment(1);
@@ -325,6 +327,7 @@ enum Request {
     Enqueue { request_id: u32, mode: String, rtt_ms: Vec<(String, f32)> },
     Cancel { request_id: u32, ticket_id: u64 },
     Status { request_id: u32 },
+    Respond { request_id: u32, match_id: u64, accept: bool },
 }
 
 impl Request {
@@ -339,6 +342,11 @@ impl Request {
                 Request::Cancel { request_id: c.request_id.to_native(), ticket_id: c.ticket_id.to_native() }
             }
             ArchivedClientMsg::TicketStatus(s) => Request::Status { request_id: s.request_id.to_native() },
+            ArchivedClientMsg::RespondToMatch(r) => Request::Respond {
+                request_id: r.request_id.to_native(),
+                match_id: r.match_id.to_native(),
+                accept: r.accept,
+            },
         }
     }
 
@@ -346,7 +354,8 @@ impl Request {
         match self {
             Request::Enqueue { request_id, .. }
             | Request::Cancel { request_id, .. }
-            | Request::Status { request_id } => *request_id,
+            | Request::Status { request_id }
+            | Request::Respond { request_id, .. } => *request_id,
         }
     }
 }
@@ -498,7 +507,24 @@ impl Session {
                 }));
                 None
             }
+            Request::Respond { request_id, match_id, accept } => {
+                Some(match hub.respond(self.player, match_id, accept) {
+                    Ok(()) => ServerMsg::MatchResponded(rally_protocol::MatchResponded { request_id, match_id }),
+                    Err(e) => {
+                        let code = match e {
+                            rally_sessions::SessionError::NotInMatch => ErrorCode::NotInMatch,
+                            _ => ErrorCode::NoReadyCheck,
+                        };
+                        error_msg(Some(request_id), code, &e.to_string())
+                    }
+                })
+            }
             Request::Enqueue { request_id, mode, rtt_ms } => {
+                if let Some(left_ms) = hub.cooldown_left_ms(self.player) {
+                    let message =
+                        format!("you declined or missed a ready check; queue again in {} s", left_ms.div_ceil(1000));
+                    return Some(error_msg(Some(request_id), ErrorCode::Cooldown, &message));
+                }
                 let rules = &hub.rules;
                 let Some(mode_id) = rules.mode_id(&mode) else {
                     return Some(error_msg(

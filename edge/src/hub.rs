@@ -21,7 +21,7 @@ use rally_engine::{
     TicketId, TicketRequest, home_shard,
 };
 use rally_protocol::{CloseCode, MatchAbandoned, MatchFound, ServerMsg, Team, WaitingTicket};
-use rally_sessions::{FormedMatch, SessionDirectory};
+use rally_sessions::{Placement, SessionDirectory};
 use rustc_hash::FxHashMap;
 use tokio::sync::{mpsc, oneshot};
 
@@ -350,12 +350,24 @@ impl Hub {
     /// again with the wait they had served before the match (not the time it lasted), so
     /// their windows are as wide as they had grown.
     pub fn session_ended(&self, match_id: u64, failed: bool) {
+        if failed {
+            self.fell_through(match_id, &[]);
+        } else {
+            self.state().hosted.remove(&match_id);
+        }
+    }
+
+    /// A hosted match fell through (its server went silent, or its ready check failed):
+    /// its players are told, and all but `refused` (who declined or ignored the ready
+    /// check) are queued again with the wait they had served.
+    fn fell_through(&self, match_id: u64, refused: &[u64]) {
         let mut state = self.state();
         let Some(hosted) = state.hosted.remove(&match_id) else { return };
-        if !failed {
-            return;
-        }
         for (player, ticket, wait_ms) in hosted.tickets {
+            if refused.contains(&player) {
+                Self::push(&mut state, player, ServerMsg::MatchAbandoned(MatchAbandoned { match_id, ticket: None }));
+                continue;
+            }
             let mode = (ticket.mode_id, ticket.mode.as_str());
             let requeued = self.submit_enqueue(&mut state, player, mode, ticket.entry.clone(), wait_ms);
             let waiting = requeued.ok().map(|(id, _)| WaitingTicket { ticket_id: id.0, mode: ticket.mode.clone() });
@@ -479,21 +491,20 @@ impl Hub {
             .teams()
             .map(|team| Team { players: team.iter().flat_map(|t| m.players_of(t)).map(|p| p.0).collect() })
             .collect();
-        let allocation = self.sessions.as_ref().and_then(|sessions| {
-            let formed = FormedMatch {
-                match_id: m.id.0,
-                mode: mode.clone(),
-                datacenter: datacenter.clone(),
-                formed_at_ms: now.as_millis() as u64,
-                teams: teams.iter().map(|t| t.players.clone()).collect(),
-            };
-            let allocation = sessions.allocate(&formed);
-            if allocation.is_none() {
+        let placement = self.sessions.as_ref().map(|sessions| sessions.place_match(rules, m).1);
+        let (allocation, accept_by_unix_ms) = match placement {
+            Some(Placement::Hosted(allocation)) => (Some(allocation), 0),
+            Some(Placement::ReadyCheck { accept_by_ms }) => (None, accept_by_ms),
+            Some(Placement::NoServer) => {
                 metrics::counter!("rally_sessions_unallocated_total", "datacenter" => datacenter.clone()).increment(1);
-                tracing::warn!(match_id = m.id.0, datacenter, "no game server with room; match sent without one");
+                // Normal in dev (no game servers); the counter shows it in production.
+                tracing::debug!(match_id = m.id.0, datacenter, "no game server with room; match sent without one");
+                (None, 0)
             }
-            allocation
-        });
+            None => (None, 0),
+        };
+        // A ready-checked match is kept too: if it falls through, its players go back.
+        let keep = allocation.is_some() || accept_by_unix_ms != 0;
         let server_addr = allocation.as_ref().map_or_else(String::new, |a| a.server_addr.clone());
         let mut hosted = Hosted { tickets: Vec::new() };
         for ticket in &m.tickets {
@@ -502,7 +513,7 @@ impl Hub {
                 let Some(session) = state.sessions.get_mut(&player.0) else { continue };
                 if session.ticket.as_ref().is_some_and(|t| t.id == ticket.id) {
                     let matched = session.ticket.take().expect("checked above");
-                    if allocation.is_some() {
+                    if keep {
                         hosted.tickets.push((player.0, matched, ticket.wait_ms));
                     }
                 }
@@ -519,6 +530,7 @@ impl Hub {
                     connect_token,
                     teams: teams.clone(),
                     formed_at_unix_us,
+                    accept_by_unix_ms,
                 });
                 match &session.conn {
                     Some((_, tx)) => {
@@ -531,8 +543,59 @@ impl Hub {
                 }
             }
         }
-        if allocation.is_some() {
+        if keep {
             state.hosted.insert(m.id.0, hosted);
+        }
+    }
+
+    /// A player's answer to a ready check.
+    pub fn respond(&self, player: u64, match_id: u64, accept: bool) -> Result<(), rally_sessions::SessionError> {
+        let sessions = self.sessions.as_ref().ok_or(rally_sessions::SessionError::NoReadyCheck)?;
+        sessions.respond(match_id, player, accept)
+    }
+
+    /// How long `player` must still wait before queueing, after a declined or missed
+    /// ready check.
+    pub fn cooldown_left_ms(&self, player: u64) -> Option<u64> {
+        let sessions = self.sessions.as_ref()?;
+        let now = rally_sessions::now_ms();
+        sessions.lock().cooldown_until(player, now).map(|until| until - now)
+    }
+
+    /// Everyone accepted a ready-checked match: its players hear where to play.
+    fn match_confirmed(&self, match_id: u64, allocation: Option<&rally_sessions::Allocation>) {
+        let mut state = self.state();
+        let hosted = if allocation.is_some() { state.hosted.get(&match_id) } else { None };
+        let players: Vec<u64> = match (hosted, allocation) {
+            (Some(h), _) => h.tickets.iter().map(|(p, ..)| *p).collect(),
+            (None, _) => state
+                .hosted
+                .remove(&match_id)
+                .map(|h| h.tickets.into_iter().map(|(p, ..)| p).collect())
+                .unwrap_or_default(),
+        };
+        for player in players {
+            let connect_token = allocation
+                .and_then(|a| a.connect_tokens.iter().find(|(p, _)| *p == player))
+                .map_or_else(String::new, |(_, t)| t.clone());
+            let msg = ServerMsg::MatchConfirmed(rally_protocol::MatchConfirmed {
+                match_id,
+                server_addr: allocation.map_or_else(String::new, |a| a.server_addr.clone()),
+                connect_token,
+            });
+            Self::push(&mut state, player, msg);
+        }
+    }
+
+    fn push(state: &mut State, player: u64, msg: ServerMsg) {
+        let Some(session) = state.sessions.get_mut(&player) else { return };
+        match &session.conn {
+            Some((_, tx)) => {
+                if let Err(mpsc::error::SendError(Push::Send(msg))) = tx.send(Push::Send(msg)) {
+                    session.parked.push(msg);
+                }
+            }
+            None => session.parked.push(msg),
         }
     }
 }
@@ -543,6 +606,17 @@ pub(crate) struct HostedSessions(pub Arc<Hub>);
 impl rally_sessions::SessionListener for HostedSessions {
     fn ended(&self, session: &rally_sessions::Session) {
         self.0.session_ended(session.match_id, session.state == rally_sessions::SessionState::Failed);
+    }
+
+    fn ready_check_settled(&self, outcome: &rally_sessions::ReadyOutcome) {
+        match outcome {
+            rally_sessions::ReadyOutcome::Confirmed { formed, allocation } => {
+                self.0.match_confirmed(formed.match_id, allocation.as_ref());
+            }
+            rally_sessions::ReadyOutcome::FellThrough { formed, refused } => {
+                self.0.fell_through(formed.match_id, refused)
+            }
+        }
     }
 }
 

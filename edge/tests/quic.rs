@@ -28,6 +28,15 @@ teams = 2
 team_size = 1
 mmr_window = { start = 200.0, growth_per_s = 0.0, max = 200.0 }
 max_rtt_ms = { start = 150.0, growth_per_s = 0.0, max = 150.0 }
+
+[[mode]]
+name = "duel-rc"
+teams = 2
+team_size = 1
+mmr_window = { start = 200.0, growth_per_s = 0.0, max = 200.0 }
+max_rtt_ms = { start = 150.0, growth_per_s = 0.0, max = 150.0 }
+accept_timeout_s = 0.3
+decline_cooldown_s = 30
 "#;
 
 /// Anything in these tests takes well under this; it bounds a hang, it times nothing.
@@ -202,6 +211,84 @@ async fn players_of_a_match_whose_server_goes_silent_are_queued_again_with_their
     assert_eq!(again_a.server_addr, "10.0.0.1:7777");
     a.close().await;
     b.close().await;
+    edge.stop().await;
+}
+
+async fn ready_checked_pair(edge: &TestEdge, a_id: u64, b_id: u64) -> (Client, Client, u64) {
+    let (a, _) = edge.connect(a_id, 1500.0).await;
+    let (b, _) = edge.connect(b_id, 1510.0).await;
+    timeout(a.enqueue("duel-rc", &eu(20.0))).await.unwrap();
+    timeout(b.enqueue("duel-rc", &eu(25.0))).await.unwrap();
+    let (ma, mb) = (next_match(&a).await, next_match(&b).await);
+    assert!(ma.accept_by_unix_ms > 0 && ma.server_addr.is_empty() && ma.connect_token.is_empty(), "{ma:?}");
+    assert_eq!(ma.match_id, mb.match_id);
+    (a, b, ma.match_id)
+}
+
+async fn abandoned(client: &Client, match_id: u64) -> Option<rally_protocol::WaitingTicket> {
+    match timeout(client.next_event()).await {
+        Some(ClientEvent::MatchAbandoned { match_id: id, ticket }) if id == match_id => ticket,
+        other => panic!("expected MatchAbandoned for {match_id}, got {other:?}"),
+    }
+}
+
+#[tokio::test]
+async fn a_ready_check_confirms_when_both_accept_and_sinks_on_a_decline_or_silence() {
+    let edge = TestEdge::start(|_| {});
+    let spec = ServerSpec { datacenter: "eu-west".into(), address: "10.0.0.9:7777".into(), capacity: 8 };
+    edge.sessions.register(spec).unwrap();
+
+    // Both accept: the server comes in MatchConfirmed.
+    let (a, b, match_id) = ready_checked_pair(&edge, 1, 2).await;
+    let stranger = edge.connect(3, 1500.0).await.0;
+    let refused = timeout(stranger.respond_to_match(match_id, true)).await.unwrap_err();
+    assert_eq!(refused.code(), Some(ErrorCode::NotInMatch));
+    timeout(a.respond_to_match(match_id, true)).await.unwrap();
+    timeout(b.respond_to_match(match_id, true)).await.unwrap();
+    for client in [&a, &b] {
+        match timeout(client.next_event()).await {
+            Some(ClientEvent::MatchConfirmed(c)) => {
+                assert_eq!(
+                    (c.match_id, c.server_addr.as_str(), c.connect_token.len()),
+                    (match_id, "10.0.0.9:7777", 64)
+                );
+            }
+            other => panic!("expected MatchConfirmed, got {other:?}"),
+        }
+    }
+    let late = timeout(a.respond_to_match(match_id, false)).await.unwrap_err();
+    assert_eq!(late.code(), Some(ErrorCode::NoReadyCheck), "settled already");
+
+    // B declines: A goes back to the queue, B cools down.
+    let (c, d, match_id) = ready_checked_pair(&edge, 4, 5).await;
+    timeout(c.respond_to_match(match_id, true)).await.unwrap();
+    timeout(d.respond_to_match(match_id, false)).await.unwrap();
+    let requeued = abandoned(&c, match_id).await.expect("the accepter is queued again");
+    assert_eq!(requeued.mode, "duel-rc");
+    assert_eq!(timeout(c.ticket_status()).await.unwrap().map(|t| t.ticket_id), Some(requeued.ticket_id));
+    assert_eq!(abandoned(&d, match_id).await, None, "the decliner is not");
+    let cooling = timeout(d.enqueue("duel", &eu(20.0))).await.unwrap_err();
+    assert_eq!(cooling.code(), Some(ErrorCode::Cooldown));
+    timeout(c.cancel(requeued.ticket_id)).await.unwrap();
+
+    // Silence: past the deadline (the admin API's loop runs the expiry every second).
+    let (e, f, match_id) = ready_checked_pair(&edge, 6, 7).await;
+    timeout(e.respond_to_match(match_id, true)).await.unwrap();
+    timeout(async {
+        loop {
+            edge.sessions.expire();
+            if edge.sessions.lock().ready_check(match_id).is_none() {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    })
+    .await;
+    assert!(abandoned(&e, match_id).await.is_some());
+    assert_eq!(abandoned(&f, match_id).await, None);
+    for client in [a, b, c, d, e, f, stranger] {
+        client.close().await;
+    }
     edge.stop().await;
 }
 

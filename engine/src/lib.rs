@@ -32,8 +32,8 @@ pub use rating::{RateError, RatingModel, Skill};
 pub use route::{home_region, home_shard};
 pub use router::{InProcessRouter, ShardRouter};
 pub use rules::{
-    DatacenterId, MAX_DATACENTERS_PER_SHARD, MAX_PLAYERS_PER_MATCH, Mode, ModeId, Region, RegionId, Rules, RulesError,
-    ShardId, ShardPlan, Widening,
+    DatacenterId, MAX_DATACENTERS_PER_SHARD, MAX_PLAYERS_PER_MATCH, Mode, ModeId, ReadyCheck, Region, RegionId, Rules,
+    RulesError, ShardId, ShardPlan, Widening,
 };
 pub use runtime::{EventSink, Runtime, RuntimeConfig, RuntimeEvent, ShardHandle, SubmitError};
 pub use shard::{Shard, ShardConfig};

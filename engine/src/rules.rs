@@ -96,6 +96,20 @@ pub struct Mode {
     pub mmr_window: Widening,
     /// The RTT (ms) a ticket's players accept to the match's datacenter, widening with wait.
     pub max_rtt_ms: Widening,
+    /// Whether players must accept a formed match before it is played (off by default).
+    pub ready_check: Option<ReadyCheck>,
+}
+
+/// A mode's ready check: every player of a formed match accepts it within a time limit;
+/// a decline or a silence sends the others back to the queue (with the wait they had
+/// served) and keeps the decliner out of it for a while. Applied by the services around
+/// the engine (the edge, the admin API), not by the shards or `rally replay`.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct ReadyCheck {
+    /// How long players have to accept, ms.
+    pub accept_timeout_ms: u64,
+    /// How long a player who declined or did not answer may not queue again, ms.
+    pub decline_cooldown_ms: u64,
 }
 
 impl Mode {
@@ -192,6 +206,14 @@ pub enum RulesError {
     /// Two modes share a name.
     #[error("mode `{0}` is defined more than once")]
     DuplicateMode(String),
+    /// A ready-check setting out of range.
+    #[error("mode `{mode}`: {reason}")]
+    BadReadyCheck {
+        /// The mode.
+        mode: String,
+        /// What is wrong.
+        reason: String,
+    },
     /// A mode's name is empty.
     #[error("a mode has an empty name")]
     EmptyModeName,
@@ -236,6 +258,10 @@ struct ModeFile {
     team_size: u16,
     mmr_window: Widening,
     max_rtt_ms: Widening,
+    /// Seconds players have to accept a match; absent: no ready check.
+    accept_timeout_s: Option<f64>,
+    /// Seconds a decliner waits before queueing again (default 60 with a ready check).
+    decline_cooldown_s: Option<f64>,
 }
 
 fn default_tick_ms() -> u64 {
@@ -306,12 +332,32 @@ impl Rules {
             }
             m.mmr_window.validate(&m.name, "mmr_window")?;
             m.max_rtt_ms.validate(&m.name, "max_rtt_ms")?;
+            let bad_check =
+                |reason: &str| RulesError::BadReadyCheck { mode: m.name.clone(), reason: reason.to_owned() };
+            let ready_check = match (m.accept_timeout_s, m.decline_cooldown_s) {
+                (None, None) => None,
+                (None, Some(_)) => return Err(bad_check("decline_cooldown_s needs accept_timeout_s")),
+                (Some(accept), cooldown) => {
+                    if !(accept.is_finite() && accept > 0.0 && accept <= 300.0) {
+                        return Err(bad_check("accept_timeout_s must be more than 0 and at most 300"));
+                    }
+                    let cooldown = cooldown.unwrap_or(60.0);
+                    if !(cooldown.is_finite() && (0.0..=3600.0).contains(&cooldown)) {
+                        return Err(bad_check("decline_cooldown_s must be 0 to 3600"));
+                    }
+                    Some(ReadyCheck {
+                        accept_timeout_ms: (accept * 1000.0) as u64,
+                        decline_cooldown_ms: (cooldown * 1000.0) as u64,
+                    })
+                }
+            };
             modes.push(Mode {
                 name: m.name,
                 teams: m.teams,
                 team_size: m.team_size,
                 mmr_window: m.mmr_window,
                 max_rtt_ms: m.max_rtt_ms,
+                ready_check,
             });
         }
         let groups: Vec<Vec<RegionId>> = match file.shards {
@@ -415,6 +461,27 @@ team_size = 5
 mmr_window = { start = 100.0, growth_per_s = 15.0, max = 500.0 }
 max_rtt_ms = { start = 80.0, growth_per_s = 8.0, max = 180.0 }
 "#;
+
+    #[test]
+    fn ready_checks_are_off_by_default_and_checked_when_on() {
+        assert_eq!(Rules::from_toml(GOOD).unwrap().modes[0].ready_check, None);
+        let with = |extra: &str| Rules::from_toml(&format!("{GOOD}{extra}\n"));
+        let on = with("accept_timeout_s = 10").unwrap();
+        assert_eq!(
+            on.modes[0].ready_check,
+            Some(ReadyCheck { accept_timeout_ms: 10_000, decline_cooldown_ms: 60_000 })
+        );
+        let set = with("accept_timeout_s = 2.5\ndecline_cooldown_s = 5").unwrap();
+        assert_eq!(set.modes[0].ready_check, Some(ReadyCheck { accept_timeout_ms: 2_500, decline_cooldown_ms: 5_000 }));
+        for bad in [
+            "accept_timeout_s = 0",
+            "accept_timeout_s = 301",
+            "decline_cooldown_s = 5",
+            "accept_timeout_s = 1\ndecline_cooldown_s = -1",
+        ] {
+            assert!(matches!(with(bad), Err(RulesError::BadReadyCheck { .. })), "{bad}");
+        }
+    }
 
     #[test]
     fn parses_the_documented_shape() {

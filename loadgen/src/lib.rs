@@ -312,7 +312,13 @@ impl Bot {
 async fn wait_for_match(client: &Client, ticket: u64) -> Result<u64, ClientError> {
     loop {
         match client.next_event().await {
-            Some(ClientEvent::MatchFound(m)) if m.ticket_id == ticket => return Ok(m.formed_at_unix_us),
+            Some(ClientEvent::MatchFound(m)) if m.ticket_id == ticket => {
+                // Bots accept every ready check; the match is theirs either way.
+                if m.accept_by_unix_ms != 0 {
+                    let _ = client.respond_to_match(m.match_id, true).await;
+                }
+                return Ok(m.formed_at_unix_us);
+            }
             Some(ClientEvent::Closed(e)) => return Err(e),
             None => return Err(ClientError::ConnectionLost),
             Some(_) => {}

@@ -325,6 +325,25 @@ impl Parties {
         Ok(Outcome { events: vec![PartyEvent::Queued { ticket }], cancel: None })
     }
 
+    /// Puts party `id` back in the queue with `ticket` after its match fell through,
+    /// if it is idle and still exactly `players`: they were all ready when it was matched.
+    pub fn requeue(&mut self, id: PartyId, players: &[u64], ticket: u64) -> Result<Outcome, LobbyError> {
+        let party = self.parties.get_mut(&id).ok_or(LobbyError::UnknownParty)?;
+        if party.state != PartyState::Idle {
+            return Err(LobbyError::Queued);
+        }
+        let same = party.members.len() == players.len() && party.members.iter().all(|m| players.contains(&m.player));
+        if !same {
+            return Err(LobbyError::NotAllReady);
+        }
+        for member in &mut party.members {
+            member.ready = true;
+        }
+        party.state = PartyState::Queued { ticket };
+        self.by_ticket.insert(ticket, id);
+        Ok(Outcome { events: vec![PartyEvent::Queued { ticket }], cancel: None })
+    }
+
     /// The leader takes party `id` out of the queue.
     pub fn dequeue(&mut self, id: PartyId, player: u64) -> Result<Outcome, LobbyError> {
         let party = self.parties.get_mut(&id).ok_or(LobbyError::UnknownParty)?;

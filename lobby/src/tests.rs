@@ -125,3 +125,20 @@ fn a_match_ends_the_queue_and_everyone_readies_again() {
     assert_eq!(out.events, [PartyEvent::Dequeued { reason: "rejected" }]);
     assert_eq!(p.get(id).unwrap().state, PartyState::Idle);
 }
+
+#[test]
+fn a_party_whose_match_fell_through_goes_back_in_only_if_unchanged() {
+    let (mut p, id) = trio();
+    for player in [1, 2, 3] {
+        p.ready(id, player, true, rtt()).unwrap();
+    }
+    let members = p.get(id).unwrap().members.clone();
+    p.queued(id, 1, &members, 9).unwrap();
+    p.matched(9, 77).unwrap();
+    assert_eq!(p.requeue(id, &[1, 2, 3], 10).unwrap().events, [PartyEvent::Queued { ticket: 10 }]);
+    assert!(p.get(id).unwrap().members.iter().all(|m| m.ready));
+    assert_eq!(p.requeue(id, &[1, 2, 3], 11), Err(LobbyError::Queued));
+    p.matched(10, 78).unwrap();
+    p.leave(id, 3).unwrap();
+    assert_eq!(p.requeue(id, &[1, 2, 3], 12), Err(LobbyError::NotAllReady), "someone left meanwhile");
+}

@@ -83,6 +83,13 @@ numbered! {
         NotQueued = 403,
         /// The ticket breaks the mode's rules (e.g. a party larger than a team).
         RejectedTicket = 404,
+        /// The player declined or ignored a ready check and may not queue yet; the
+        /// message says for how long.
+        Cooldown = 405,
+        /// No ready check is in progress for that match (settled, or never one).
+        NoReadyCheck = 406,
+        /// The player is not in that match.
+        NotInMatch = 407,
         // 5xx: the server's side.
         /// The engine is busy; send the same request again shortly.
         Overloaded = 500,
@@ -105,6 +112,7 @@ impl ErrorCode {
                 | ErrorCode::ShuttingDown
                 | ErrorCode::Internal
                 | ErrorCode::TokenExpired
+                | ErrorCode::Cooldown
         )
     }
 }

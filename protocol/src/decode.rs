@@ -91,7 +91,7 @@ pub fn decode_client(body: &[u8]) -> Result<&ArchivedClientMsg, DecodeError> {
                 check.non_negative("rtt_ms.rtt_ms", f64::from(entry.rtt_ms.to_native()))?;
             }
         }
-        ArchivedClientMsg::Cancel(_) | ArchivedClientMsg::TicketStatus(_) => {}
+        ArchivedClientMsg::Cancel(_) | ArchivedClientMsg::TicketStatus(_) | ArchivedClientMsg::RespondToMatch(_) => {}
     }
     Ok(msg)
 }
@@ -136,7 +136,11 @@ pub fn decode_server(body: &[u8]) -> Result<&ArchivedServerMsg, DecodeError> {
             let check = Check { request_id: e.request_id.as_ref().map(|id| id.to_native()) };
             check.max_len("message", e.message.len(), MAX_MESSAGE_LEN)?;
         }
-        ArchivedServerMsg::Enqueued(_) | ArchivedServerMsg::Cancelled(_) => {}
+        ArchivedServerMsg::MatchConfirmed(m) => {
+            no_request.max_len("server_addr", m.server_addr.len(), MAX_ADDR_LEN)?;
+            no_request.max_len("connect_token", m.connect_token.len(), MAX_SHORT_TOKEN_LEN)?;
+        }
+        ArchivedServerMsg::Enqueued(_) | ArchivedServerMsg::Cancelled(_) | ArchivedServerMsg::MatchResponded(_) => {}
     }
     Ok(msg)
 }

@@ -54,6 +54,22 @@ pub enum ClientMsg {
     Cancel(Cancel),
     /// Ask for the state of this player's ticket. Answered by `TicketStatus`.
     TicketStatus(TicketStatusRequest),
+    /// Accept or decline a match found with a ready check (`MatchFound::accept_by_unix_ms`
+    /// not 0). Answered by `MatchResponded` or `Error`. (Version 2.)
+    RespondToMatch(RespondToMatch),
+}
+
+/// A player's answer to a ready check.
+#[derive(Archive, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[rkyv(derive(Debug))]
+pub struct RespondToMatch {
+    /// Chosen by the client; echoed in the reply.
+    pub request_id: u32,
+    /// The match from `MatchFound`.
+    pub match_id: u64,
+    /// Play it (`true`) or not. Declining sends the others back to the queue and keeps
+    /// this player out of it for the mode's cooldown.
+    pub accept: bool,
 }
 
 /// Queue for `mode` with the RTTs the client measured.
@@ -118,6 +134,33 @@ pub enum ServerMsg {
     /// served, so their rating and RTT windows stay as wide as they had grown.
     /// (Version 2; variants are only ever added at the end.)
     MatchAbandoned(MatchAbandoned),
+    /// The answer to `RespondToMatch`. (Version 2.)
+    MatchResponded(MatchResponded),
+    /// Pushed (no request id) when every player accepted a ready-checked match: where to
+    /// play it. (Version 2.)
+    MatchConfirmed(MatchConfirmed),
+}
+
+/// `RespondToMatch` was taken.
+#[derive(Archive, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[rkyv(derive(Debug))]
+pub struct MatchResponded {
+    /// From the request.
+    pub request_id: u32,
+    /// The match.
+    pub match_id: u64,
+}
+
+/// Everyone accepted: the match is on.
+#[derive(Archive, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[rkyv(derive(Debug))]
+pub struct MatchConfirmed {
+    /// The match from `MatchFound`.
+    pub match_id: u64,
+    /// `host:port` of the game server (empty when none had room).
+    pub server_addr: String,
+    /// This player's token for the game server (empty without a server).
+    pub connect_token: String,
 }
 
 /// The edge accepted the `Hello`.
@@ -209,6 +252,10 @@ pub struct MatchFound {
     /// When the edge received the match from its shard, µs since the Unix epoch by the
     /// edge's clock: what delivery delay is measured from.
     pub formed_at_unix_us: u64,
+    /// 0, or (the mode has a ready check) the time by which the player must accept with
+    /// `RespondToMatch`, ms since the Unix epoch by the edge's clock. The server address
+    /// and connect token then come in `MatchConfirmed` once everyone accepted.
+    pub accept_by_unix_ms: u64,
 }
 
 /// A match fell through, and where that left the player.

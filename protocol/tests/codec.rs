@@ -31,6 +31,9 @@ fn client_msg() -> impl Strategy<Value = ClientMsg> {
         (any::<u32>(), any::<u64>())
             .prop_map(|(request_id, ticket_id)| ClientMsg::Cancel(Cancel { request_id, ticket_id })),
         any::<u32>().prop_map(|request_id| ClientMsg::TicketStatus(TicketStatusRequest { request_id })),
+        (any::<u32>(), any::<u64>(), any::<bool>()).prop_map(|(request_id, match_id, accept)| {
+            ClientMsg::RespondToMatch(RespondToMatch { request_id, match_id, accept })
+        }),
     ]
 }
 
@@ -68,9 +71,20 @@ fn server_msg() -> impl Strategy<Value = ServerMsg> {
         "[a-z0-9]{0,40}",
         prop::collection::vec(prop::collection::vec(any::<u64>(), 1..6), 2..5),
         any::<u64>(),
+        any::<u64>(),
     )
         .prop_map(
-            |(ticket_id, match_id, mode, datacenter, server_addr, connect_token, teams, formed_at_unix_us)| {
+            |(
+                ticket_id,
+                match_id,
+                mode,
+                datacenter,
+                server_addr,
+                connect_token,
+                teams,
+                formed_at_unix_us,
+                accept_by_unix_ms,
+            )| {
                 ServerMsg::MatchFound(MatchFound {
                     ticket_id,
                     match_id,
@@ -80,6 +94,7 @@ fn server_msg() -> impl Strategy<Value = ServerMsg> {
                     connect_token,
                     teams: teams.into_iter().map(|players| Team { players }).collect(),
                     formed_at_unix_us,
+                    accept_by_unix_ms,
                 })
             },
         );

@@ -25,12 +25,12 @@ use quinn::{Connection, RecvStream, SendStream, VarInt};
 use rally_protocol::rkyv::{self, rancor};
 use rally_protocol::{
     ArchivedDatagram, Cancel, ClientMsg, CloseCode, DatacenterRtt, Datagram, Enqueue, ErrorCode, FrameReader, Hello,
-    PROTOCOL_VERSION, Ping, ServerMsg, TicketStatusRequest, WaitingTicket, decode_datagram, decode_server,
-    encode_client, encode_datagram, encode_hello,
+    PROTOCOL_VERSION, Ping, RespondToMatch, ServerMsg, TicketStatusRequest, WaitingTicket, decode_datagram,
+    decode_server, encode_client, encode_datagram, encode_hello,
 };
 use tokio::sync::{Mutex, mpsc, oneshot};
 
-pub use rally_protocol::{MatchFound, Team, Welcome};
+pub use rally_protocol::{MatchConfirmed, MatchFound, Team, Welcome};
 pub use tls::Trust;
 
 /// How to reach and authenticate with an edge.
@@ -133,7 +133,10 @@ impl ClientError {
 pub enum ClientEvent {
     /// The player's ticket was matched.
     MatchFound(MatchFound),
-    /// A match fell through (its game server stopped answering); `ticket` is the player's
+    /// Everyone accepted a ready-checked match: where to play it.
+    MatchConfirmed(MatchConfirmed),
+    /// A match fell through (its game server stopped answering, or someone declined or
+    /// ignored its ready check); `ticket` is the player's
     /// new ticket, which counts the wait served before the match.
     MatchAbandoned {
         /// The match from the earlier `MatchFound`.
@@ -240,6 +243,17 @@ impl Client {
     pub async fn cancel(&self, ticket_id: u64) -> Result<(), ClientError> {
         match self.request(|request_id| ClientMsg::Cancel(Cancel { request_id, ticket_id })).await? {
             ServerMsg::Cancelled(_) => Ok(()),
+            other => Err(unexpected(other)),
+        }
+    }
+
+    /// Accepts or declines a match found with a ready check (`MatchFound::accept_by_unix_ms`
+    /// not 0). When everyone has accepted, `ClientEvent::MatchConfirmed` brings the server;
+    /// if anyone declines or the time runs out, `ClientEvent::MatchAbandoned` follows.
+    pub async fn respond_to_match(&self, match_id: u64, accept: bool) -> Result<(), ClientError> {
+        let request = |request_id| ClientMsg::RespondToMatch(RespondToMatch { request_id, match_id, accept });
+        match self.request(request).await? {
+            ServerMsg::MatchResponded(_) => Ok(()),
             other => Err(unexpected(other)),
         }
     }
@@ -547,6 +561,7 @@ impl Driver {
             ClientMsg::Enqueue(e) => e.request_id,
             ClientMsg::Cancel(c) => c.request_id,
             ClientMsg::TicketStatus(s) => s.request_id,
+            ClientMsg::RespondToMatch(r) => r.request_id,
         };
         let mut out = Vec::new();
         if let Err(e) = encode_client(&msg, &mut out) {
@@ -579,8 +594,12 @@ impl Driver {
             ServerMsg::Enqueued(m) => Some(m.request_id),
             ServerMsg::Cancelled(m) => Some(m.request_id),
             ServerMsg::TicketStatus(m) => Some(m.request_id),
+            ServerMsg::MatchResponded(m) => Some(m.request_id),
             ServerMsg::Error(e) => e.request_id,
-            ServerMsg::MatchFound(_) | ServerMsg::MatchAbandoned(_) | ServerMsg::Welcome(_) => None,
+            ServerMsg::MatchFound(_)
+            | ServerMsg::MatchAbandoned(_)
+            | ServerMsg::MatchConfirmed(_)
+            | ServerMsg::Welcome(_) => None,
         };
         if let Some(id) = request_id {
             if let Some(reply) = self.pending.remove(&id) {
@@ -594,6 +613,9 @@ impl Driver {
             }
             ServerMsg::MatchAbandoned(m) => {
                 let _ = self.events.send(ClientEvent::MatchAbandoned { match_id: m.match_id, ticket: m.ticket });
+            }
+            ServerMsg::MatchConfirmed(m) => {
+                let _ = self.events.send(ClientEvent::MatchConfirmed(m));
             }
             // An error tied to no request comes just before the edge closes; the close
             // itself is reported.

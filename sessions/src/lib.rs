@@ -23,7 +23,7 @@ use std::collections::HashMap;
 
 use ring::{digest, hmac};
 
-pub use directory::{SessionDirectory, SessionListener, now_ms};
+pub use directory::{SessionDirectory, SessionListener, formed_match, now_ms};
 
 /// A registered game server's id.
 pub type ServerId = u64;
@@ -78,6 +78,55 @@ pub struct FormedMatch {
     /// Player ids by team.
     pub teams: Vec<Vec<u64>>,
 }
+
+/// A ready check in progress: the match waits for every player to accept.
+#[derive(Clone, Debug, PartialEq)]
+pub struct ReadyCheck {
+    /// The match.
+    pub formed: FormedMatch,
+    /// When it falls through if not everyone accepted, ms since the Unix epoch.
+    pub deadline_ms: u64,
+    /// How long decliners and silent players are kept out of the queue, ms.
+    pub cooldown_ms: u64,
+    /// Who accepted so far.
+    pub accepted: Vec<u64>,
+}
+
+/// How a ready check ended.
+#[derive(Clone, Debug, PartialEq)]
+pub enum ReadyOutcome {
+    /// Everyone accepted: the match is played (on `allocation`'s server, if one had room).
+    Confirmed {
+        /// The match.
+        formed: FormedMatch,
+        /// Its server and connect tokens.
+        allocation: Option<Allocation>,
+    },
+    /// Someone declined or did not answer in time.
+    FellThrough {
+        /// The match.
+        formed: FormedMatch,
+        /// Who declined or stayed silent: they are on cooldown.
+        refused: Vec<u64>,
+    },
+}
+
+/// What became of a formed match.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Placement {
+    /// Played without a game server (none had room, or none is registered).
+    NoServer,
+    /// On a game server.
+    Hosted(Allocation),
+    /// Waiting for its players to accept, until then (ms since the Unix epoch).
+    ReadyCheck {
+        /// The deadline.
+        accept_by_ms: u64,
+    },
+}
+
+/// How many recent server-less matches [`Sessions::place`] remembers.
+const UNPLACED_MEMORY: usize = 65_536;
 
 /// Where a match is played, and each player's ticket in.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -186,6 +235,12 @@ pub enum SessionError {
     /// Not one place per team, or a place of 0.
     #[error("expected one place (1 = first) per team")]
     BadPlacements,
+    /// The match has no ready check in progress (never had one, or it is settled).
+    #[error("no ready check is in progress for this match")]
+    NoReadyCheck,
+    /// The player is not in the match.
+    #[error("you are not a player of this match")]
+    NotInMatch,
     /// A server spec with no datacenter or address, an address longer than 255 bytes, or
     /// no capacity.
     #[error("a server needs a datacenter, an address (at most 255 bytes) and a capacity of at least 1")]
@@ -205,13 +260,27 @@ pub struct Sessions {
     config: SessionConfig,
     servers: HashMap<ServerId, Server>,
     sessions: HashMap<u64, Session>,
+    ready_checks: HashMap<u64, ReadyCheck>,
+    /// Players who declined or ignored a ready check, until when they may queue again.
+    cooldowns: HashMap<u64, u64>,
+    /// Recently formed matches that got neither a server nor a ready check, so placing
+    /// one twice (every event sink may ask) does the same thing both times.
+    unplaced: std::collections::VecDeque<u64>,
     next_server: ServerId,
 }
 
 impl Sessions {
     /// An empty registry.
     pub fn new(config: SessionConfig) -> Sessions {
-        Sessions { config, servers: HashMap::new(), sessions: HashMap::new(), next_server: 1 }
+        Sessions {
+            config,
+            servers: HashMap::new(),
+            sessions: HashMap::new(),
+            ready_checks: HashMap::new(),
+            cooldowns: HashMap::new(),
+            unplaced: std::collections::VecDeque::new(),
+            next_server: 1,
+        }
     }
 
     /// The settings.
@@ -322,6 +391,95 @@ impl Sessions {
         Some(Allocation { server_id, server_addr, connect_tokens })
     }
 
+    /// Places a formed match, once: with a ready check (`ready`: accept timeout and
+    /// decline cooldown, ms) it waits for its players; otherwise it goes on the
+    /// least-loaded server with room. Asking again returns what was decided then.
+    pub fn place(&mut self, formed: &FormedMatch, ready: Option<(u64, u64)>, now_ms: u64) -> Placement {
+        let id = formed.match_id;
+        if let Some(check) = self.ready_checks.get(&id) {
+            return Placement::ReadyCheck { accept_by_ms: check.deadline_ms };
+        }
+        if self.sessions.contains_key(&id) || self.unplaced.contains(&id) {
+            return self.placement(id);
+        }
+        if let Some((timeout_ms, cooldown_ms)) = ready {
+            self.propose(formed.clone(), now_ms + timeout_ms, cooldown_ms);
+            return Placement::ReadyCheck { accept_by_ms: now_ms + timeout_ms };
+        }
+        match self.allocate(formed, now_ms) {
+            Some(allocation) => Placement::Hosted(allocation),
+            None => {
+                if self.unplaced.len() >= UNPLACED_MEMORY {
+                    self.unplaced.pop_front();
+                }
+                self.unplaced.push_back(id);
+                Placement::NoServer
+            }
+        }
+    }
+
+    /// What [`Sessions::place`] decided for a match (`NoServer` for one it never saw).
+    pub fn placement(&self, match_id: u64) -> Placement {
+        if let Some(check) = self.ready_checks.get(&match_id) {
+            return Placement::ReadyCheck { accept_by_ms: check.deadline_ms };
+        }
+        let Some(session) = self.sessions.get(&match_id) else { return Placement::NoServer };
+        let connect_tokens =
+            session.teams.iter().flatten().filter_map(|&p| Some((p, self.connect_token(match_id, p)?))).collect();
+        Placement::Hosted(Allocation {
+            server_id: session.server_id,
+            server_addr: session.server_addr.clone(),
+            connect_tokens,
+        })
+    }
+
+    /// Holds a formed match until every player accepts it (or `deadline_ms` passes).
+    pub fn propose(&mut self, formed: FormedMatch, deadline_ms: u64, cooldown_ms: u64) {
+        let check = ReadyCheck { formed, deadline_ms, cooldown_ms, accepted: Vec::new() };
+        self.ready_checks.insert(check.formed.match_id, check);
+    }
+
+    /// A ready check in progress.
+    pub fn ready_check(&self, match_id: u64) -> Option<&ReadyCheck> {
+        self.ready_checks.get(&match_id)
+    }
+
+    /// `player` accepts or declines a proposed match. `Some` when that settles it: the
+    /// last acceptance confirms it (and places it on a server), a decline sinks it.
+    pub fn respond(
+        &mut self,
+        match_id: u64,
+        player: u64,
+        accept: bool,
+        now_ms: u64,
+    ) -> Result<Option<ReadyOutcome>, SessionError> {
+        let check = self.ready_checks.get_mut(&match_id).ok_or(SessionError::NoReadyCheck)?;
+        if !check.formed.teams.iter().flatten().any(|&p| p == player) {
+            return Err(SessionError::NotInMatch);
+        }
+        if !accept {
+            let check = self.ready_checks.remove(&match_id).expect("found above");
+            self.cooldowns.insert(player, now_ms + check.cooldown_ms);
+            return Ok(Some(ReadyOutcome::FellThrough { formed: check.formed, refused: vec![player] }));
+        }
+        if !check.accepted.contains(&player) {
+            check.accepted.push(player);
+        }
+        let everyone = check.formed.teams.iter().map(Vec::len).sum::<usize>();
+        if check.accepted.len() < everyone {
+            return Ok(None);
+        }
+        let check = self.ready_checks.remove(&match_id).expect("found above");
+        let allocation = self.allocate(&check.formed, now_ms);
+        Ok(Some(ReadyOutcome::Confirmed { formed: check.formed, allocation }))
+    }
+
+    /// Until when `player` may not queue (they declined or ignored a ready check), if
+    /// that is still in the future.
+    pub fn cooldown_until(&self, player: u64, now_ms: u64) -> Option<u64> {
+        self.cooldowns.get(&player).copied().filter(|&until| until > now_ms)
+    }
+
     /// A session, by match id.
     pub fn session(&self, match_id: u64) -> Option<&Session> {
         self.sessions.get(&match_id)
@@ -392,6 +550,28 @@ impl Sessions {
             }
             None => session.state = SessionState::Active,
         }
+    }
+
+    /// Ready checks past their deadline fall through; their silent players go on
+    /// cooldown. Expired cooldowns are forgotten.
+    pub fn expire_ready_checks(&mut self, now_ms: u64) -> Vec<ReadyOutcome> {
+        let due: Vec<u64> =
+            self.ready_checks.values().filter(|c| c.deadline_ms <= now_ms).map(|c| c.formed.match_id).collect();
+        let mut outcomes = Vec::with_capacity(due.len());
+        for match_id in due {
+            let check = self.ready_checks.remove(&match_id).expect("listed above");
+            let refused: Vec<u64> =
+                check.formed.teams.iter().flatten().copied().filter(|p| !check.accepted.contains(p)).collect();
+            for &player in &refused {
+                self.cooldowns.insert(player, now_ms + check.cooldown_ms);
+            }
+            outcomes.push(ReadyOutcome::FellThrough { formed: check.formed, refused });
+        }
+        self.cooldowns.retain(|_, until| *until > now_ms);
+        outcomes.sort_by_key(|o| match o {
+            ReadyOutcome::Confirmed { formed, .. } | ReadyOutcome::FellThrough { formed, .. } => formed.match_id,
+        });
+        outcomes
     }
 
     /// Fails sessions whose heartbeats stopped, forgets silent servers and long-ended

@@ -110,3 +110,43 @@ fn sessions_whose_heartbeats_stop_fail_and_the_server_learns_of_new_ones_by_hear
     s.expire(2_000);
     assert_eq!(s.server_heartbeat(a, 2_000).unwrap_err(), SessionError::UnknownServer);
 }
+
+#[test]
+fn a_ready_check_confirms_when_all_accept_and_falls_through_on_a_decline_or_silence() {
+    let mut s = Sessions::new(SessionConfig::default());
+    s.register(spec("eu-west", "x:1", 4), [1; 32], 0).unwrap();
+    s.propose(duel(1, "eu-west"), 1_000, 5_000);
+    assert_eq!(s.respond(1, 3, true, 10), Err(SessionError::NotInMatch));
+    assert_eq!(s.respond(9, 1, true, 10), Err(SessionError::NoReadyCheck));
+    assert_eq!(s.respond(1, 1, true, 10), Ok(None));
+    assert_eq!(s.respond(1, 1, true, 10), Ok(None), "accepting twice counts once");
+    assert!(s.session(1).is_none(), "no server until everyone accepts");
+    match s.respond(1, 2, true, 20).unwrap() {
+        Some(ReadyOutcome::Confirmed { allocation: Some(a), .. }) => assert_eq!(a.server_addr, "x:1"),
+        other => panic!("expected a confirmed match, got {other:?}"),
+    }
+    assert!(s.session(1).is_some());
+    assert_eq!(s.respond(1, 2, true, 20), Err(SessionError::NoReadyCheck), "settled");
+
+    // A decline sinks it at once, and its player cools down.
+    s.propose(duel(2, "eu-west"), 1_000, 5_000);
+    s.respond(2, 1, true, 30).unwrap();
+    assert_eq!(
+        s.respond(2, 2, false, 40).unwrap(),
+        Some(ReadyOutcome::FellThrough { formed: duel(2, "eu-west"), refused: vec![2] })
+    );
+    assert_eq!(s.cooldown_until(2, 41), Some(5_040));
+    assert_eq!(s.cooldown_until(1, 41), None);
+
+    // Silence: at the deadline, whoever did not accept is refused and cools down.
+    s.propose(duel(3, "eu-west"), 1_000, 5_000);
+    s.respond(3, 2, true, 50).unwrap();
+    assert!(s.expire_ready_checks(999).is_empty());
+    assert_eq!(
+        s.expire_ready_checks(1_000),
+        [ReadyOutcome::FellThrough { formed: duel(3, "eu-west"), refused: vec![1] }]
+    );
+    assert_eq!(s.cooldown_until(1, 1_001), Some(6_000));
+    s.expire_ready_checks(7_000);
+    assert_eq!(s.cooldown_until(1, 7_000), None, "cooldowns end");
+}

@@ -26,6 +26,15 @@ teams = 2
 team_size = 3
 mmr_window = { start = 500.0, growth_per_s = 0.0, max = 500.0 }
 max_rtt_ms = { start = 150.0, growth_per_s = 0.0, max = 150.0 }
+
+[[mode]]
+name = "pair-rc"
+teams = 2
+team_size = 2
+mmr_window = { start = 500.0, growth_per_s = 0.0, max = 500.0 }
+max_rtt_ms = { start = 150.0, growth_per_s = 0.0, max = 150.0 }
+accept_timeout_s = 5
+decline_cooldown_s = 30
 "#;
 
 pub use std::sync::Arc;
@@ -94,7 +103,7 @@ pub async fn app_with(
     let store = Arc::new(store);
     let mut game_config = GameConfig {
         server_key: Some(SERVER_KEY.into()),
-        modes: vec!["duel".into(), "squad".into()],
+        modes: vec!["duel".into(), "squad".into(), "pair-rc".into()],
         datacenters: vec!["eu-west".into(), "na-east".into()],
         ..GameConfig::default()
     };
@@ -106,7 +115,7 @@ pub async fn app_with(
     let game = Arc::new(Game::start(game_config, store.clone(), sessions.clone(), leaderboard));
     // A real engine behind the parties: the lobby is the shards' only event sink here.
     let rules = Arc::new(Rules::from_toml(RULES).unwrap());
-    let lobby = Arc::new(Lobby::new(rules.clone(), sessions.clone()));
+    let lobby = Lobby::shared(rules.clone(), sessions.clone());
     let runtime = Runtime::start(rules, RuntimeConfig::default(), lobby.clone()).unwrap();
     lobby.connect(Arc::new(InProcessRouter::new(&runtime)));
     let state = AppState::new(config, store.clone(), TokenIssuer::new(key), game.clone(), lobby.clone()).await.unwrap();
