@@ -656,7 +656,12 @@ pub(crate) async fn queue(
     let season = game.seasons.current(crate::auth::now_ms()).await?;
     let mut players = Vec::with_capacity(members.len());
     for member in &members {
-        let mmr = game.store.rating(member.player, &mode, season.id).await?.map_or(game.model.initial().mu, |r| r.mu);
+        // The engine matches on a non-negative scale; mu can fall below 0.
+        let mmr = game
+            .store
+            .rating(member.player, &mode, season.id)
+            .await?
+            .map_or(game.model.initial().mu, |r| r.mu.max(0.0));
         let rtt_ms = member.rtt_ms.iter().filter_map(|(dc, ms)| Some((lobby.rules.datacenter_id(dc)?, *ms))).collect();
         players.push(PlayerEntry { id: PlayerId(member.player), mmr, rtt_ms });
     }

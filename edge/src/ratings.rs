@@ -57,7 +57,9 @@ impl RatingSource for StoreRatings {
                 None => None,
             };
             Ok(match (stored, token_mmr) {
-                (Some(rating), _) => rating.mu,
+                // The engine matches on a non-negative scale; a long losing streak can
+                // take mu below 0.
+                (Some(rating), _) => rating.mu.max(0.0),
                 (None, Some(mmr)) if self.trust_token_mmr => mmr,
                 (None, _) => self.default,
             })

@@ -4,10 +4,10 @@
 //! and rank queries). [`RedisLeaderboard`] keeps one sorted set per (season, mode) in
 //! Redis (production): the write-behind worker adds each committed rating, reads come
 //! from Redis, and a set that is missing (evicted, flushed, never built) is rebuilt from
-//! the store before it is read. Commits only add to sets that exist, and a Redis write
-//! that fails deletes the sets it touched, so a lost set is rebuilt rather than left
-//! partial or stale. A commit that lands while its set is being rebuilt may be missed by
-//! the copy; that player's score is right again after their next match.
+//! the store before it is read. A set counts as complete only with a marker member the
+//! rebuild adds last; commits always write their scores, and the rebuild never
+//! overwrites one (`ZADD NX`), so a commit that lands during a rebuild is kept. A Redis
+//! write that fails deletes the sets it touched, so they are rebuilt, not left stale.
 
 use std::sync::Arc;
 
@@ -151,21 +151,18 @@ impl RedisLeaderboard {
         format!("{}lb:{season_id}:{mode}", self.prefix)
     }
 
-    /// Builds the set from the store if it is missing. The copy goes to a scratch key
-    /// that is renamed into place, so readers never see half a board.
+    /// Builds the set from the store unless it is complete: a set is complete when it
+    /// holds the marker member, which the rebuild adds last (and which Redis evicts or a
+    /// failed update deletes with the set). The rebuild adds the store's ratings with
+    /// `NX`, so ratings committed while it runs (plain `ZADD`s) are never overwritten
+    /// with the older values it read.
     async fn ensure(&self, season_id: u64, mode: &str) -> Result<String, LeaderboardError> {
         let key = self.key(season_id, mode);
         let mut redis = self.redis.clone();
-        let exists: bool = redis::cmd("EXISTS").arg(&key).query_async(&mut redis).await?;
-        if exists {
+        let built: Option<f64> = redis::cmd("ZSCORE").arg(&key).arg(BUILT).query_async(&mut redis).await?;
+        if built.is_some() {
             return Ok(key);
         }
-        // A scratch key of its own: concurrent rebuilds (threads, nodes) never share one.
-        static REBUILDS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
-        let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default().as_nanos();
-        let n = REBUILDS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        let scratch = format!("{key}:rebuild:{}:{nanos}:{n}", std::process::id());
-        let _: () = redis::cmd("DEL").arg(&scratch).query_async(&mut redis).await?;
         let mut offset = 0u64;
         loop {
             let page = self.store.leaderboard(season_id, mode, offset, REBUILD_PAGE).await?;
@@ -173,20 +170,16 @@ impl RedisLeaderboard {
                 break;
             }
             let mut zadd = redis::cmd("ZADD");
-            zadd.arg(&scratch);
+            zadd.arg(&key).arg("NX");
             for row in &page {
                 zadd.arg(row.rating).arg(row.account_id);
             }
             let _: () = zadd.query_async(&mut redis).await?;
             offset += page.len() as u64;
         }
-        if offset > 0 {
-            // RENAME replaces a set a concurrent rebuild put there first; both came
-            // from the same store.
-            let _: () = redis::cmd("RENAME").arg(&scratch).arg(&key).query_async(&mut redis).await?;
-            tracing::info!(key, players = offset, "leaderboard rebuilt from the store");
-            metrics::counter!("rally_leaderboard_rebuilds_total").increment(1);
-        }
+        let _: () = redis::cmd("ZADD").arg(&key).arg("-inf").arg(BUILT).query_async(&mut redis).await?;
+        tracing::info!(key, players = offset, "leaderboard rebuilt from the store");
+        metrics::counter!("rally_leaderboard_rebuilds_total").increment(1);
         Ok(key)
     }
 
@@ -196,7 +189,7 @@ impl RedisLeaderboard {
         }
         let mut redis = self.redis.clone();
         let last = offset + u64::from(limit) - 1;
-        let rows: Vec<(u64, f64)> = redis::cmd("ZRANGE")
+        let rows: Vec<(String, f64)> = redis::cmd("ZRANGE")
             .arg(key)
             .arg(offset)
             .arg(last)
@@ -204,6 +197,9 @@ impl RedisLeaderboard {
             .arg("WITHSCORES")
             .query_async(&mut redis)
             .await?;
+        // The marker sorts last (-inf) and is no player.
+        let rows: Vec<(AccountId, f64)> =
+            rows.into_iter().filter_map(|(id, score)| Some((id.parse().ok()?, score))).collect();
         let ids: Vec<AccountId> = rows.iter().map(|&(id, _)| id).collect();
         let names: std::collections::HashMap<AccountId, String> =
             self.store.display_names(&ids).await?.into_iter().collect();
@@ -220,17 +216,15 @@ impl RedisLeaderboard {
     }
 }
 
-/// Adds scores to a set only if it exists: a commit must not recreate a lost set with
-/// just its own players, which would stop the rebuild that fills in everyone else.
-const ZADD_IF_BUILT: &str =
-    "if redis.call('EXISTS', KEYS[1]) == 1 then return redis.call('ZADD', KEYS[1], unpack(ARGV)) end return 0";
+/// The member that marks a set as complete (score -inf, so it sorts below every player).
+const BUILT: &str = "~built";
 
-/// Score-member pairs per script call (Lua's `unpack` has a stack limit).
+/// Score-member pairs per `ZADD`.
 const PAIRS_PER_CALL: usize = 1_000;
 
 /// How long a commit's leaderboard update may take: Redis being slow must not hold up
 /// the write-behind worker (the set is dropped and rebuilt instead).
-const UPDATE_TIMEOUT: std::time::Duration = std::time::Duration::from_millis(500);
+const UPDATE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(2);
 
 #[async_trait::async_trait]
 impl CommitListener for RedisLeaderboard {
@@ -248,12 +242,12 @@ impl CommitListener for RedisLeaderboard {
         let update = async {
             for (key, pairs) in &scores {
                 for chunk in pairs.chunks(PAIRS_PER_CALL) {
-                    let mut eval = redis::cmd("EVAL");
-                    eval.arg(ZADD_IF_BUILT).arg(1).arg(key);
+                    let mut zadd = redis::cmd("ZADD");
+                    zadd.arg(key);
                     for (score, account) in chunk {
-                        eval.arg(*score).arg(*account);
+                        zadd.arg(*score).arg(*account);
                     }
-                    let _: i64 = eval.query_async(&mut redis).await?;
+                    let _: i64 = zadd.query_async(&mut redis).await?;
                 }
             }
             Ok::<(), redis::RedisError>(())

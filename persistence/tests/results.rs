@@ -257,8 +257,9 @@ async fn leaderboards_from_the_store_and_from_redis_agree(store: Arc<SqlStore>) 
     assert_eq!(redis.score(season, "duel-1v1", 9_999_999).await.unwrap(), None);
     assert_eq!(embedded.around(season, "duel-1v1", 9_999_999, 2).await.unwrap(), None);
 
-    // Redis loses the set (eviction, a flush). A commit meanwhile does not recreate it
-    // with only its own players; the next read rebuilds it whole from the store.
+    // Redis loses the set (eviction, a flush). A commit meanwhile puts its own players
+    // back, but not the marker of a complete set: the next read rebuilds it whole from
+    // the store, keeping the committed scores.
     drop_keys(&url, std::slice::from_ref(&key)).await;
     let (_, _, late) = duels(&*store, 2, 100).await;
     writer.submit(late[0].clone()).unwrap();
