@@ -17,23 +17,6 @@ async fn eventually(what: &str, mut check: impl AsyncFnMut() -> bool) {
     }
 }
 
-struct Player {
-    id: u64,
-    token: String,
-}
-
-async fn players(ctx: &Ctx, names: &[&str]) -> Vec<Player> {
-    let mut out = Vec::new();
-    for name in names {
-        let body = ctx.register(name).await;
-        out.push(Player {
-            id: body["account_id"].as_u64().unwrap(),
-            token: body["access_token"].as_str().unwrap().to_owned(),
-        });
-    }
-    out
-}
-
 async fn register_server(ctx: &Ctx, datacenter: &str, capacity: u32) -> (u64, String) {
     let body = json!({"datacenter": datacenter, "address": "10.0.0.7:7777", "capacity": capacity});
     let r = ctx.call(Method::POST, "/v1/servers", Some(SERVER_KEY), Some(body)).await;
@@ -51,7 +34,7 @@ fn form(ctx: &Ctx, match_id: u64, mode: &str, teams: Vec<Vec<u64>>) {
 #[tokio::test]
 async fn a_match_is_played_reported_once_and_shows_in_history_and_on_the_leaderboard() {
     let ctx = app(|_| {}).await;
-    let p = players(&ctx, &["ann", "ben", "cat"]).await;
+    let p = ctx.players(&["ann", "ben", "cat"]).await;
     let (_, server) = register_server(&ctx, "eu-west", 4).await;
     form(&ctx, 77, "duel", vec![vec![p[0].id], vec![p[1].id]]);
 
@@ -130,7 +113,7 @@ async fn a_match_is_played_reported_once_and_shows_in_history_and_on_the_leaderb
 #[tokio::test]
 async fn history_pages_with_a_cursor() {
     let ctx = app(|_| {}).await;
-    let p = players(&ctx, &["ann", "ben"]).await;
+    let p = ctx.players(&["ann", "ben"]).await;
     let (_, server) = register_server(&ctx, "eu-west", 100).await;
     for match_id in 1..=5 {
         form(&ctx, match_id, "duel", vec![vec![p[0].id], vec![p[1].id]]);
@@ -183,7 +166,7 @@ async fn game_servers_must_prove_who_they_are() {
     let r = ctx.call(Method::POST, "/v1/servers", Some(SERVER_KEY), Some(extra)).await;
     assert_eq!(r.status, StatusCode::UNPROCESSABLE_ENTITY, "{}", r.text);
 
-    let p = players(&ctx, &["ann", "ben"]).await;
+    let p = ctx.players(&["ann", "ben"]).await;
     let (_, host) = register_server(&ctx, "eu-west", 1).await;
     let (_, other) = register_server(&ctx, "eu-west", 1).await;
     form(&ctx, 9, "duel", vec![vec![p[0].id], vec![p[1].id]]);
@@ -229,7 +212,7 @@ async fn registration_is_off_without_a_server_key() {
 #[tokio::test]
 async fn a_session_whose_server_dies_fails_and_takes_no_result() {
     let ctx = app_with(|_| {}, |_, sessions| sessions.heartbeat_timeout_ms = 300).await;
-    let p = players(&ctx, &["ann", "ben"]).await;
+    let p = ctx.players(&["ann", "ben"]).await;
     let (_, server) = register_server(&ctx, "eu-west", 2).await;
     form(&ctx, 5, "duel", vec![vec![p[0].id], vec![p[1].id]]);
     // The server goes quiet.
@@ -256,7 +239,7 @@ async fn results_are_refused_while_the_store_is_behind_and_stay_retryable() {
         },
     )
     .await;
-    let p = players(&ctx, &["ann", "ben"]).await;
+    let p = ctx.players(&["ann", "ben"]).await;
     let (_, server) = register_server(&ctx, "eu-west", 100).await;
     let result = json!({"placements": [1, 2]});
     form(&ctx, 1, "duel", vec![vec![p[0].id], vec![p[1].id]]);

@@ -8,29 +8,12 @@ use common::*;
 use futures_util::{SinkExt, StreamExt};
 use tokio_tungstenite::tungstenite::Message;
 
-struct Member {
-    id: u64,
-    token: String,
-}
-
-async fn members(ctx: &Ctx, names: &[&str]) -> Vec<Member> {
-    let mut out = Vec::new();
-    for name in names {
-        let body = ctx.register(name).await;
-        out.push(Member {
-            id: body["account_id"].as_u64().unwrap(),
-            token: body["access_token"].as_str().unwrap().to_owned(),
-        });
-    }
-    out
-}
-
 fn eu() -> Value {
     json!({"ready": true, "rtt_ms": {"eu-west": 20.0}})
 }
 
 /// `leader` makes a `mode` party and the others join; its id.
-async fn party(ctx: &Ctx, mode: &str, leader: &Member, others: &[&Member]) -> u64 {
+async fn party(ctx: &Ctx, mode: &str, leader: &Player, others: &[&Player]) -> u64 {
     let r = ctx.call(Method::POST, "/v1/party", Some(&leader.token), Some(json!({"mode": mode}))).await;
     assert_eq!(r.status, StatusCode::CREATED, "{}", r.text);
     let id = r.body["party_id"].as_u64().unwrap();
@@ -41,7 +24,7 @@ async fn party(ctx: &Ctx, mode: &str, leader: &Member, others: &[&Member]) -> u6
     id
 }
 
-async fn ready_all(ctx: &Ctx, id: u64, who: &[&Member]) {
+async fn ready_all(ctx: &Ctx, id: u64, who: &[&Player]) {
     for m in who {
         let r = ctx.call(Method::POST, &format!("/v1/party/{id}/ready"), Some(&m.token), Some(eu())).await;
         assert_eq!(r.status, StatusCode::OK, "{}", r.text);
@@ -51,7 +34,7 @@ async fn ready_all(ctx: &Ctx, id: u64, who: &[&Member]) {
 #[tokio::test]
 async fn membership_rules_and_their_errors() {
     let ctx = app(|_| {}).await;
-    let m = members(&ctx, &["ann", "ben", "cat", "dan", "eve"]).await;
+    let m = ctx.players(&["ann", "ben", "cat", "dan", "eve"]).await;
     let id = party(&ctx, "squad", &m[0], &[&m[1], &m[2]]).await;
     let path = |p: &str| format!("/v1/party/{id}{p}");
 
@@ -107,7 +90,7 @@ async fn membership_rules_and_their_errors() {
 #[tokio::test]
 async fn two_parties_queue_as_one_ticket_each_and_are_matched_against_each_other() {
     let ctx = app(|_| {}).await;
-    let m = members(&ctx, &["ann", "amy", "abe", "bob", "bea", "bud"]).await;
+    let m = ctx.players(&["ann", "amy", "abe", "bob", "bea", "bud"]).await;
     let a = party(&ctx, "squad", &m[0], &[&m[1], &m[2]]).await;
     let b = party(&ctx, "squad", &m[3], &[&m[4], &m[5]]).await;
     ready_all(&ctx, a, &[&m[0], &m[1], &m[2]]).await;
@@ -158,7 +141,7 @@ async fn next_of(ws: &mut Ws, types: &[&str]) -> Value {
 #[tokio::test]
 async fn ready_checks_confirm_parties_or_send_the_innocent_party_back_to_the_queue() {
     let ctx = app(|_| {}).await;
-    let m = members(&ctx, &["ann", "amy", "bob", "bea"]).await;
+    let m = ctx.players(&["ann", "amy", "bob", "bea"]).await;
     let body = json!({"datacenter": "eu-west", "address": "10.1.1.1:7777", "capacity": 10});
     let r = ctx.call(Method::POST, "/v1/servers", Some(SERVER_KEY), Some(body)).await;
     assert_eq!(r.status, StatusCode::CREATED, "{}", r.text);
@@ -182,7 +165,7 @@ async fn ready_checks_confirm_parties_or_send_the_innocent_party_back_to_the_que
     assert!(found["accept_by_unix_ms"].as_u64().unwrap() > 0 && found["server_addr"] == "", "{found}");
     let match_id = found["match_id"].as_u64().unwrap();
     let accept = format!("/v1/match/{match_id}/accept");
-    let stranger = members(&ctx, &["cat"]).await;
+    let stranger = ctx.players(&["cat"]).await;
     let r = ctx.call(Method::POST, &accept, Some(&stranger[0].token), Some(json!({"accept": true}))).await;
     assert_eq!((r.status, r.code()), (StatusCode::FORBIDDEN, "not_in_match"));
     for who in &m {
@@ -223,7 +206,7 @@ async fn ready_checks_confirm_parties_or_send_the_innocent_party_back_to_the_que
 #[tokio::test]
 async fn leaving_or_dropping_while_queued_cancels_the_ticket_and_tells_the_others() {
     let ctx = app(|_| {}).await;
-    let m = members(&ctx, &["ann", "ben", "cat"]).await;
+    let m = ctx.players(&["ann", "ben", "cat"]).await;
     let id = party(&ctx, "squad", &m[0], &[&m[1], &m[2]]).await;
     ready_all(&ctx, id, &[&m[0], &m[1], &m[2]]).await;
     let server = Served::start(&ctx).await;
@@ -258,7 +241,7 @@ async fn leaving_or_dropping_while_queued_cancels_the_ticket_and_tells_the_other
 #[tokio::test]
 async fn chat_reaches_the_party_within_its_limits() {
     let ctx = app(|_| {}).await;
-    let m = members(&ctx, &["ann", "ben", "cat"]).await;
+    let m = ctx.players(&["ann", "ben", "cat"]).await;
     let id = party(&ctx, "squad", &m[0], &[&m[1]]).await;
     let server = Served::start(&ctx).await;
     let url = |token: &str| format!("/v1/ws/party/{id}?access_token={token}");
@@ -313,7 +296,7 @@ async fn chat_reaches_the_party_within_its_limits() {
     // Only members, with a valid token, may open the socket.
     let outsider = server.ws_refused(&url(&m[2].token).replace(&m[2].token, "garbage")).await;
     assert_eq!(outsider, 401);
-    let other = party(&ctx, "duel", &members(&ctx, &["dan"]).await[0], &[]).await;
+    let other = party(&ctx, "duel", &ctx.players(&["dan"]).await[0], &[]).await;
     assert_eq!(server.ws_refused(&format!("/v1/ws/party/{other}?access_token={}", m[1].token)).await, 403);
     assert_eq!(server.ws_refused(&format!("/v1/ws/party/9999?access_token={}", m[1].token)).await, 404);
     server.stop().await;

@@ -155,13 +155,7 @@ async fn a_database_that_goes_away_is_retried_until_it_returns() {
         ..Default::default()
     };
     let writer = WriteBehind::start(fresh.store.clone(), config, Vec::new());
-    let admin = SqlStore::connect(&StoreConfig::new(admin_url)).await.unwrap();
-    // Shut the database: no new connections, and the pool's are cut.
-    admin.execute_admin(&format!("ALTER DATABASE {name} ALLOW_CONNECTIONS false")).await.unwrap();
-    admin
-        .execute_admin(&format!("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = '{name}'"))
-        .await
-        .unwrap();
+    let outage = Outage::begin(admin_url, name).await;
     for r in records {
         writer.submit(r).unwrap();
     }
@@ -169,8 +163,7 @@ async fn a_database_that_goes_away_is_retried_until_it_returns() {
         tokio::time::timeout(Duration::from_millis(500), writer.flush()).await.is_err(),
         "nothing can be written while the database refuses connections"
     );
-    admin.execute_admin(&format!("ALTER DATABASE {name} ALLOW_CONNECTIONS true")).await.unwrap();
-    admin.close().await;
+    outage.end().await;
     writer.flush().await.unwrap();
     assert_eq!(fresh.store.rating(ids[18], "duel-1v1", season).await.unwrap().unwrap().games, 1);
     assert_eq!(writer.shutdown().await, WriteBehindReport { matches: 10, rows: 20, rejected: 0, lost: 0 });
@@ -190,12 +183,7 @@ async fn shutdown_gives_up_on_a_database_that_stays_down_and_says_what_it_lost()
         ..Default::default()
     };
     let writer = WriteBehind::start(fresh.store.clone(), config, Vec::new());
-    let admin = SqlStore::connect(&StoreConfig::new(admin_url)).await.unwrap();
-    admin.execute_admin(&format!("ALTER DATABASE {name} ALLOW_CONNECTIONS false")).await.unwrap();
-    admin
-        .execute_admin(&format!("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = '{name}'"))
-        .await
-        .unwrap();
+    let outage = Outage::begin(admin_url, name).await;
     for r in records {
         writer.submit(r).unwrap();
     }
@@ -203,9 +191,29 @@ async fn shutdown_gives_up_on_a_database_that_stays_down_and_says_what_it_lost()
     tokio::time::sleep(Duration::from_millis(100)).await;
     let report = tokio::time::timeout(Duration::from_secs(10), writer.shutdown()).await.expect("shutdown gives up");
     assert_eq!((report.matches, report.lost), (0, 10), "{report:?}");
-    admin.execute_admin(&format!("ALTER DATABASE {name} ALLOW_CONNECTIONS true")).await.unwrap();
-    admin.close().await;
+    outage.end().await;
     fresh.done().await;
+}
+
+/// A Postgres test database shut for a while: no new connections, and the pool's cut.
+struct Outage {
+    admin: SqlStore,
+    name: String,
+}
+
+impl Outage {
+    async fn begin(admin_url: &str, name: &str) -> Outage {
+        let admin = SqlStore::connect(&StoreConfig::new(admin_url)).await.unwrap();
+        admin.execute_admin(&format!("ALTER DATABASE {name} ALLOW_CONNECTIONS false")).await.unwrap();
+        let cut = format!("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = '{name}'");
+        admin.execute_admin(&cut).await.unwrap();
+        Outage { admin, name: name.to_owned() }
+    }
+
+    async fn end(self) {
+        self.admin.execute_admin(&format!("ALTER DATABASE {} ALLOW_CONNECTIONS true", self.name)).await.unwrap();
+        self.admin.close().await;
+    }
 }
 
 async fn redis_board(store: Arc<SqlStore>) -> (Arc<RedisLeaderboard>, String) {

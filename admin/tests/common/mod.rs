@@ -176,6 +176,25 @@ impl Ctx {
     }
 }
 
+/// A registered player: their account id and access token.
+pub struct Player {
+    pub id: u64,
+    pub token: String,
+}
+
+impl Ctx {
+    /// Registers each name; the players in the same order.
+    pub async fn players(&self, names: &[&str]) -> Vec<Player> {
+        let mut out = Vec::new();
+        for name in names {
+            let body = self.register(name).await;
+            let id = body["account_id"].as_u64().unwrap();
+            out.push(Player { id, token: body["access_token"].as_str().unwrap().to_owned() });
+        }
+        out
+    }
+}
+
 impl Reply {
     /// The error code, checking the error body's shape and request id on the way.
     pub fn code(&self) -> &str {
