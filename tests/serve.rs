@@ -167,9 +167,19 @@ fn dev_serves_loadgen_and_stops_on_ctrl_c() {
 }
 
 #[test]
-fn dev_runs_the_game_loop_from_queue_to_leaderboard() {
+fn dev_runs_the_game_loop_from_queue_to_leaderboard_with_redis_boards() {
     let dir = scratch("loop");
-    let (mut dev, addr, fingerprint, admin, printed) = start_dev_with(&dir, &["--server-key", "k3y"]);
+    // Production-mode leaderboards: Redis sorted sets, under a prefix of this test's own.
+    let redis_url = std::env::var("RALLY_TEST_REDIS_URL").unwrap_or_else(|_| "redis://127.0.0.1:6379".into());
+    let mut redis = redis::Client::open(redis_url.as_str()).and_then(|c| c.get_connection()).unwrap_or_else(|e| {
+        panic!(
+            "Redis is not reachable at {redis_url}: {e}. Start it with `redis-server --daemonize yes --bind 127.0.0.1 \
+             --port 6379 --save \"\" --appendonly no`, or point RALLY_TEST_REDIS_URL at another server"
+        )
+    });
+    let prefix = format!("rally_test_serve_{}:", std::process::id());
+    let flags = ["--server-key", "k3y", "--redis-url", &redis_url, "--redis-prefix", &prefix];
+    let (mut dev, addr, fingerprint, admin, printed) = start_dev_with(&dir, &flags);
     let mut players = Vec::new();
     for name in ["alice", "bob"] {
         let body = format!(r#"{{"username":"{name}","email":"{name}@example.com","password":"correct horse"}}"#);
@@ -237,6 +247,13 @@ fn dev_runs_the_game_loop_from_queue_to_leaderboard() {
     let history: Value = serde_json::from_str(&body).unwrap();
     assert_eq!(history["matches"][0]["match_id"].as_u64(), Some(match_id), "{body}");
     assert_eq!(history["matches"][0]["place"], 2, "{body}");
+    // The board came from Redis: the set holds both players (and the completeness marker).
+    let season = board["season"]["name"].as_str().unwrap().trim_start_matches('s').to_owned();
+    let key = format!("{prefix}lb:{season}:duel-1v1");
+    let members: Vec<String> = redis::cmd("ZRANGE").arg(&key).arg(0).arg(-1).query(&mut redis).unwrap();
+    assert_eq!(members.len(), 3, "{key}: {members:?}");
+    assert!(members.contains(&players[0].0.to_string()) && members.contains(&players[1].0.to_string()));
+    let _: () = redis::cmd("DEL").arg(&key).query(&mut redis).unwrap();
 
     interrupt(&mut dev);
     let printed = printed.lock().unwrap().join("\n");

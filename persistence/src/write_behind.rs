@@ -208,6 +208,8 @@ impl Worker {
         let mut flushes: Vec<oneshot::Sender<()>> = Vec::new();
         let mut in_flight: VecDeque<InFlight> = VecDeque::new();
         loop {
+            // Waiting for work, a batch that commits meanwhile is finished at once (its
+            // listeners must not wait for the next batch to come along).
             let first = match phase {
                 Phase::Running => tokio::select! {
                     job = self.rx.recv() => job,
@@ -215,8 +217,20 @@ impl Worker {
                         phase = self.start_draining();
                         continue;
                     }
+                    done = oldest_done(&mut in_flight) => {
+                        in_flight.pop_front();
+                        self.finished(done).await;
+                        continue;
+                    }
                 },
-                Phase::Draining => self.rx.recv().await,
+                Phase::Draining => tokio::select! {
+                    job = self.rx.recv() => job,
+                    done = oldest_done(&mut in_flight) => {
+                        in_flight.pop_front();
+                        self.finished(done).await;
+                        continue;
+                    }
+                },
             };
             let Some(first) = first else { break };
             let mut rows = take(first, &mut batch, &mut flushes);
@@ -227,6 +241,11 @@ impl Worker {
                         job = tokio::time::timeout_at(deadline, self.rx.recv()) => job,
                         () = self.closing.notified() => {
                             phase = self.start_draining();
+                            continue;
+                        }
+                        done = oldest_done(&mut in_flight) => {
+                            in_flight.pop_front();
+                            self.finished(done).await;
                             continue;
                         }
                     },
@@ -284,7 +303,12 @@ impl Worker {
     /// batches commit the other way round (a leaderboard never goes back to an older
     /// rating).
     async fn finish(&mut self, batch: InFlight) {
-        let written = batch.await.unwrap_or_else(|e| {
+        self.finished(batch.await).await;
+    }
+
+    /// [`Worker::finish`] for a batch already awaited.
+    async fn finished(&mut self, done: Result<Written, tokio::task::JoinError>) {
+        let written = done.unwrap_or_else(|e| {
             tracing::error!(error = %e, "write-behind batch task failed");
             Written::default()
         });
@@ -297,6 +321,14 @@ impl Worker {
                 listener.committed(&written.committed).await;
             }
         }
+    }
+}
+
+/// The oldest batch in flight, once written; never, if none is.
+async fn oldest_done(in_flight: &mut VecDeque<InFlight>) -> Result<Written, tokio::task::JoinError> {
+    match in_flight.front_mut() {
+        Some(oldest) => oldest.await,
+        None => std::future::pending().await,
     }
 }
 

@@ -15,6 +15,7 @@ const DEFAULT_REDIS: &str = "redis://127.0.0.1:6379";
 
 per_backend!(
     batches_are_written_and_flush_waits_for_them,
+    listeners_hear_of_a_commit_without_waiting_for_more_traffic,
     a_refused_match_is_dropped_and_the_rest_written,
     shutdown_writes_everything_queued,
     leaderboards_from_the_store_and_from_redis_agree,
@@ -95,6 +96,20 @@ async fn batches_are_written_and_flush_waits_for_them(store: Arc<SqlStore>) {
     assert_eq!(history.iter().map(|h| (h.match_id, h.place)).collect::<Vec<_>>(), [(100, 2)]);
     let report = writer.shutdown().await;
     assert_eq!(report, WriteBehindReport { matches: 101, rows: 200, rejected: 0, lost: 0 });
+}
+
+async fn listeners_hear_of_a_commit_without_waiting_for_more_traffic(store: Arc<SqlStore>) {
+    let (_, _, records) = duels(&*store, 2, 1).await;
+    let committed = Arc::new(Committed::default());
+    let writer = WriteBehind::start(store.clone(), WriteBehindConfig::default(), vec![committed.clone()]);
+    writer.submit(records[0].clone()).unwrap();
+    // No flush, no further matches: the worker tells the listeners as soon as it commits.
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while committed.0.lock().unwrap().is_empty() {
+        assert!(std::time::Instant::now() < deadline, "the listener never heard of the commit");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    writer.shutdown().await;
 }
 
 async fn a_refused_match_is_dropped_and_the_rest_written(store: Arc<SqlStore>) {
@@ -240,6 +255,8 @@ async fn leaderboards_from_the_store_and_from_redis_agree(store: Arc<SqlStore>) 
     let key = redis.key(season, "duel-1v1");
     let listeners: Vec<Arc<dyn CommitListener>> = vec![redis.clone()];
     let writer = WriteBehind::start(store.clone(), WriteBehindConfig::default(), listeners);
+    // Read before anything is rated: an empty board, built (and marked) from the store.
+    assert!(redis.top(season, "duel-1v1", 0, 100).await.unwrap().is_empty());
     for r in records {
         writer.submit(r).unwrap();
     }
