@@ -58,6 +58,9 @@ struct LobbyState {
     shards: HashMap<u64, rally_engine::ShardId>,
     /// Each queued party ticket as sent, to send again if its match falls through.
     requests: HashMap<u64, (PartyId, TicketRequest)>,
+    /// Tickets whose cancel went to the engine and is not answered yet: if the engine
+    /// matched the ticket first, the party still hears of its match.
+    cancelling: HashMap<u64, PartyId>,
     /// Matches with party tickets that may still fall through (a ready check or a game
     /// session in progress): each party's ticket and the wait it had served.
     played: HashMap<u64, Vec<(PartyId, TicketRequest, u64)>>,
@@ -95,11 +98,13 @@ impl Lobby {
     fn apply(&self, state: &mut LobbyState, party: PartyId, outcome: rally_lobby::Outcome) {
         if let Some(ticket) = outcome.cancel
             && let Some(shard) = state.shards.remove(&ticket)
-            && let Err(e) = self.submit(shard, Command::Cancel(TicketId(ticket)))
         {
-            // The ticket stays queued until matched; the match is then ignored here (the
-            // edge still tells members connected over QUIC).
-            tracing::warn!(ticket, error = %e, "could not cancel a party ticket");
+            state.cancelling.insert(ticket, party);
+            if let Err(e) = self.submit(shard, Command::Cancel(TicketId(ticket))) {
+                // The ticket stays in the engine until matched; the party then hears of
+                // the match all the same (`cancelling`).
+                tracing::warn!(ticket, error = %e, "could not cancel a party ticket");
+            }
         }
         for event in outcome.events {
             let disbanded = event == PartyEvent::Disbanded;
@@ -239,7 +244,17 @@ impl EventSink for Lobby {
                 for ticket in m.tickets.iter().filter(|t| t.id.0 & PARTY_TICKETS != 0) {
                     state.shards.remove(&ticket.id.0);
                     let request = state.requests.remove(&ticket.id.0);
-                    let Some((party, outcome)) = state.parties.matched(ticket.id.0, m.id.0) else { continue };
+                    let (party, outcome) = match state.parties.matched(ticket.id.0, m.id.0) {
+                        Some(matched) => matched,
+                        // Matched before its cancel landed: the party left the queue, but
+                        // its players are in this match and must hear of it.
+                        None => match state.cancelling.remove(&ticket.id.0) {
+                            Some(party) if state.parties.get(party).is_some() => {
+                                (party, rally_lobby::Outcome::default())
+                            }
+                            _ => continue,
+                        },
+                    };
                     // Kept while the match may still fall through, to queue the party again.
                     if let Some((_, request)) = request
                         && may_fall_through
@@ -272,7 +287,12 @@ impl EventSink for Lobby {
                     self.apply(&mut state, party, rest);
                 }
             }
-            Event::Cancelled(_) | Event::NotWaiting(_) => {}
+            Event::Cancelled(id) | Event::NotWaiting(id) => {
+                let mut state = self.lock();
+                if state.cancelling.remove(&id.0).is_some() {
+                    state.requests.remove(&id.0);
+                }
+            }
         }
     }
 }
@@ -363,7 +383,8 @@ pub enum WsEvent {
     },
     /// The party left the queue.
     Dequeued {
-        /// `leader_cancelled`, `member_left`, `member_dropped`, `member_unready`, `rejected`.
+        /// `leader_cancelled`, `member_left`, `member_dropped`, `member_unready`, `rejected`,
+        /// `engine_timeout`.
         reason: &'static str,
     },
     /// The party's ticket was matched.
@@ -626,7 +647,7 @@ pub(crate) async fn ready(
         (status = 200, description = "Queued", body = QueuedView),
         (status = 403, description = "Not the leader", body = ErrorBody),
         (status = 404, description = "The caller is in no party", body = ErrorBody),
-        (status = 409, description = "Not everyone is ready, or already queued, or the engine refused the ticket", body = ErrorBody),
+        (status = 409, description = "Not everyone is ready, already queued, a member on ready-check cooldown, or the engine refused the ticket", body = ErrorBody),
         (status = 503, description = "The engine is busy; retry", body = ErrorBody),
     ))]
 pub(crate) async fn queue(
@@ -637,7 +658,7 @@ pub(crate) async fn queue(
     let me = token.player_id;
     let (id, mode, members) = {
         let guard = lobby.lock();
-        let party = guard.parties.party_of(me).ok_or(LobbyError::NotMember)?;
+        let party = guard.parties.party_of(me).ok_or(LobbyError::UnknownParty)?;
         let party = guard.parties.check_queue(party.id, me)?;
         (party.id, party.mode.clone(), party.members.clone())
     };
@@ -693,7 +714,20 @@ pub(crate) async fn queue(
         Ok(Ok(Ok(()))) => {}
         // The rejection already took the party out of the queue and told its members.
         Ok(Ok(Err(reason))) => return Err(refused(reason)),
-        Ok(Err(_)) | Err(_) => return Err(ApiError::Unavailable),
+        Ok(Err(_)) | Err(_) => {
+            // The engine did not answer in time: take the party out again, so the retry
+            // this 503 invites can succeed.
+            let mut guard = lobby.lock();
+            guard.pending.remove(&ticket);
+            if let Some(shard) = guard.shards.remove(&ticket) {
+                guard.cancelling.insert(ticket, id);
+                let _ = lobby.submit(shard, Command::Cancel(TicketId(ticket)));
+            }
+            if let Some((party, outcome)) = guard.parties.ticket_ended(ticket, "engine_timeout") {
+                lobby.apply(&mut guard, party, outcome);
+            }
+            return Err(ApiError::Unavailable);
+        }
     }
     metrics::counter!("rally_party_queues_total", "mode" => mode).increment(1);
     let guard = lobby.lock();
@@ -716,7 +750,7 @@ fn refused(reason: Rejection) -> ApiError {
 pub(crate) async fn dequeue(State(state): State<AppState>, Player(token): Player) -> Result<StatusCode, ApiError> {
     let lobby = lobby(&state);
     let mut guard = lobby.lock();
-    let id = guard.parties.party_of(token.player_id).ok_or(LobbyError::NotMember)?.id;
+    let id = guard.parties.party_of(token.player_id).ok_or(LobbyError::UnknownParty)?.id;
     let outcome = guard.parties.dequeue(id, token.player_id)?;
     lobby.apply(&mut guard, id, outcome);
     Ok(StatusCode::NO_CONTENT)
@@ -732,9 +766,11 @@ pub struct WsParams {
 }
 
 /// The party's event stream and chat (WebSocket, JSON text frames). Sends a `snapshot`
-/// first, then `member_joined`, `member_left`, `leader_changed`, `ready`, `queued`,
-/// `dequeued`, `match_found` (with the member's own connect token), `chat`, `disbanded`.
-/// Members send `{"type": "chat", "text": "…"}` (at most 500 bytes, 5 per second).
+/// first (and again after falling behind), then `member_joined`, `member_left`,
+/// `leader_changed`, `ready`, `queued`, `dequeued`, `match_found` (with the member's own
+/// connect token), `match_confirmed`, `match_abandoned`, `chat`, `disbanded`, and `error`
+/// for a refused message. Members send `{"type": "chat", "text": "…"}` (at most 500
+/// bytes, 5 per second).
 #[utoipa::path(get, path = "/v1/ws/party/{party_id}", tag = "parties", security(("bearer" = [])),
     params(("party_id" = u64, Path, description = "The party id"), WsParams),
     responses(
@@ -755,23 +791,14 @@ pub(crate) async fn ws(
         None => crate::extract::bearer(&headers, "access token")?,
     };
     let player = crate::extract::verify(&state, token)?.player_id;
-    let (events, snapshot) = {
-        let lobby = lobby(&state);
-        let mut guard = lobby.lock();
+    {
+        let guard = lobby(&state).lock();
         let party = guard.parties.get(party_id).ok_or(LobbyError::UnknownParty)?;
         if !party.has(player) {
             return Err(ApiError::Forbidden("only members may follow a party".into()));
         }
-        let outcome = guard.parties.connection(party_id, player, true);
-        lobby.apply(&mut guard, party_id, outcome);
-        let party = guard.parties.get(party_id).expect("checked above");
-        let snapshot = WsEvent::Snapshot { party: party.into() };
-        let channel = guard.channels.entry(party_id).or_insert_with(|| broadcast::channel(EVENT_BACKLOG).0);
-        (channel.subscribe(), snapshot)
-    };
-    Ok(upgrade
-        .max_message_size(4 * 1024)
-        .on_upgrade(move |socket| follow(state, party_id, player, socket, events, snapshot)))
+    }
+    Ok(upgrade.max_message_size(4 * 1024).on_upgrade(move |socket| follow(state, party_id, player, socket)))
 }
 
 /// Chat messages a member may send per second, and in a burst.
@@ -780,14 +807,27 @@ const CHAT_BURST: u32 = 10;
 /// Refused messages in a row after which the socket is closed as a flood.
 const CHAT_FLOOD_CLOSE: u32 = 20;
 
-async fn follow(
-    state: AppState,
-    party_id: PartyId,
-    player: u64,
-    mut socket: WebSocket,
-    mut events: broadcast::Receiver<Arc<WsEvent>>,
-    snapshot: WsEvent,
-) {
+async fn follow(state: AppState, party_id: PartyId, player: u64, mut socket: WebSocket) {
+    // Counted only once the socket is up, so a failed upgrade leaves no count behind;
+    // membership is checked again, as the member may have left since the request.
+    let joined = {
+        let lobby = lobby(&state);
+        let mut guard = lobby.lock();
+        match guard.parties.get(party_id) {
+            Some(party) if party.has(player) => {
+                let snapshot = WsEvent::Snapshot { party: party.into() };
+                let outcome = guard.parties.connection(party_id, player, true);
+                lobby.apply(&mut guard, party_id, outcome);
+                let channel = guard.channels.entry(party_id).or_insert_with(|| broadcast::channel(EVENT_BACKLOG).0);
+                Some((channel.subscribe(), snapshot))
+            }
+            _ => None,
+        }
+    };
+    let Some((mut events, snapshot)) = joined else {
+        let _ = socket.send(Message::Close(Some(CloseFrame { code: 1008, reason: "not a member".into() }))).await;
+        return;
+    };
     let limiter = governor::RateLimiter::direct(
         governor::Quota::per_second(std::num::NonZeroU32::new(CHAT_PER_S).expect("non-zero"))
             .allow_burst(std::num::NonZeroU32::new(CHAT_BURST).expect("non-zero")),
@@ -808,8 +848,9 @@ async fn follow(
                     }
                 }
                 Err(broadcast::error::RecvError::Lagged(_)) => {
-                    // Fell behind: start again from the party as it is now.
-                    let party = lobby(&state).lock().parties.get(party_id).map(PartyView::from);
+                    // Fell behind: start again from the party as it is now, if the
+                    // member is still in it (their own leaving may be among the lost).
+                    let party = lobby(&state).lock().parties.get(party_id).filter(|p| p.has(player)).map(PartyView::from);
                     match party {
                         Some(party) => alive = send(&mut socket, &WsEvent::Snapshot { party }).await,
                         None => break,
@@ -833,6 +874,12 @@ async fn follow(
                     }
                 }
                 Some(Ok(Message::Binary(_))) => {
+                    refused += 1;
+                    if refused >= CHAT_FLOOD_CLOSE {
+                        let frame = CloseFrame { code: 1008, reason: "flood".into() };
+                        let _ = socket.send(Message::Close(Some(frame))).await;
+                        break;
+                    }
                     let error = WsEvent::Error { code: "bad_message", message: "send JSON text frames".into() };
                     alive = send(&mut socket, &error).await;
                 }
@@ -893,9 +940,12 @@ fn chat(
         let message = format!("at most {CHAT_PER_S} messages a second");
         return Some(WsEvent::Error { code: "chat_rate_limited", message });
     }
-    metrics::counter!("rally_party_chat_total").increment(1);
     let lobby = lobby(state);
     let guard = lobby.lock();
+    if !guard.parties.get(party_id).is_some_and(|p| p.has(player)) {
+        return Some(WsEvent::Error { code: "not_a_member", message: "you are no longer in this party".into() });
+    }
+    metrics::counter!("rally_party_chat_total").increment(1);
     lobby.tell(&guard, party_id, WsEvent::Chat { from: player, text, at_ms: crate::auth::now_ms() });
     None
 }

@@ -57,7 +57,7 @@ async fn membership_rules_and_their_errors() {
     let not_ready = ctx.call(Method::POST, "/v1/party/queue", Some(&m[0].token), None).await;
     assert_eq!((not_ready.status, not_ready.code()), (StatusCode::CONFLICT, "not_all_ready"));
     let no_party = ctx.call(Method::POST, "/v1/party/queue", Some(&m[4].token), None).await;
-    assert_eq!((no_party.status, no_party.code()), (StatusCode::FORBIDDEN, "not_a_member"));
+    assert_eq!((no_party.status, no_party.code()), (StatusCode::NOT_FOUND, "unknown_party"));
     for bad in [
         json!({"ready": true}),
         json!({"rtt_ms": {"moon": 1.0}}),

@@ -48,8 +48,9 @@ pub(crate) struct Ticket {
     pub entry: PlayerEntry,
 }
 
-/// A match placed on a game server, kept until its session ends: if it fails, its
-/// players go back to the queue with the wait they had served.
+/// A match placed on a game server or waiting on a ready check, kept until its session
+/// ends or the check settles: if it falls through, its players go back to the queue with
+/// the wait they had served.
 struct Hosted {
     /// Each player's ticket and how long it had waited when matched.
     tickets: Vec<(u64, Ticket, u64)>,
@@ -509,6 +510,11 @@ impl Hub {
         let mut hosted = Hosted { tickets: Vec::new() };
         for ticket in &m.tickets {
             state.owners.remove(&ticket.id);
+            // Party tickets (top bit set) are the admin API's: their members hear of the
+            // match on the party's WebSocket, with everything after it.
+            if ticket.id.0 & (1 << 63) != 0 {
+                continue;
+            }
             for player in m.players_of(ticket) {
                 let Some(session) = state.sessions.get_mut(&player.0) else { continue };
                 if session.ticket.as_ref().is_some_and(|t| t.id == ticket.id) {

@@ -102,8 +102,9 @@ pub struct Mode {
 
 /// A mode's ready check: every player of a formed match accepts it within a time limit;
 /// a decline or a silence sends the others back to the queue (with the wait they had
-/// served) and keeps the decliner out of it for a while. Applied by the services around
-/// the engine (the edge, the admin API), not by the shards or `rally replay`.
+/// served) and keeps the decliner out of it for a while. Applied by the session directory
+/// around the engine (its expiry runs in the admin API's game loop), not by the shards
+/// or `rally replay`.
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub struct ReadyCheck {
     /// How long players have to accept, ms.

@@ -309,7 +309,8 @@ impl Bot {
 }
 
 /// Waits for this ticket's match; its formation time (µs since the epoch, edge clock).
-async fn wait_for_match(client: &Client, ticket: u64) -> Result<u64, ClientError> {
+/// A match that falls through and queues the bot again is followed to its new ticket.
+async fn wait_for_match(client: &Client, mut ticket: u64) -> Result<u64, ClientError> {
     loop {
         match client.next_event().await {
             Some(ClientEvent::MatchFound(m)) if m.ticket_id == ticket => {
@@ -319,6 +320,7 @@ async fn wait_for_match(client: &Client, ticket: u64) -> Result<u64, ClientError
                 }
                 return Ok(m.formed_at_unix_us);
             }
+            Some(ClientEvent::MatchAbandoned { ticket: Some(again), .. }) => ticket = again.ticket_id,
             Some(ClientEvent::Closed(e)) => return Err(e),
             None => return Err(ClientError::ConnectionLost),
             Some(_) => {}

@@ -103,7 +103,8 @@ pub enum PartyEvent {
     },
     /// The party left the queue.
     Dequeued {
-        /// Why: `leader_cancelled`, `member_left`, `member_dropped`, `rejected`.
+        /// Why: `leader_cancelled`, `member_left`, `member_dropped`, `member_unready`,
+        /// `rejected`, `engine_timeout`.
         reason: &'static str,
     },
     /// The party's ticket was matched.

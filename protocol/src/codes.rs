@@ -84,7 +84,7 @@ numbered! {
         /// The ticket breaks the mode's rules (e.g. a party larger than a team).
         RejectedTicket = 404,
         /// The player declined or ignored a ready check and may not queue yet; the
-        /// message says for how long.
+        /// message says for how long (not retryable at once).
         Cooldown = 405,
         /// No ready check is in progress for that match (settled, or never one).
         NoReadyCheck = 406,
@@ -112,7 +112,6 @@ impl ErrorCode {
                 | ErrorCode::ShuttingDown
                 | ErrorCode::Internal
                 | ErrorCode::TokenExpired
-                | ErrorCode::Cooldown
         )
     }
 }

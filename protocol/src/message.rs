@@ -9,8 +9,10 @@
 
 use rkyv::{Archive, Deserialize, Serialize};
 
-/// The protocol version this crate speaks. 2 added `ServerMsg::MatchAbandoned`, which a
-/// version-1 client could not read.
+/// The protocol version this crate speaks. Version 2 added ready checks and matches that
+/// fall through: `ClientMsg::RespondToMatch`, `ServerMsg::{MatchAbandoned,
+/// MatchResponded, MatchConfirmed}` and `MatchFound::accept_by_unix_ms`; a version-1
+/// client could not read them.
 pub const PROTOCOL_VERSION: u16 = 2;
 /// The ALPN identifier of the protocol over QUIC.
 pub const ALPN: &[u8] = b"rally/1";
@@ -129,9 +131,10 @@ pub enum ServerMsg {
     /// The answer to a request that failed, or (without request id) to a bad `Hello` or
     /// a connection-level fault, just before the edge closes.
     Error(ErrorReply),
-    /// Pushed (no request id) when a match the player was told of fell through (its game
-    /// server stopped answering): the player is queued again with the wait they had
-    /// served, so their rating and RTT windows stay as wide as they had grown.
+    /// Pushed (no request id) when a match the player was told of fell through: its game
+    /// server stopped answering, or someone declined or ignored its ready check. The
+    /// player is queued again with the wait they had served (their windows stay as wide
+    /// as they had grown), unless they were the one who refused (`ticket: None`).
     /// (Version 2; variants are only ever added at the end.)
     MatchAbandoned(MatchAbandoned),
     /// The answer to `RespondToMatch`. (Version 2.)

@@ -263,9 +263,11 @@ pub struct Sessions {
     ready_checks: HashMap<u64, ReadyCheck>,
     /// Players who declined or ignored a ready check, until when they may queue again.
     cooldowns: HashMap<u64, u64>,
-    /// Recently formed matches that got neither a server nor a ready check, so placing
-    /// one twice (every event sink may ask) does the same thing both times.
+    /// Recently formed matches that have no server and no ready check in progress (none
+    /// had room, or their ready check settled), so placing one again (every event sink
+    /// may ask) does not start anything new: the order, and a set to look them up.
     unplaced: std::collections::VecDeque<u64>,
+    unplaced_set: std::collections::HashSet<u64>,
     next_server: ServerId,
 }
 
@@ -279,6 +281,7 @@ impl Sessions {
             ready_checks: HashMap::new(),
             cooldowns: HashMap::new(),
             unplaced: std::collections::VecDeque::new(),
+            unplaced_set: std::collections::HashSet::new(),
             next_server: 1,
         }
     }
@@ -399,7 +402,7 @@ impl Sessions {
         if let Some(check) = self.ready_checks.get(&id) {
             return Placement::ReadyCheck { accept_by_ms: check.deadline_ms };
         }
-        if self.sessions.contains_key(&id) || self.unplaced.contains(&id) {
+        if self.sessions.contains_key(&id) || self.unplaced_set.contains(&id) {
             return self.placement(id);
         }
         if let Some((timeout_ms, cooldown_ms)) = ready {
@@ -409,12 +412,20 @@ impl Sessions {
         match self.allocate(formed, now_ms) {
             Some(allocation) => Placement::Hosted(allocation),
             None => {
-                if self.unplaced.len() >= UNPLACED_MEMORY {
-                    self.unplaced.pop_front();
-                }
-                self.unplaced.push_back(id);
+                self.remember_unplaced(id);
                 Placement::NoServer
             }
+        }
+    }
+
+    fn remember_unplaced(&mut self, match_id: u64) {
+        if self.unplaced.len() >= UNPLACED_MEMORY
+            && let Some(oldest) = self.unplaced.pop_front()
+        {
+            self.unplaced_set.remove(&oldest);
+        }
+        if self.unplaced_set.insert(match_id) {
+            self.unplaced.push_back(match_id);
         }
     }
 
@@ -459,6 +470,7 @@ impl Sessions {
         }
         if !accept {
             let check = self.ready_checks.remove(&match_id).expect("found above");
+            self.remember_unplaced(match_id);
             self.cooldowns.insert(player, now_ms + check.cooldown_ms);
             return Ok(Some(ReadyOutcome::FellThrough { formed: check.formed, refused: vec![player] }));
         }
@@ -471,6 +483,9 @@ impl Sessions {
         }
         let check = self.ready_checks.remove(&match_id).expect("found above");
         let allocation = self.allocate(&check.formed, now_ms);
+        if allocation.is_none() {
+            self.remember_unplaced(match_id);
+        }
         Ok(Some(ReadyOutcome::Confirmed { formed: check.formed, allocation }))
     }
 
@@ -560,6 +575,7 @@ impl Sessions {
         let mut outcomes = Vec::with_capacity(due.len());
         for match_id in due {
             let check = self.ready_checks.remove(&match_id).expect("listed above");
+            self.remember_unplaced(match_id);
             let refused: Vec<u64> =
                 check.formed.teams.iter().flatten().copied().filter(|p| !check.accepted.contains(p)).collect();
             for &player in &refused {
