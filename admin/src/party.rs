@@ -46,7 +46,15 @@ pub struct Lobby {
     router: std::sync::OnceLock<Arc<dyn ShardRouter>>,
     sessions: Arc<SessionDirectory>,
     next_ticket: AtomicU64,
+    /// Chat rate per (party, member), whatever number of sockets they chat from.
+    chat_limits: ChatLimiter,
 }
+
+type ChatLimiter = governor::RateLimiter<
+    (PartyId, u64),
+    governor::state::keyed::HashMapStateStore<(PartyId, u64)>,
+    governor::clock::DefaultClock,
+>;
 
 #[derive(Default)]
 struct LobbyState {
@@ -78,6 +86,10 @@ impl Lobby {
             router: std::sync::OnceLock::new(),
             sessions,
             next_ticket: AtomicU64::new(PARTY_TICKETS | (start_ms << 16)),
+            chat_limits: governor::RateLimiter::hashmap(
+                governor::Quota::per_second(std::num::NonZeroU32::new(CHAT_PER_S).expect("non-zero"))
+                    .allow_burst(std::num::NonZeroU32::new(CHAT_BURST).expect("non-zero")),
+            ),
         }
     }
 
@@ -828,10 +840,6 @@ async fn follow(state: AppState, party_id: PartyId, player: u64, mut socket: Web
         let _ = socket.send(Message::Close(Some(CloseFrame { code: 1008, reason: "not a member".into() }))).await;
         return;
     };
-    let limiter = governor::RateLimiter::direct(
-        governor::Quota::per_second(std::num::NonZeroU32::new(CHAT_PER_S).expect("non-zero"))
-            .allow_burst(std::num::NonZeroU32::new(CHAT_BURST).expect("non-zero")),
-    );
     let mut refused = 0u32;
     let mut alive = send(&mut socket, &snapshot).await;
     while alive {
@@ -860,7 +868,7 @@ async fn follow(state: AppState, party_id: PartyId, player: u64, mut socket: Web
             },
             message = socket.recv() => match message {
                 Some(Ok(Message::Text(text))) => {
-                    let reply = chat(&state, party_id, player, text.as_str(), &limiter);
+                    let reply = chat(&state, party_id, player, text.as_str());
                     if let Some(error) = reply {
                         refused += 1;
                         if refused >= CHAT_FLOOD_CLOSE {
@@ -918,13 +926,7 @@ enum WsRequest {
 }
 
 /// Handles a member's frame; an error event to send back if it was refused.
-fn chat(
-    state: &AppState,
-    party_id: PartyId,
-    player: u64,
-    text: &str,
-    limiter: &governor::DefaultDirectRateLimiter,
-) -> Option<WsEvent> {
+fn chat(state: &AppState, party_id: PartyId, player: u64, text: &str) -> Option<WsEvent> {
     let Ok(WsRequest::Chat { text }) = serde_json::from_str::<WsRequest>(text) else {
         return Some(WsEvent::Error {
             code: "bad_message",
@@ -935,7 +937,8 @@ fn chat(
         let message = format!("chat messages are 1 to {MAX_CHAT_BYTES} bytes");
         return Some(WsEvent::Error { code: "chat_too_long", message });
     }
-    if limiter.check().is_err() {
+    let limits = &lobby(state).chat_limits;
+    if limits.check_key(&(party_id, player)).is_err() {
         metrics::counter!("rally_party_chat_refused_total").increment(1);
         let message = format!("at most {CHAT_PER_S} messages a second");
         return Some(WsEvent::Error { code: "chat_rate_limited", message });
@@ -946,6 +949,10 @@ fn chat(
         return Some(WsEvent::Error { code: "not_a_member", message: "you are no longer in this party".into() });
     }
     metrics::counter!("rally_party_chat_total").increment(1);
+    // Members whose allowance is full again are forgotten now and then.
+    if limits.len() > 10_000 {
+        limits.retain_recent();
+    }
     lobby.tell(&guard, party_id, WsEvent::Chat { from: player, text, at_ms: crate::auth::now_ms() });
     None
 }
