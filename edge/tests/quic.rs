@@ -265,7 +265,13 @@ async fn a_ready_check_confirms_when_both_accept_and_sinks_on_a_decline_or_silen
     timeout(d.respond_to_match(match_id, false)).await.unwrap();
     let requeued = abandoned(&c, match_id).await.expect("the accepter is queued again");
     assert_eq!(requeued.mode, "duel-rc");
-    assert_eq!(timeout(c.ticket_status()).await.unwrap().map(|t| t.ticket_id), Some(requeued.ticket_id));
+    // The push goes out as the ticket is sent; the shard takes it a moment later.
+    timeout(async {
+        while timeout(c.ticket_status()).await.unwrap().map(|t| t.ticket_id) != Some(requeued.ticket_id) {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    })
+    .await;
     assert_eq!(abandoned(&d, match_id).await, None, "the decliner is not");
     let cooling = timeout(d.enqueue("duel", &eu(20.0))).await.unwrap_err();
     assert_eq!(cooling.code(), Some(ErrorCode::Cooldown));
