@@ -142,8 +142,9 @@ async fn run(args: DemoArgs, rules: Arc<Rules>, key: SigningKey, dir: &std::path
 
     let _ = stop.0.send(true);
     let results = server_task.await.context("game servers")??;
-    let party_matches = party_task.await.context("parties")??;
+    let leaders = party_task.await.context("parties")??;
     game.flush().await;
+    let party_matches = played(&api, &issuer, &leaders).await?;
     println!("game servers reported {results} results; the squads played {party_matches} matches as parties");
     let viewer = issuer.mint(1, None, SystemTime::now());
     for mode in &rules.modes {
@@ -271,13 +272,13 @@ impl GameServers {
 }
 
 /// Two squads of three bots (accounts `first..first + 6`): they form parties, ready up
-/// and queue over REST until stopped. Returns the matches they were found.
+/// and queue over REST until stopped. Returns their leaders.
 async fn parties(
     api: Router,
     issuer: Arc<TokenIssuer>,
     first: u64,
     mut stop: tokio::sync::watch::Receiver<bool>,
-) -> Result<u64> {
+) -> Result<Vec<u64>> {
     let token = |player: u64| issuer.mint(player, None, SystemTime::now());
     let mut squads = Vec::new();
     for squad in 0..PARTY_BOTS / 3 {
@@ -285,14 +286,13 @@ async fn parties(
         let created =
             call(&api, Method::POST, "/v1/party", &token(members[0]), Some(json!({"mode": "squad-5v5"}))).await;
         // Rules without that mode: no parties in this demo.
-        let Ok(created) = created else { return Ok(0) };
+        let Ok(created) = created else { return Ok(Vec::new()) };
         let id = created["party_id"].as_u64().context("a party id")?;
         for &m in &members[1..] {
             call(&api, Method::POST, &format!("/v1/party/{id}/join"), &token(m), None).await?;
         }
         squads.push((id, members));
     }
-    let mut matches = 0u64;
     let mut tick = tokio::time::interval(Duration::from_millis(250));
     loop {
         tokio::select! {
@@ -308,11 +308,21 @@ async fn parties(
             for &m in members {
                 call(&api, Method::POST, &format!("/v1/party/{id}/ready"), &token(m), Some(ready.clone())).await?;
             }
-            if call(&api, Method::POST, "/v1/party/queue", &token(members[0]), None).await.is_ok() {
-                matches += 1;
-            }
+            // Refused while a member cools down or the engine is busy: the next round
+            // tries again.
+            let _ = call(&api, Method::POST, "/v1/party/queue", &token(members[0]), None).await;
         }
     }
-    // Every queue after the first began with the previous one matched.
-    Ok(matches.saturating_sub(squads.len() as u64))
+    Ok(squads.into_iter().map(|(_, members)| members[0]).collect())
+}
+
+/// Rated matches in these players' histories (up to 100 each).
+async fn played(api: &Router, issuer: &TokenIssuer, players: &[u64]) -> Result<u64> {
+    let mut played = 0;
+    for &player in players {
+        let path = format!("/v1/matches/history?player_id={player}&limit=100");
+        let history = call(api, Method::GET, &path, &issuer.mint(player, None, SystemTime::now()), None).await?;
+        played += history["matches"].as_array().map_or(0, Vec::len) as u64;
+    }
+    Ok(played)
 }

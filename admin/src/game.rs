@@ -389,3 +389,38 @@ impl SeasonClock {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use rally_persistence::{SqlStore, StoreConfig};
+
+    async fn store() -> (Arc<dyn Store>, std::path::PathBuf) {
+        static NEXT: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+        let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let dir = std::env::temp_dir().join(format!("rally-seasons-{}-{n}", std::process::id()));
+        let store = SqlStore::connect(&StoreConfig::new(format!("sqlite://{}/rally.db", dir.display()))).await.unwrap();
+        store.migrate().await.unwrap();
+        (Arc::new(store), dir)
+    }
+
+    #[tokio::test]
+    async fn seasons_open_back_to_back_and_skip_the_ones_nobody_played() {
+        let (store, dir) = store().await;
+        let clock = SeasonClock::new(store.clone(), Duration::from_millis(1_000));
+        let first = clock.current(10_000).await.unwrap();
+        assert_eq!((first.name.as_str(), first.starts_at_ms, first.ends_at_ms), ("s1", 10_000, 11_000));
+        assert_eq!(clock.current(10_999).await.unwrap(), first, "still running");
+        // The first ends: the next starts where it ended.
+        let second = clock.current(11_000).await.unwrap();
+        assert_eq!((second.name.as_str(), second.starts_at_ms, second.ends_at_ms), ("s2", 11_000, 12_000));
+        // Nothing for a while: the next season is the slot of the grid that holds now.
+        let third = clock.current(15_500).await.unwrap();
+        assert_eq!((third.name.as_str(), third.starts_at_ms, third.ends_at_ms), ("s3", 15_000, 16_000));
+        // Another clock (another node) finds the season already open.
+        let other = SeasonClock::new(store.clone(), Duration::from_millis(1_000));
+        assert_eq!(other.current(15_600).await.unwrap(), third);
+        assert_eq!(store.recent_seasons(20_000, 10).await.unwrap().len(), 3);
+        let _ = std::fs::remove_dir_all(dir);
+    }
+}
