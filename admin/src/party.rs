@@ -31,6 +31,7 @@ use utoipa::{IntoParams, ToSchema};
 use crate::AppState;
 use crate::error::{ApiError, ErrorBody, FieldError};
 use crate::extract::{ApiJson, Player};
+use crate::game::Game;
 
 /// Party tickets carry the top bit, so they never collide with the edge's.
 const PARTY_TICKETS: u64 = 1 << 63;
@@ -520,6 +521,176 @@ fn lobby(state: &AppState) -> &Lobby {
     &state.inner.lobby
 }
 
+/// The party operations, apart from HTTP: the REST handlers call these, and a QUIC
+/// front end can call the same.
+impl Lobby {
+    /// `player` starts a party for `mode` and leads it.
+    pub fn create_party(&self, player: u64, mode: &str) -> Result<PartyView, ApiError> {
+        let Some(mode) = self.rules.mode_id(mode).and_then(|id| self.rules.mode(id)) else {
+            let names: Vec<&str> = self.rules.modes.iter().map(|m| m.name.as_str()).collect();
+            let problem = format!("must be one of: {}", names.join(", "));
+            return Err(ApiError::Validation(vec![FieldError::new("mode", problem)]));
+        };
+        let mut guard = self.lock();
+        let party = guard.parties.create(player, &mode.name, usize::from(mode.team_size))?;
+        let view = PartyView::from(party);
+        let (channel, _) = broadcast::channel(EVENT_BACKLOG);
+        guard.channels.insert(view.party_id, channel);
+        metrics::gauge!("rally_parties").set(guard.parties.len() as f64);
+        Ok(view)
+    }
+
+    /// Party `id`, if `player` is a member.
+    pub fn party(&self, player: u64, id: PartyId) -> Result<PartyView, ApiError> {
+        let guard = self.lock();
+        let party = guard.parties.get(id).ok_or(LobbyError::UnknownParty)?;
+        if !party.has(player) {
+            return Err(ApiError::Forbidden("only members may see a party".into()));
+        }
+        Ok(party.into())
+    }
+
+    /// `player` joins party `id`.
+    pub fn join_party(&self, player: u64, id: PartyId) -> Result<PartyView, ApiError> {
+        let mut guard = self.lock();
+        let outcome = guard.parties.join(id, player)?;
+        self.apply(&mut guard, id, outcome);
+        Ok(guard.parties.get(id).expect("just joined").into())
+    }
+
+    /// `player` leaves party `id`.
+    pub fn leave_party(&self, player: u64, id: PartyId) -> Result<(), ApiError> {
+        let mut guard = self.lock();
+        let outcome = guard.parties.leave(id, player)?;
+        self.apply(&mut guard, id, outcome);
+        Ok(())
+    }
+
+    /// `player` readies (with their measured RTTs by datacenter name) or unreadies.
+    pub fn ready_up(
+        &self,
+        player: u64,
+        id: PartyId,
+        ready: bool,
+        rtt_ms: &HashMap<String, f64>,
+    ) -> Result<PartyView, ApiError> {
+        let mut errors = Vec::new();
+        if rtt_ms.len() > self.rules.datacenters.len() {
+            errors.push(FieldError::new("rtt_ms", "more entries than there are datacenters"));
+        }
+        let mut rtt: Vec<(String, f64)> = Vec::new();
+        for (dc, ms) in rtt_ms {
+            if self.rules.datacenter_id(dc).is_none() {
+                errors.push(FieldError::new("rtt_ms", format!("unknown datacenter `{dc}`")));
+            } else if !ms.is_finite() || *ms < 0.0 {
+                errors.push(FieldError::new("rtt_ms", format!("`{dc}`: not a finite, non-negative number")));
+            } else {
+                rtt.push((dc.clone(), *ms));
+            }
+        }
+        if !errors.is_empty() {
+            return Err(ApiError::Validation(errors));
+        }
+        rtt.sort_by(|a, b| a.0.cmp(&b.0));
+        let mut guard = self.lock();
+        let outcome = guard.parties.ready(id, player, ready, rtt)?;
+        self.apply(&mut guard, id, outcome);
+        Ok(guard.parties.get(id).expect("still there").into())
+    }
+
+    /// The leader `player` queues their party: one ticket, every member with their
+    /// stored rating (from `game`'s store, for the running season) and RTTs.
+    pub async fn queue_party(&self, player: u64, game: &Game) -> Result<QueuedView, ApiError> {
+        let me = player;
+        let (id, mode, members) = {
+            let guard = self.lock();
+            let party = guard.parties.party_of(me).ok_or(LobbyError::UnknownParty)?;
+            let party = guard.parties.check_queue(party.id, me)?;
+            (party.id, party.mode.clone(), party.members.clone())
+        };
+        {
+            let sessions = self.sessions.lock();
+            let now = rally_sessions::now_ms();
+            if let Some(member) = members.iter().find(|m| sessions.cooldown_until(m.player, now).is_some()) {
+                let left_s = (sessions.cooldown_until(member.player, now).unwrap_or(now) - now).div_ceil(1000);
+                let message =
+                    format!("player {} declined or missed a ready check; queue again in {left_s} s", member.player);
+                return Err(ApiError::QueueRefused { code: "cooldown", message });
+            }
+        }
+        // Ratings from the store (never the client), for the season running now.
+        let season = game.seasons.current(crate::auth::now_ms()).await?;
+        let mut players = Vec::with_capacity(members.len());
+        for member in &members {
+            // The engine matches on a non-negative scale; mu can fall below 0.
+            let mmr = game
+                .store
+                .rating(member.player, &mode, season.id)
+                .await?
+                .map_or(game.model.initial().mu, |r| r.mu.max(0.0));
+            let rtt_ms =
+                member.rtt_ms.iter().filter_map(|(dc, ms)| Some((self.rules.datacenter_id(dc)?, *ms))).collect();
+            players.push(PlayerEntry { id: PlayerId(member.player), mmr, rtt_ms });
+        }
+        let mode_id = self.rules.mode_id(&mode).ok_or(ApiError::Internal)?;
+        let shard = home_shard(&self.rules, &players).map_err(refused)?;
+        let ticket = self.next_ticket.fetch_add(1, Ordering::Relaxed);
+        let (reply, answer) = oneshot::channel();
+        {
+            let mut guard = self.lock();
+            // The party may have changed while ratings were read: `queued` checks it did not.
+            let outcome = guard.parties.queued(id, me, &members, ticket)?;
+            guard.pending.insert(ticket, reply);
+            guard.shards.insert(ticket, shard);
+            let request = TicketRequest { id: TicketId(ticket), mode: mode_id, players, waited_ms: 0 };
+            guard.requests.insert(ticket, (id, request.clone()));
+            if let Err(e) = self.submit(shard, Command::Enqueue(request)) {
+                guard.pending.remove(&ticket);
+                guard.shards.remove(&ticket);
+                guard.requests.remove(&ticket);
+                guard.parties.ticket_ended(ticket, "rejected");
+                return Err(match e {
+                    SubmitError::MailboxFull | SubmitError::ShuttingDown => ApiError::Unavailable,
+                    SubmitError::UnknownShard => ApiError::Internal,
+                });
+            }
+            self.apply(&mut guard, id, outcome);
+        }
+        match tokio::time::timeout(Duration::from_secs(5), answer).await {
+            Ok(Ok(Ok(()))) => {}
+            // The rejection already took the party out of the queue and told its members.
+            Ok(Ok(Err(reason))) => return Err(refused(reason)),
+            Ok(Err(_)) | Err(_) => {
+                // The engine did not answer in time: take the party out again, so the
+                // retry this 503 invites can succeed.
+                let mut guard = self.lock();
+                guard.pending.remove(&ticket);
+                if let Some(shard) = guard.shards.remove(&ticket) {
+                    guard.cancelling.insert(ticket, id);
+                    let _ = self.submit(shard, Command::Cancel(TicketId(ticket)));
+                }
+                if let Some((party, outcome)) = guard.parties.ticket_ended(ticket, "engine_timeout") {
+                    self.apply(&mut guard, party, outcome);
+                }
+                return Err(ApiError::Unavailable);
+            }
+        }
+        metrics::counter!("rally_party_queues_total", "mode" => mode).increment(1);
+        let guard = self.lock();
+        let party = guard.parties.get(id).ok_or(LobbyError::UnknownParty)?;
+        Ok(QueuedView { ticket_id: ticket, party: party.into() })
+    }
+
+    /// The leader `player` takes their party out of the queue.
+    pub fn dequeue_party(&self, player: u64) -> Result<(), ApiError> {
+        let mut guard = self.lock();
+        let id = guard.parties.party_of(player).ok_or(LobbyError::UnknownParty)?.id;
+        let outcome = guard.parties.dequeue(id, player)?;
+        self.apply(&mut guard, id, outcome);
+        Ok(())
+    }
+}
+
 /// Starts a party; the caller leads it.
 #[utoipa::path(post, path = "/v1/party", tag = "parties", security(("bearer" = [])), request_body = NewParty,
     responses(
@@ -532,20 +703,7 @@ pub(crate) async fn create(
     Player(token): Player,
     ApiJson(body): ApiJson<NewParty>,
 ) -> Result<(StatusCode, axum::Json<PartyView>), ApiError> {
-    let lobby = lobby(&state);
-    let Some(mode) = lobby.rules.mode_id(&body.mode).and_then(|id| lobby.rules.mode(id)) else {
-        let names: Vec<&str> = lobby.rules.modes.iter().map(|m| m.name.as_str()).collect();
-        return Err(ApiError::Validation(vec![FieldError::new(
-            "mode",
-            format!("must be one of: {}", names.join(", ")),
-        )]));
-    };
-    let mut guard = lobby.lock();
-    let party = guard.parties.create(token.player_id, &mode.name, usize::from(mode.team_size))?;
-    let view = PartyView::from(party);
-    let (channel, _) = broadcast::channel(EVENT_BACKLOG);
-    guard.channels.insert(view.party_id, channel);
-    metrics::gauge!("rally_parties").set(guard.parties.len() as f64);
+    let view = lobby(&state).create_party(token.player_id, &body.mode)?;
     Ok((StatusCode::CREATED, axum::Json(view)))
 }
 
@@ -562,12 +720,7 @@ pub(crate) async fn get(
     Player(token): Player,
     Path(id): Path<PartyId>,
 ) -> Result<axum::Json<PartyView>, ApiError> {
-    let guard = lobby(&state).lock();
-    let party = guard.parties.get(id).ok_or(LobbyError::UnknownParty)?;
-    if !party.has(token.player_id) {
-        return Err(ApiError::Forbidden("only members may see a party".into()));
-    }
-    Ok(axum::Json(party.into()))
+    lobby(&state).party(token.player_id, id).map(axum::Json)
 }
 
 /// Joins a party (not full, not queued, and the caller in no other party).
@@ -583,11 +736,7 @@ pub(crate) async fn join(
     Player(token): Player,
     Path(id): Path<PartyId>,
 ) -> Result<axum::Json<PartyView>, ApiError> {
-    let lobby = lobby(&state);
-    let mut guard = lobby.lock();
-    let outcome = guard.parties.join(id, token.player_id)?;
-    lobby.apply(&mut guard, id, outcome);
-    Ok(axum::Json(guard.parties.get(id).expect("just joined").into()))
+    lobby(&state).join_party(token.player_id, id).map(axum::Json)
 }
 
 /// Leaves a party: a queued party leaves the queue, a leaving leader hands over, the
@@ -604,10 +753,7 @@ pub(crate) async fn leave(
     Player(token): Player,
     Path(id): Path<PartyId>,
 ) -> Result<StatusCode, ApiError> {
-    let lobby = lobby(&state);
-    let mut guard = lobby.lock();
-    let outcome = guard.parties.leave(id, token.player_id)?;
-    lobby.apply(&mut guard, id, outcome);
+    lobby(&state).leave_party(token.player_id, id)?;
     Ok(StatusCode::NO_CONTENT)
 }
 
@@ -627,29 +773,7 @@ pub(crate) async fn ready(
     Path(id): Path<PartyId>,
     ApiJson(body): ApiJson<ReadyUpdate>,
 ) -> Result<axum::Json<PartyView>, ApiError> {
-    let lobby = lobby(&state);
-    let mut errors = Vec::new();
-    if body.rtt_ms.len() > lobby.rules.datacenters.len() {
-        errors.push(FieldError::new("rtt_ms", "more entries than there are datacenters"));
-    }
-    let mut rtt: Vec<(String, f64)> = Vec::new();
-    for (dc, ms) in &body.rtt_ms {
-        if lobby.rules.datacenter_id(dc).is_none() {
-            errors.push(FieldError::new("rtt_ms", format!("unknown datacenter `{dc}`")));
-        } else if !ms.is_finite() || *ms < 0.0 {
-            errors.push(FieldError::new("rtt_ms", format!("`{dc}`: not a finite, non-negative number")));
-        } else {
-            rtt.push((dc.clone(), *ms));
-        }
-    }
-    if !errors.is_empty() {
-        return Err(ApiError::Validation(errors));
-    }
-    rtt.sort_by(|a, b| a.0.cmp(&b.0));
-    let mut guard = lobby.lock();
-    let outcome = guard.parties.ready(id, token.player_id, body.ready, rtt)?;
-    lobby.apply(&mut guard, id, outcome);
-    Ok(axum::Json(guard.parties.get(id).expect("still there").into()))
+    lobby(&state).ready_up(token.player_id, id, body.ready, &body.rtt_ms).map(axum::Json)
 }
 
 /// The leader queues the party: one ticket, every member on one team, each with their
@@ -666,85 +790,7 @@ pub(crate) async fn queue(
     State(state): State<AppState>,
     Player(token): Player,
 ) -> Result<axum::Json<QueuedView>, ApiError> {
-    let lobby = lobby(&state);
-    let me = token.player_id;
-    let (id, mode, members) = {
-        let guard = lobby.lock();
-        let party = guard.parties.party_of(me).ok_or(LobbyError::UnknownParty)?;
-        let party = guard.parties.check_queue(party.id, me)?;
-        (party.id, party.mode.clone(), party.members.clone())
-    };
-    {
-        let sessions = lobby.sessions.lock();
-        let now = rally_sessions::now_ms();
-        if let Some(member) = members.iter().find(|m| sessions.cooldown_until(m.player, now).is_some()) {
-            let left_s = (sessions.cooldown_until(member.player, now).unwrap_or(now) - now).div_ceil(1000);
-            let message =
-                format!("player {} declined or missed a ready check; queue again in {left_s} s", member.player);
-            return Err(ApiError::QueueRefused { code: "cooldown", message });
-        }
-    }
-    // Ratings from the store (never the client), for the season running now.
-    let game = &state.inner.game;
-    let season = game.seasons.current(crate::auth::now_ms()).await?;
-    let mut players = Vec::with_capacity(members.len());
-    for member in &members {
-        // The engine matches on a non-negative scale; mu can fall below 0.
-        let mmr = game
-            .store
-            .rating(member.player, &mode, season.id)
-            .await?
-            .map_or(game.model.initial().mu, |r| r.mu.max(0.0));
-        let rtt_ms = member.rtt_ms.iter().filter_map(|(dc, ms)| Some((lobby.rules.datacenter_id(dc)?, *ms))).collect();
-        players.push(PlayerEntry { id: PlayerId(member.player), mmr, rtt_ms });
-    }
-    let mode_id = lobby.rules.mode_id(&mode).ok_or(ApiError::Internal)?;
-    let shard = home_shard(&lobby.rules, &players).map_err(refused)?;
-    let ticket = lobby.next_ticket.fetch_add(1, Ordering::Relaxed);
-    let (reply, answer) = oneshot::channel();
-    {
-        let mut guard = lobby.lock();
-        // The party may have changed while ratings were read: `queued` checks it did not.
-        let outcome = guard.parties.queued(id, me, &members, ticket)?;
-        guard.pending.insert(ticket, reply);
-        guard.shards.insert(ticket, shard);
-        let request = TicketRequest { id: TicketId(ticket), mode: mode_id, players, waited_ms: 0 };
-        guard.requests.insert(ticket, (id, request.clone()));
-        if let Err(e) = lobby.submit(shard, Command::Enqueue(request)) {
-            guard.pending.remove(&ticket);
-            guard.shards.remove(&ticket);
-            guard.requests.remove(&ticket);
-            guard.parties.ticket_ended(ticket, "rejected");
-            return Err(match e {
-                SubmitError::MailboxFull | SubmitError::ShuttingDown => ApiError::Unavailable,
-                SubmitError::UnknownShard => ApiError::Internal,
-            });
-        }
-        lobby.apply(&mut guard, id, outcome);
-    }
-    match tokio::time::timeout(Duration::from_secs(5), answer).await {
-        Ok(Ok(Ok(()))) => {}
-        // The rejection already took the party out of the queue and told its members.
-        Ok(Ok(Err(reason))) => return Err(refused(reason)),
-        Ok(Err(_)) | Err(_) => {
-            // The engine did not answer in time: take the party out again, so the retry
-            // this 503 invites can succeed.
-            let mut guard = lobby.lock();
-            guard.pending.remove(&ticket);
-            if let Some(shard) = guard.shards.remove(&ticket) {
-                guard.cancelling.insert(ticket, id);
-                let _ = lobby.submit(shard, Command::Cancel(TicketId(ticket)));
-            }
-            if let Some((party, outcome)) = guard.parties.ticket_ended(ticket, "engine_timeout") {
-                lobby.apply(&mut guard, party, outcome);
-            }
-            return Err(ApiError::Unavailable);
-        }
-    }
-    metrics::counter!("rally_party_queues_total", "mode" => mode).increment(1);
-    let guard = lobby.lock();
-    let party = guard.parties.get(id).ok_or(LobbyError::UnknownParty)?;
-    Ok(axum::Json(QueuedView { ticket_id: ticket, party: party.into() }))
+    lobby(&state).queue_party(token.player_id, &state.inner.game).await.map(axum::Json)
 }
 
 fn refused(reason: Rejection) -> ApiError {
@@ -760,11 +806,7 @@ fn refused(reason: Rejection) -> ApiError {
         (status = 409, description = "The party is not queued", body = ErrorBody),
     ))]
 pub(crate) async fn dequeue(State(state): State<AppState>, Player(token): Player) -> Result<StatusCode, ApiError> {
-    let lobby = lobby(&state);
-    let mut guard = lobby.lock();
-    let id = guard.parties.party_of(token.player_id).ok_or(LobbyError::UnknownParty)?.id;
-    let outcome = guard.parties.dequeue(id, token.player_id)?;
-    lobby.apply(&mut guard, id, outcome);
+    lobby(&state).dequeue_party(token.player_id)?;
     Ok(StatusCode::NO_CONTENT)
 }
 
