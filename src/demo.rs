@@ -75,7 +75,7 @@ async fn run(args: DemoArgs, rules: Arc<Rules>, key: SigningKey, dir: &std::path
     };
     let leaderboard = Arc::new(StoreLeaderboard::new(shared.clone()));
     let game = Arc::new(Game::start(game_config, shared.clone(), sessions.clone(), leaderboard));
-    let lobby = Lobby::shared(rules.clone(), sessions.clone());
+    let lobby = Lobby::shared(rules.clone(), sessions.clone(), game.clone());
     let issuer = Arc::new(TokenIssuer::new(key.clone()).with_ttl(Duration::from_secs(3600)));
     let mut admin_config = rally_admin::AdminConfig::new("127.0.0.1:0".parse().expect("literal"));
     // The demo's own game servers and squads share one "client": no limits between them.

@@ -214,6 +214,7 @@ impl Node {
             ratings,
             tls,
             sessions,
+            parties: lobby.clone().map(|lobby| lobby as Arc<dyn rally_lobby::PartyGateway>),
         };
         let edge = rally_edge::start(EdgeConfig::new(listen), deps)?;
         Ok(Node { edge, runtime })
@@ -300,7 +301,7 @@ pub fn dev(args: DevArgs) -> Result<()> {
             ..GameConfig::default()
         };
         let game = Arc::new(Game::start(game_config, shared.clone(), sessions.clone(), leaderboard));
-        let lobby = Lobby::shared(rules.clone(), sessions.clone());
+        let lobby = Lobby::shared(rules.clone(), sessions.clone(), game.clone());
         let state = rally_admin::AppState::new(
             admin_config,
             shared,

@@ -265,6 +265,78 @@ fn dev_runs_the_game_loop_from_queue_to_leaderboard_with_redis_boards() {
 }
 
 #[test]
+fn dev_serves_parties_over_quic() {
+    let dir = scratch("quic-parties");
+    let (mut dev, addr, fingerprint, admin, _) = start_dev_with(&dir, &[]);
+    let mut players = Vec::new();
+    for n in 0..7 {
+        let body = format!(r#"{{"username":"squad{n}","email":"squad{n}@example.com","password":"correct horse"}}"#);
+        let (status, body) = http(&admin, "POST", "/v1/auth/register", &body);
+        assert_eq!(status, 201, "{body}");
+        let tokens: Value = serde_json::from_str(&body).unwrap();
+        players.push((tokens["account_id"].as_u64().unwrap(), tokens["access_token"].as_str().unwrap().to_owned()));
+    }
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    rt.block_on(async {
+        use rally_client::{ClientEvent, ErrorCode, PartyOp, PartyReady};
+        let trust = rally_client::Trust::fingerprint_hex(&fingerprint).unwrap();
+        let mut clients = Vec::new();
+        for (_, access) in &players {
+            let config = rally_client::ClientConfig::new(addr.parse().unwrap(), trust.clone(), access.clone());
+            clients.push(rally_client::Client::connect(config).await.unwrap().0);
+        }
+        let eu_west = rally_client::DatacenterRtt { datacenter: "eu-west".into(), rtt_ms: 20.0 };
+        let ready = || PartyOp::Ready(PartyReady { ready: true, rtt_ms: vec![eu_west.clone()] });
+        // Two squads of three, over QUIC only.
+        let mut party_ids = Vec::new();
+        for squad in clients.chunks(3).take(2) {
+            let party = squad[0].party(PartyOp::Create("trio-3v3".into())).await.unwrap().unwrap();
+            for member in &squad[1..] {
+                let joined = member.party(PartyOp::Join(party.party_id)).await.unwrap().unwrap();
+                assert_eq!(joined.leader_id, party.leader_id);
+            }
+            let refused = squad[1].party(PartyOp::Queue).await.unwrap_err();
+            assert_eq!(refused.code(), Some(ErrorCode::PartyRefused));
+            assert!(refused.to_string().contains("not_the_leader"), "{refused}");
+            for member in squad {
+                member.party(ready()).await.unwrap();
+            }
+            party_ids.push(party.party_id);
+        }
+        let full = clients[6].party(PartyOp::Join(party_ids[0])).await.unwrap_err();
+        assert!(full.to_string().contains("party_full"), "{full}");
+        for leader in [&clients[0], &clients[3]] {
+            let queued = leader.party(PartyOp::Queue).await.unwrap().unwrap();
+            assert!(queued.queued);
+        }
+        // Every member hears of the match on their connection.
+        let mut matches = Vec::new();
+        for client in &clients[..6] {
+            let found = tokio::time::timeout(Duration::from_secs(10), async {
+                loop {
+                    match client.next_event().await {
+                        Some(ClientEvent::Party(e)) if e.kind == "match_found" => return e,
+                        Some(ClientEvent::Closed(e)) => panic!("connection lost: {e}"),
+                        None => panic!("connection gone"),
+                        Some(_) => {}
+                    }
+                }
+            })
+            .await
+            .expect("a party match_found event");
+            matches.push(found.match_id);
+        }
+        assert!(matches.iter().all(|m| *m == matches[0] && *m != 0), "{matches:?}");
+        clients[0].party(PartyOp::Chat("gg".into())).await.unwrap();
+        for client in clients {
+            client.close().await;
+        }
+    });
+    interrupt(&mut dev);
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+#[test]
 fn demo_runs_bots_through_the_whole_path() {
     let out = run(rally().args(["demo", "--duration-s", "3", "--bots", "40"]));
     let text = String::from_utf8(out.stdout).unwrap();

@@ -49,6 +49,10 @@ pub struct Lobby {
     next_ticket: AtomicU64,
     /// Chat rate per (party, member), whatever number of sockets they chat from.
     chat_limits: ChatLimiter,
+    /// Where members' notices go besides the party sockets (the edge, for QUIC clients).
+    notify: std::sync::OnceLock<Arc<dyn Fn(u64, rally_lobby::PartyNotice) + Send + Sync>>,
+    /// Ratings for queueing, and the season, come from the game loop's store.
+    game: std::sync::OnceLock<Arc<Game>>,
 }
 
 type ChatLimiter = governor::RateLimiter<
@@ -87,6 +91,8 @@ impl Lobby {
             router: std::sync::OnceLock::new(),
             sessions,
             next_ticket: AtomicU64::new(PARTY_TICKETS | (start_ms << 16)),
+            notify: std::sync::OnceLock::new(),
+            game: std::sync::OnceLock::new(),
             chat_limits: governor::RateLimiter::hashmap(
                 governor::Quota::per_second(std::num::NonZeroU32::new(CHAT_PER_S).expect("non-zero"))
                     .allow_burst(std::num::NonZeroU32::new(CHAT_BURST).expect("non-zero")),
@@ -130,6 +136,17 @@ impl Lobby {
     }
 
     fn tell(&self, state: &LobbyState, party: PartyId, event: WsEvent) {
+        if let (Some(to), Some(notice)) = (self.notify.get(), event.notice(party)) {
+            let members = state.parties.get(party).map(|p| p.members.iter().map(|m| m.player).collect::<Vec<_>>());
+            for member in members.unwrap_or_default() {
+                let mut notice = notice.clone();
+                if notice.match_id != 0 && matches!(notice.kind, "match_found" | "match_confirmed") {
+                    notice.connect_token =
+                        self.sessions.lock().connect_token(notice.match_id, member).unwrap_or_default();
+                }
+                to(member, notice);
+            }
+        }
         if let Some(channel) = state.channels.get(&party) {
             let _ = channel.send(Arc::new(event));
         }
@@ -139,8 +156,9 @@ impl Lobby {
 impl Lobby {
     /// A lobby that also hears of matches falling through (ready checks, failed
     /// sessions) to put parties back in the queue.
-    pub fn shared(rules: Arc<Rules>, sessions: Arc<SessionDirectory>) -> Arc<Lobby> {
+    pub fn shared(rules: Arc<Rules>, sessions: Arc<SessionDirectory>, game: Arc<Game>) -> Arc<Lobby> {
         let lobby = Arc::new(Lobby::new(rules, sessions.clone()));
+        let _ = lobby.game.set(game);
         sessions.subscribe(Arc::new(LobbySessions(Arc::downgrade(&lobby))));
         lobby
     }
@@ -462,6 +480,39 @@ pub enum WsEvent {
 }
 
 impl WsEvent {
+    /// The event as a notice for other front ends; `None` for socket-only events.
+    fn notice(&self, party_id: PartyId) -> Option<rally_lobby::PartyNotice> {
+        let notice = |kind, player, match_id, flag, text: &str| rally_lobby::PartyNotice {
+            party_id,
+            kind,
+            player,
+            match_id,
+            flag,
+            text: text.to_owned(),
+            connect_token: String::new(),
+        };
+        Some(match self {
+            WsEvent::Snapshot { .. } | WsEvent::Error { .. } => return None,
+            WsEvent::MemberJoined { player_id } => notice("member_joined", *player_id, 0, false, ""),
+            WsEvent::MemberLeft { player_id } => notice("member_left", *player_id, 0, false, ""),
+            WsEvent::LeaderChanged { player_id } => notice("leader_changed", *player_id, 0, false, ""),
+            WsEvent::Ready { player_id, ready } => notice("ready", *player_id, 0, *ready, ""),
+            WsEvent::Queued { .. } => notice("queued", 0, 0, false, ""),
+            WsEvent::Dequeued { reason } => notice("dequeued", 0, 0, false, reason),
+            WsEvent::MatchFound { match_id, server_addr, .. } => {
+                notice("match_found", 0, *match_id, false, server_addr)
+            }
+            WsEvent::MatchConfirmed { match_id, server_addr, .. } => {
+                notice("match_confirmed", 0, *match_id, false, server_addr)
+            }
+            WsEvent::MatchAbandoned { match_id, requeued, .. } => {
+                notice("match_abandoned", 0, *match_id, *requeued, "")
+            }
+            WsEvent::Chat { from, text, .. } => notice("chat", *from, 0, false, text),
+            WsEvent::Disbanded => notice("disbanded", 0, 0, false, ""),
+        })
+    }
+
     fn from_party(event: PartyEvent, _rules: &Rules) -> WsEvent {
         match event {
             PartyEvent::MemberJoined { player } => WsEvent::MemberJoined { player_id: player },
@@ -599,8 +650,9 @@ impl Lobby {
     }
 
     /// The leader `player` queues their party: one ticket, every member with their
-    /// stored rating (from `game`'s store, for the running season) and RTTs.
-    pub async fn queue_party(&self, player: u64, game: &Game) -> Result<QueuedView, ApiError> {
+    /// stored rating (from the game loop's store, for the running season) and RTTs.
+    pub async fn queue_party(&self, player: u64) -> Result<QueuedView, ApiError> {
+        let game = self.game.get().ok_or(ApiError::Unavailable)?;
         let me = player;
         let (id, mode, members) = {
             let guard = self.lock();
@@ -790,7 +842,7 @@ pub(crate) async fn queue(
     State(state): State<AppState>,
     Player(token): Player,
 ) -> Result<axum::Json<QueuedView>, ApiError> {
-    lobby(&state).queue_party(token.player_id, &state.inner.game).await.map(axum::Json)
+    lobby(&state).queue_party(token.player_id).await.map(axum::Json)
 }
 
 fn refused(reason: Rejection) -> ApiError {
@@ -910,7 +962,7 @@ async fn follow(state: AppState, party_id: PartyId, player: u64, mut socket: Web
             },
             message = socket.recv() => match message {
                 Some(Ok(Message::Text(text))) => {
-                    let reply = chat(&state, party_id, player, text.as_str());
+                    let reply = chat_frame(&state, party_id, player, text.as_str());
                     if let Some(error) = reply {
                         refused += 1;
                         if refused >= CHAT_FLOOD_CLOSE {
@@ -967,36 +1019,46 @@ enum WsRequest {
     Chat { text: String },
 }
 
-/// Handles a member's frame; an error event to send back if it was refused.
-fn chat(state: &AppState, party_id: PartyId, player: u64, text: &str) -> Option<WsEvent> {
-    let Ok(WsRequest::Chat { text }) = serde_json::from_str::<WsRequest>(text) else {
+/// Handles a member's WebSocket frame; an error event to send back if it was refused.
+fn chat_frame(state: &AppState, party_id: PartyId, player: u64, frame: &str) -> Option<WsEvent> {
+    let Ok(WsRequest::Chat { text }) = serde_json::from_str::<WsRequest>(frame) else {
         return Some(WsEvent::Error {
             code: "bad_message",
             message: r#"expected {"type": "chat", "text": "…"}"#.into(),
         });
     };
-    if text.len() > MAX_CHAT_BYTES || text.trim().is_empty() {
-        let message = format!("chat messages are 1 to {MAX_CHAT_BYTES} bytes");
-        return Some(WsEvent::Error { code: "chat_too_long", message });
+    lobby(state).chat(party_id, player, &text)
+}
+
+impl Lobby {
+    /// `player` says `text` to party `party_id`; an error event if it was refused.
+    fn chat(&self, party_id: PartyId, player: u64, text: &str) -> Option<WsEvent> {
+        if text.len() > MAX_CHAT_BYTES || text.trim().is_empty() {
+            let message = format!("chat messages are 1 to {MAX_CHAT_BYTES} bytes");
+            return Some(WsEvent::Error { code: "chat_too_long", message });
+        }
+        let limits = &self.chat_limits;
+        if limits.check_key(&(party_id, player)).is_err() {
+            metrics::counter!("rally_party_chat_refused_total").increment(1);
+            let message = format!("at most {CHAT_PER_S} messages a second");
+            return Some(WsEvent::Error { code: "chat_rate_limited", message });
+        }
+        let guard = self.lock();
+        if !guard.parties.get(party_id).is_some_and(|p| p.has(player)) {
+            return Some(WsEvent::Error { code: "not_a_member", message: "you are no longer in this party".into() });
+        }
+        metrics::counter!("rally_party_chat_total").increment(1);
+        // Members whose allowance is full again are forgotten now and then.
+        if limits.len() > 10_000 {
+            limits.retain_recent();
+        }
+        self.tell(
+            &guard,
+            party_id,
+            WsEvent::Chat { from: player, text: text.to_owned(), at_ms: crate::auth::now_ms() },
+        );
+        None
     }
-    let limits = &lobby(state).chat_limits;
-    if limits.check_key(&(party_id, player)).is_err() {
-        metrics::counter!("rally_party_chat_refused_total").increment(1);
-        let message = format!("at most {CHAT_PER_S} messages a second");
-        return Some(WsEvent::Error { code: "chat_rate_limited", message });
-    }
-    let lobby = lobby(state);
-    let guard = lobby.lock();
-    if !guard.parties.get(party_id).is_some_and(|p| p.has(player)) {
-        return Some(WsEvent::Error { code: "not_a_member", message: "you are no longer in this party".into() });
-    }
-    metrics::counter!("rally_party_chat_total").increment(1);
-    // Members whose allowance is full again are forgotten now and then.
-    if limits.len() > 10_000 {
-        limits.retain_recent();
-    }
-    lobby.tell(&guard, party_id, WsEvent::Chat { from: player, text, at_ms: crate::auth::now_ms() });
-    None
 }
 
 async fn send(socket: &mut WebSocket, event: &WsEvent) -> bool {
@@ -1007,5 +1069,75 @@ async fn send(socket: &mut WebSocket, event: &WsEvent) -> bool {
 impl From<LobbyError> for ApiError {
     fn from(e: LobbyError) -> ApiError {
         ApiError::Lobby(e)
+    }
+}
+
+impl rally_lobby::PartyGateway for Lobby {
+    fn call(
+        &self,
+        player: u64,
+        call: rally_lobby::PartyCall,
+    ) -> std::pin::Pin<Box<dyn std::future::Future<Output = rally_lobby::PartyAnswer> + Send + '_>> {
+        use rally_lobby::PartyCall as C;
+        Box::pin(async move {
+            let mine =
+                || self.lock().parties.party_of(player).map(|p| p.id).ok_or(ApiError::Lobby(LobbyError::UnknownParty));
+            let done: Result<Option<PartyView>, ApiError> = match call {
+                C::Create { mode } => self.create_party(player, &mode).map(Some),
+                C::Get => mine().and_then(|id| self.party(player, id)).map(Some),
+                C::Join { party_id } => self.join_party(player, party_id).map(Some),
+                C::Leave => mine().and_then(|id| self.leave_party(player, id)).map(|()| None),
+                C::Ready { ready, rtt_ms } => {
+                    let rtt: HashMap<String, f64> = rtt_ms.into_iter().collect();
+                    mine().and_then(|id| self.ready_up(player, id, ready, &rtt)).map(Some)
+                }
+                C::Queue => self.queue_party(player).await.map(|q| Some(q.party)),
+                C::Dequeue => {
+                    self.dequeue_party(player).and_then(|()| mine()).and_then(|id| self.party(player, id)).map(Some)
+                }
+                C::Chat { text } => match mine() {
+                    Ok(id) => match self.chat(id, player, &text) {
+                        None => Ok(None),
+                        Some(WsEvent::Error { code, message }) => {
+                            return Err(rally_lobby::PartyRefusal {
+                                code,
+                                message,
+                                retryable: code == "chat_rate_limited",
+                            });
+                        }
+                        Some(_) => Ok(None),
+                    },
+                    Err(e) => Err(e),
+                },
+            };
+            done.map(|view| view.map(PartyInfoFrom::info)).map_err(|e| {
+                let (status, code) = e.status_and_code();
+                rally_lobby::PartyRefusal {
+                    code,
+                    message: e.to_string(),
+                    retryable: status.is_server_error() || status == StatusCode::TOO_MANY_REQUESTS,
+                }
+            })
+        })
+    }
+
+    fn notify(&self, to: Arc<dyn Fn(u64, rally_lobby::PartyNotice) + Send + Sync>) {
+        let _ = self.notify.set(to);
+    }
+}
+
+trait PartyInfoFrom {
+    fn info(self) -> rally_lobby::PartyInfo;
+}
+
+impl PartyInfoFrom for PartyView {
+    fn info(self) -> rally_lobby::PartyInfo {
+        rally_lobby::PartyInfo {
+            party_id: self.party_id,
+            mode: self.mode,
+            leader: self.leader_id,
+            members: self.members.iter().map(|m| (m.player_id, m.ready)).collect(),
+            queued: self.state == "queued",
+        }
     }
 }

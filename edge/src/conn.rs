@@ -32,6 +32,7 @@ pub(crate) struct Shared {
     pub ratings: Arc<dyn RatingSource>,
     pub config: EdgeConfig,
     pub datacenters: Vec<rally_protocol::Datacenter>,
+    pub parties: Option<Arc<dyn rally_lobby::PartyGateway>>,
 }
 
 /// How a connection ended, for the session (grace period or not) and the logs.
@@ -255,6 +256,8 @@ fn count_sent(msg: &ServerMsg) {
         ServerMsg::MatchAbandoned(_) => "match_abandoned",
         ServerMsg::MatchResponded(_) => "match_responded",
         ServerMsg::MatchConfirmed(_) => "match_confirmed",
+        ServerMsg::PartyReply(_) => "party_reply",
+        ServerMsg::PartyEvent(_) => "party_event",
         ServerMsg::Error(e) => {
             let code = ErrorCode::from_number(e.code).map_or_else(|| e.code.to_string(), |c| format!("{c:?}"));
             metrics::counter!("rally_edge_errors_total", "code" => code).increment(1);
@@ -328,6 +331,7 @@ enum Request {
     Cancel { request_id: u32, ticket_id: u64 },
     Status { request_id: u32 },
     Respond { request_id: u32, match_id: u64, accept: bool },
+    Party { request_id: u32, call: rally_lobby::PartyCall },
 }
 
 impl Request {
@@ -347,6 +351,28 @@ impl Request {
                 match_id: r.match_id.to_native(),
                 accept: r.accept,
             },
+            ArchivedClientMsg::Party(p) => {
+                use rally_lobby::PartyCall as C;
+                use rally_protocol::ArchivedPartyOp as Op;
+                let call = match &p.op {
+                    Op::Create(mode) => C::Create { mode: mode.as_str().to_owned() },
+                    Op::Get => C::Get,
+                    Op::Join(id) => C::Join { party_id: id.to_native() },
+                    Op::Leave => C::Leave,
+                    Op::Ready(r) => C::Ready {
+                        ready: r.ready,
+                        rtt_ms: r
+                            .rtt_ms
+                            .iter()
+                            .map(|e| (e.datacenter.as_str().to_owned(), f64::from(e.rtt_ms.to_native())))
+                            .collect(),
+                    },
+                    Op::Queue => C::Queue,
+                    Op::Dequeue => C::Dequeue,
+                    Op::Chat(text) => C::Chat { text: text.as_str().to_owned() },
+                };
+                Request::Party { request_id: p.request_id.to_native(), call }
+            }
         }
     }
 
@@ -355,7 +381,8 @@ impl Request {
             Request::Enqueue { request_id, .. }
             | Request::Cancel { request_id, .. }
             | Request::Status { request_id }
-            | Request::Respond { request_id, .. } => *request_id,
+            | Request::Respond { request_id, .. }
+            | Request::Party { request_id, .. } => *request_id,
         }
     }
 }
@@ -507,6 +534,28 @@ impl Session {
                 }));
                 None
             }
+            Request::Party { request_id, call } => {
+                let Some(parties) = self.shared.parties.clone() else {
+                    return Some(error_msg(Some(request_id), ErrorCode::PartyRefused, "parties are not served here"));
+                };
+                let player = self.player;
+                self.in_flight.push(Box::pin(async move {
+                    match tokio::time::timeout(timeout * 2, parties.call(player, call)).await {
+                        Ok(Ok(party)) => ServerMsg::PartyReply(rally_protocol::PartyReply {
+                            request_id,
+                            party: party.map(party_state),
+                        }),
+                        Ok(Err(refusal)) => {
+                            let code = if refusal.retryable { ErrorCode::Overloaded } else { ErrorCode::PartyRefused };
+                            error_msg(Some(request_id), code, &format!("{}: {}", refusal.code, refusal.message))
+                        }
+                        Err(_) => {
+                            error_msg(Some(request_id), ErrorCode::Internal, "the party service did not answer in time")
+                        }
+                    }
+                }));
+                None
+            }
             Request::Respond { request_id, match_id, accept } => {
                 Some(match hub.respond(self.player, match_id, accept) {
                     Ok(()) => ServerMsg::MatchResponded(rally_protocol::MatchResponded { request_id, match_id }),
@@ -636,5 +685,20 @@ fn rejection_code(reason: Rejection) -> ErrorCode {
         Rejection::Empty | Rejection::PartyTooLarge | Rejection::DuplicatePlayer | Rejection::BadNumber => {
             ErrorCode::RejectedTicket
         }
+    }
+}
+
+/// A party as the protocol carries it.
+fn party_state(p: rally_lobby::PartyInfo) -> rally_protocol::PartyState {
+    rally_protocol::PartyState {
+        party_id: p.party_id,
+        mode: p.mode,
+        leader_id: p.leader,
+        members: p
+            .members
+            .into_iter()
+            .map(|(player_id, ready)| rally_protocol::PartyMember { player_id, ready })
+            .collect(),
+        queued: p.queued,
     }
 }

@@ -593,6 +593,20 @@ impl Hub {
         }
     }
 
+    /// A party notice for `player`, if they are connected (or in their grace period).
+    pub fn push_party(&self, player: u64, notice: rally_lobby::PartyNotice) {
+        let msg = ServerMsg::PartyEvent(rally_protocol::PartyEvent {
+            party_id: notice.party_id,
+            kind: notice.kind.to_owned(),
+            player_id: notice.player,
+            match_id: notice.match_id,
+            flag: notice.flag,
+            text: notice.text,
+            connect_token: notice.connect_token,
+        });
+        Self::push(&mut self.state(), player, msg);
+    }
+
     fn push(state: &mut State, player: u64, msg: ServerMsg) {
         let Some(session) = state.sessions.get_mut(&player) else { return };
         match &session.conn {

@@ -136,6 +136,9 @@ pub struct EdgeDeps {
     /// Where formed matches get a game server and connect tokens (in `MatchFound`);
     /// `None` sends matches without one.
     pub sessions: Option<Arc<rally_sessions::SessionDirectory>>,
+    /// Where parties live (the admin API's lobby): party operations over QUIC go there,
+    /// and its notices come back as `PartyEvent` pushes. `None` refuses them.
+    pub parties: Option<Arc<dyn rally_lobby::PartyGateway>>,
 }
 
 /// A running edge.
@@ -162,6 +165,14 @@ pub fn start(config: EdgeConfig, deps: EdgeDeps) -> Result<EdgeHandle, EdgeError
     if let Some(sessions) = &deps.sessions {
         sessions.subscribe(Arc::new(hub::HostedSessions(hub.clone())));
     }
+    if let Some(parties) = &deps.parties {
+        let hub = Arc::downgrade(&hub);
+        parties.notify(Arc::new(move |player, notice| {
+            if let Some(hub) = hub.upgrade() {
+                hub.push_party(player, notice);
+            }
+        }));
+    }
     let datacenters = deps
         .rules
         .datacenters
@@ -182,6 +193,7 @@ pub fn start(config: EdgeConfig, deps: EdgeDeps) -> Result<EdgeHandle, EdgeError
         ratings: deps.ratings,
         config,
         datacenters,
+        parties: deps.parties,
     });
     let (shutdown, shutdown_rx) = watch::channel(false);
     let accept = tokio::spawn(accept_loop(endpoint.clone(), shared, shutdown_rx));

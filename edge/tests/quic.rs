@@ -87,6 +87,7 @@ impl TestEdge {
             ratings: Arc::new(TokenRatings { default: 1500.0 }),
             tls,
             sessions: Some(sessions.clone()),
+            parties: None,
         };
         let edge = rally_edge::start(config, deps).unwrap();
         TestEdge { edge: Some(edge), runtime: Some(runtime), issuer, key_pem, sessions }

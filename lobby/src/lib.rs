@@ -14,6 +14,7 @@
 #![warn(missing_docs)]
 
 use std::collections::HashMap;
+use std::future::Future;
 
 /// A party's id.
 pub type PartyId = u64;
@@ -406,3 +407,101 @@ impl Parties {
 
 #[cfg(test)]
 mod tests;
+
+/// A party operation as any front end asks it (the admin API's REST routes, the edge's
+/// QUIC messages): always on behalf of one player, about the party they are in (or
+/// join).
+#[derive(Clone, Debug, PartialEq)]
+pub enum PartyCall {
+    /// Start a party for a mode and lead it.
+    Create {
+        /// The mode.
+        mode: String,
+    },
+    /// The caller's party.
+    Get,
+    /// Join a party.
+    Join {
+        /// Which.
+        party_id: PartyId,
+    },
+    /// Leave the caller's party.
+    Leave,
+    /// Ready (with measured RTTs by datacenter name) or unready.
+    Ready {
+        /// Ready or not.
+        ready: bool,
+        /// RTT per datacenter, ms.
+        rtt_ms: Vec<(String, f64)>,
+    },
+    /// Queue the caller's party (leader only).
+    Queue,
+    /// Leave the queue (leader only).
+    Dequeue,
+    /// Say something to the party.
+    Chat {
+        /// At most 500 bytes.
+        text: String,
+    },
+}
+
+/// A party as an answer carries it.
+#[derive(Clone, Debug, PartialEq)]
+pub struct PartyInfo {
+    /// Its id.
+    pub party_id: PartyId,
+    /// Its mode.
+    pub mode: String,
+    /// The leader.
+    pub leader: u64,
+    /// `(player, ready)`, in joining order.
+    pub members: Vec<(u64, bool)>,
+    /// In the queue.
+    pub queued: bool,
+}
+
+/// Why a party call was refused: a stable code (the admin API's error codes) and words.
+#[derive(Clone, Debug, PartialEq)]
+pub struct PartyRefusal {
+    /// Stable code, e.g. `party_full`, `not_the_leader`, `cooldown`.
+    pub code: &'static str,
+    /// For humans.
+    pub message: String,
+    /// Whether the same call may succeed shortly.
+    pub retryable: bool,
+}
+
+/// Something that happened to a player's party, for a push to that player.
+#[derive(Clone, Debug, PartialEq)]
+pub struct PartyNotice {
+    /// The party.
+    pub party_id: PartyId,
+    /// What: `member_joined`, `member_left`, `leader_changed`, `ready`, `queued`,
+    /// `dequeued`, `match_found`, `match_confirmed`, `match_abandoned`, `chat`,
+    /// `disbanded`.
+    pub kind: &'static str,
+    /// The player it is about (the chat's author), or 0.
+    pub player: u64,
+    /// The match it is about, or 0.
+    pub match_id: u64,
+    /// `ready`: now ready; `match_abandoned`: queued again.
+    pub flag: bool,
+    /// `chat`: the text; `dequeued`: the reason; `match_found`/`match_confirmed`: the
+    /// game server's address.
+    pub text: String,
+    /// `match_found`/`match_confirmed`: this member's token for the game server.
+    pub connect_token: String,
+}
+
+/// The answer to a [`PartyCall`]: the caller's party as it is after it (`None` once they
+/// left or it ended), or why not.
+pub type PartyAnswer = Result<Option<PartyInfo>, PartyRefusal>;
+
+/// Where parties live, for front ends other than the one that holds them.
+pub trait PartyGateway: Send + Sync + 'static {
+    /// Carries out `call` for `player`.
+    fn call(&self, player: u64, call: PartyCall) -> std::pin::Pin<Box<dyn Future<Output = PartyAnswer> + Send + '_>>;
+    /// Sets where each member's notices go (`to(player, notice)`), once, for all
+    /// parties; it must not block.
+    fn notify(&self, to: std::sync::Arc<dyn Fn(u64, PartyNotice) + Send + Sync>);
+}

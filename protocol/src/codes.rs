@@ -90,6 +90,9 @@ numbered! {
         NoReadyCheck = 406,
         /// The player is not in that match.
         NotInMatch = 407,
+        /// A party operation was refused; the message starts with the admin API's code
+        /// (`party_full: …`, `not_the_leader: …`).
+        PartyRefused = 408,
         // 5xx: the server's side.
         /// The engine is busy; send the same request again shortly.
         Overloaded = 500,

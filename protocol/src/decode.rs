@@ -91,6 +91,25 @@ pub fn decode_client(body: &[u8]) -> Result<&ArchivedClientMsg, DecodeError> {
                 check.non_negative("rtt_ms.rtt_ms", f64::from(entry.rtt_ms.to_native()))?;
             }
         }
+        ArchivedClientMsg::Party(p) => {
+            let check = Check { request_id: Some(p.request_id.to_native()) };
+            match &p.op {
+                ArchivedPartyOp::Create(mode) => check.text("mode", mode, MAX_NAME_LEN)?,
+                ArchivedPartyOp::Ready(ready) => {
+                    check.count("rtt_ms", ready.rtt_ms.len(), MAX_DATACENTERS)?;
+                    for entry in ready.rtt_ms.iter() {
+                        check.text("rtt_ms.datacenter", &entry.datacenter, MAX_NAME_LEN)?;
+                        check.non_negative("rtt_ms.rtt_ms", f64::from(entry.rtt_ms.to_native()))?;
+                    }
+                }
+                ArchivedPartyOp::Chat(text) => check.text("text", text, MAX_CHAT_LEN)?,
+                ArchivedPartyOp::Get
+                | ArchivedPartyOp::Join(_)
+                | ArchivedPartyOp::Leave
+                | ArchivedPartyOp::Queue
+                | ArchivedPartyOp::Dequeue => {}
+            }
+        }
         ArchivedClientMsg::Cancel(_) | ArchivedClientMsg::TicketStatus(_) | ArchivedClientMsg::RespondToMatch(_) => {}
     }
     Ok(msg)
@@ -139,6 +158,18 @@ pub fn decode_server(body: &[u8]) -> Result<&ArchivedServerMsg, DecodeError> {
         ArchivedServerMsg::MatchConfirmed(m) => {
             no_request.max_len("server_addr", m.server_addr.len(), MAX_ADDR_LEN)?;
             no_request.max_len("connect_token", m.connect_token.len(), MAX_SHORT_TOKEN_LEN)?;
+        }
+        ArchivedServerMsg::PartyReply(r) => {
+            if let Some(p) = r.party.as_ref() {
+                let check = Check { request_id: Some(r.request_id.to_native()) };
+                check.text("party.mode", &p.mode, MAX_NAME_LEN)?;
+                check.count("party.members", p.members.len(), MAX_PLAYERS)?;
+            }
+        }
+        ArchivedServerMsg::PartyEvent(e) => {
+            no_request.max_len("kind", e.kind.len(), MAX_NAME_LEN)?;
+            no_request.max_len("text", e.text.len(), MAX_CHAT_LEN.max(MAX_ADDR_LEN))?;
+            no_request.max_len("connect_token", e.connect_token.len(), MAX_SHORT_TOKEN_LEN)?;
         }
         ArchivedServerMsg::Enqueued(_) | ArchivedServerMsg::Cancelled(_) | ArchivedServerMsg::MatchResponded(_) => {}
     }

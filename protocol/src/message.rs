@@ -31,6 +31,8 @@ pub const MAX_DATACENTERS: usize = 64;
 pub const MAX_PLAYERS: usize = 64;
 /// Longest error message, in bytes.
 pub const MAX_MESSAGE_LEN: usize = 1024;
+/// Longest party chat message, in bytes.
+pub const MAX_CHAT_LEN: usize = 500;
 
 /// The first frame a client sends on its control stream.
 #[derive(Archive, Serialize, Deserialize, Clone, Debug, PartialEq)]
@@ -59,6 +61,51 @@ pub enum ClientMsg {
     /// Accept or decline a match found with a ready check (`MatchFound::accept_by_unix_ms`
     /// not 0). Answered by `MatchResponded` or `Error`. (Version 2.)
     RespondToMatch(RespondToMatch),
+    /// A party operation, as over the admin API. Answered by `PartyReply` or `Error`
+    /// (`PartyRefused`, with the admin API's code in the message). (Version 2.)
+    Party(PartyRequest),
+}
+
+/// A party operation on the player's behalf.
+#[derive(Archive, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[rkyv(derive(Debug))]
+pub struct PartyRequest {
+    /// Chosen by the client; echoed in the reply.
+    pub request_id: u32,
+    /// What to do.
+    pub op: PartyOp,
+}
+
+/// The party operations; all but `Create` and `Join` are about the player's own party.
+#[derive(Archive, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[rkyv(derive(Debug))]
+pub enum PartyOp {
+    /// Start a party for this mode and lead it.
+    Create(String),
+    /// The player's party.
+    Get,
+    /// Join the party with this id.
+    Join(u64),
+    /// Leave the party.
+    Leave,
+    /// Ready (with measured RTTs) or unready.
+    Ready(PartyReady),
+    /// Queue the party (leader only, everyone ready).
+    Queue,
+    /// Leave the queue (leader only).
+    Dequeue,
+    /// Say this to the party (at most 500 bytes).
+    Chat(String),
+}
+
+/// Ready or not, with the RTTs the client measured.
+#[derive(Archive, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[rkyv(derive(Debug))]
+pub struct PartyReady {
+    /// Ready or not.
+    pub ready: bool,
+    /// RTT per datacenter (needed the first time).
+    pub rtt_ms: Vec<DatacenterRtt>,
 }
 
 /// A player's answer to a ready check.
@@ -142,6 +189,69 @@ pub enum ServerMsg {
     /// Pushed (no request id) when every player accepted a ready-checked match: where to
     /// play it. (Version 2.)
     MatchConfirmed(MatchConfirmed),
+    /// The answer to `Party`: the player's party after it, if they are in one. (Version 2.)
+    PartyReply(PartyReply),
+    /// Pushed (no request id): something happened to the player's party. (Version 2.)
+    PartyEvent(PartyEvent),
+}
+
+/// The answer to a party operation.
+#[derive(Archive, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[rkyv(derive(Debug))]
+pub struct PartyReply {
+    /// From the request.
+    pub request_id: u32,
+    /// The party after the operation; `None` once the player left it.
+    pub party: Option<PartyState>,
+}
+
+/// A party.
+#[derive(Archive, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[rkyv(derive(Debug))]
+pub struct PartyState {
+    /// Its id (others join with it).
+    pub party_id: u64,
+    /// Its mode.
+    pub mode: String,
+    /// The leader.
+    pub leader_id: u64,
+    /// Members in joining order.
+    pub members: Vec<PartyMember>,
+    /// In the queue.
+    pub queued: bool,
+}
+
+/// One member.
+#[derive(Archive, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[rkyv(derive(Debug))]
+pub struct PartyMember {
+    /// The player.
+    pub player_id: u64,
+    /// Ready to queue.
+    pub ready: bool,
+}
+
+/// Something that happened to the player's party (the same events as the admin API's
+/// party WebSocket).
+#[derive(Archive, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[rkyv(derive(Debug))]
+pub struct PartyEvent {
+    /// The party.
+    pub party_id: u64,
+    /// `member_joined`, `member_left`, `leader_changed`, `ready`, `queued`, `dequeued`,
+    /// `match_found`, `match_confirmed`, `match_abandoned`, `chat`, `disbanded`.
+    pub kind: String,
+    /// The player it is about (the chat's author), or 0.
+    pub player_id: u64,
+    /// The match it is about, or 0.
+    pub match_id: u64,
+    /// `ready`: now ready; `match_abandoned`: the party is queued again.
+    pub flag: bool,
+    /// `chat`: the text; `dequeued`: why; `match_found`/`match_confirmed`: the game
+    /// server's address.
+    pub text: String,
+    /// `match_found`/`match_confirmed`: this player's token for the game server.
+    pub connect_token: String,
 }
 
 /// `RespondToMatch` was taken.

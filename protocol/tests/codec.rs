@@ -21,6 +21,19 @@ fn hello() -> impl Strategy<Value = Hello> {
     )
 }
 
+fn party_op() -> impl Strategy<Value = PartyOp> {
+    prop_oneof![
+        name().prop_map(PartyOp::Create),
+        Just(PartyOp::Get),
+        any::<u64>().prop_map(PartyOp::Join),
+        Just(PartyOp::Leave),
+        (any::<bool>(), rtt_map()).prop_map(|(ready, rtt_ms)| PartyOp::Ready(PartyReady { ready, rtt_ms })),
+        Just(PartyOp::Queue),
+        Just(PartyOp::Dequeue),
+        ".{1,100}".prop_map(PartyOp::Chat),
+    ]
+}
+
 fn client_msg() -> impl Strategy<Value = ClientMsg> {
     prop_oneof![
         (any::<u32>(), name(), rtt_map()).prop_map(|(request_id, mode, rtt_ms)| ClientMsg::Enqueue(Enqueue {
@@ -34,6 +47,7 @@ fn client_msg() -> impl Strategy<Value = ClientMsg> {
         (any::<u32>(), any::<u64>(), any::<bool>()).prop_map(|(request_id, match_id, accept)| {
             ClientMsg::RespondToMatch(RespondToMatch { request_id, match_id, accept })
         }),
+        (any::<u32>(), party_op()).prop_map(|(request_id, op)| ClientMsg::Party(PartyRequest { request_id, op })),
     ]
 }
 

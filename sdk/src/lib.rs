@@ -24,13 +24,15 @@ use std::time::{Duration, Instant};
 use quinn::{Connection, RecvStream, SendStream, VarInt};
 use rally_protocol::rkyv::{self, rancor};
 use rally_protocol::{
-    ArchivedDatagram, Cancel, ClientMsg, CloseCode, DatacenterRtt, Datagram, Enqueue, ErrorCode, FrameReader, Hello,
-    PROTOCOL_VERSION, Ping, RespondToMatch, ServerMsg, TicketStatusRequest, WaitingTicket, decode_datagram,
-    decode_server, encode_client, encode_datagram, encode_hello,
+    ArchivedDatagram, Cancel, ClientMsg, CloseCode, Datagram, Enqueue, FrameReader, Hello, PROTOCOL_VERSION,
+    PartyRequest, Ping, RespondToMatch, ServerMsg, TicketStatusRequest, WaitingTicket, decode_datagram, decode_server,
+    encode_client, encode_datagram, encode_hello,
 };
 use tokio::sync::{Mutex, mpsc, oneshot};
 
-pub use rally_protocol::{MatchConfirmed, MatchFound, Team, Welcome};
+pub use rally_protocol::{
+    DatacenterRtt, ErrorCode, MatchConfirmed, MatchFound, PartyEvent, PartyOp, PartyReady, PartyState, Team, Welcome,
+};
 pub use tls::Trust;
 
 /// How to reach and authenticate with an edge.
@@ -135,6 +137,9 @@ pub enum ClientEvent {
     MatchFound(MatchFound),
     /// Everyone accepted a ready-checked match: where to play it.
     MatchConfirmed(MatchConfirmed),
+    /// Something happened to the player's party (a member joined, the party was
+    /// queued or matched, a chat message, …).
+    Party(PartyEvent),
     /// A match fell through (its game server stopped answering, or someone declined or
     /// ignored its ready check); `ticket` is the player's
     /// new ticket, which counts the wait served before the match.
@@ -254,6 +259,16 @@ impl Client {
         let request = |request_id| ClientMsg::RespondToMatch(RespondToMatch { request_id, match_id, accept });
         match self.request(request).await? {
             ServerMsg::MatchResponded(_) => Ok(()),
+            other => Err(unexpected(other)),
+        }
+    }
+
+    /// A party operation (create, join, ready, queue, chat, …); the player's party after
+    /// it, or `None` once they left it. A refusal is `ErrorCode::PartyRefused` with the
+    /// reason's code at the start of the message.
+    pub async fn party(&self, op: PartyOp) -> Result<Option<PartyState>, ClientError> {
+        match self.request(|request_id| ClientMsg::Party(PartyRequest { request_id, op })).await? {
+            ServerMsg::PartyReply(r) => Ok(r.party),
             other => Err(unexpected(other)),
         }
     }
@@ -562,6 +577,7 @@ impl Driver {
             ClientMsg::Cancel(c) => c.request_id,
             ClientMsg::TicketStatus(s) => s.request_id,
             ClientMsg::RespondToMatch(r) => r.request_id,
+            ClientMsg::Party(p) => p.request_id,
         };
         let mut out = Vec::new();
         if let Err(e) = encode_client(&msg, &mut out) {
@@ -595,10 +611,12 @@ impl Driver {
             ServerMsg::Cancelled(m) => Some(m.request_id),
             ServerMsg::TicketStatus(m) => Some(m.request_id),
             ServerMsg::MatchResponded(m) => Some(m.request_id),
+            ServerMsg::PartyReply(m) => Some(m.request_id),
             ServerMsg::Error(e) => e.request_id,
             ServerMsg::MatchFound(_)
             | ServerMsg::MatchAbandoned(_)
             | ServerMsg::MatchConfirmed(_)
+            | ServerMsg::PartyEvent(_)
             | ServerMsg::Welcome(_) => None,
         };
         if let Some(id) = request_id {
@@ -616,6 +634,9 @@ impl Driver {
             }
             ServerMsg::MatchConfirmed(m) => {
                 let _ = self.events.send(ClientEvent::MatchConfirmed(m));
+            }
+            ServerMsg::PartyEvent(e) => {
+                let _ = self.events.send(ClientEvent::Party(e));
             }
             // An error tied to no request comes just before the edge closes; the close
             // itself is reported.

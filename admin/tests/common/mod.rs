@@ -115,7 +115,7 @@ pub async fn app_with(
     let game = Arc::new(Game::start(game_config, store.clone(), sessions.clone(), leaderboard));
     // A real engine behind the parties: the lobby is the shards' only event sink here.
     let rules = Arc::new(Rules::from_toml(RULES).unwrap());
-    let lobby = Lobby::shared(rules.clone(), sessions.clone());
+    let lobby = Lobby::shared(rules.clone(), sessions.clone(), game.clone());
     let runtime = Runtime::start(rules, RuntimeConfig::default(), lobby.clone()).unwrap();
     lobby.connect(Arc::new(InProcessRouter::new(&runtime)));
     let state = AppState::new(config, store.clone(), TokenIssuer::new(key), game.clone(), lobby.clone()).await.unwrap();
