@@ -328,6 +328,29 @@ fn dev_serves_parties_over_quic() {
         }
         assert!(matches.iter().all(|m| *m == matches[0] && *m != 0), "{matches:?}");
         clients[0].party(PartyOp::Chat("gg".into())).await.unwrap();
+        // The first squad queues again with nobody to play; a member's connection goes:
+        // the party leaves the queue and the leader hears why.
+        for member in &clients[..3] {
+            member.party(ready()).await.unwrap();
+        }
+        assert!(clients[0].party(PartyOp::Queue).await.unwrap().unwrap().queued);
+        let mut clients = clients.into_iter();
+        let leader = clients.next().unwrap();
+        clients.next().unwrap().close().await;
+        let dropped = tokio::time::timeout(Duration::from_secs(10), async {
+            loop {
+                if let Some(ClientEvent::Party(e)) = leader.next_event().await
+                    && e.kind == "dequeued"
+                {
+                    return e;
+                }
+            }
+        })
+        .await
+        .expect("the leader hears the party left the queue");
+        assert_eq!(dropped.text, "member_dropped");
+        assert!(!leader.party(PartyOp::Get).await.unwrap().unwrap().queued);
+        leader.close().await;
         for client in clients {
             client.close().await;
         }

@@ -74,6 +74,8 @@ struct LobbyState {
     /// Tickets whose cancel went to the engine and is not answered yet: if the engine
     /// matched the ticket first, the party still hears of its match.
     cancelling: HashMap<u64, PartyId>,
+    /// Players connected over QUIC (each counts as one connection of their party).
+    online: std::collections::HashSet<u64>,
     /// Matches with party tickets that may still fall through (a ready check or a game
     /// session in progress): each party's ticket and the wait it had served.
     played: HashMap<u64, Vec<(PartyId, TicketRequest, u64)>>,
@@ -584,7 +586,11 @@ impl Lobby {
         };
         let mut guard = self.lock();
         let party = guard.parties.create(player, &mode.name, usize::from(mode.team_size))?;
-        let view = PartyView::from(party);
+        let id = party.id;
+        if guard.online.contains(&player) {
+            guard.parties.connection(id, player, true);
+        }
+        let view = PartyView::from(guard.parties.get(id).expect("just created"));
         let (channel, _) = broadcast::channel(EVENT_BACKLOG);
         guard.channels.insert(view.party_id, channel);
         metrics::gauge!("rally_parties").set(guard.parties.len() as f64);
@@ -605,6 +611,9 @@ impl Lobby {
     pub fn join_party(&self, player: u64, id: PartyId) -> Result<PartyView, ApiError> {
         let mut guard = self.lock();
         let outcome = guard.parties.join(id, player)?;
+        if guard.online.contains(&player) {
+            guard.parties.connection(id, player, true);
+        }
         self.apply(&mut guard, id, outcome);
         Ok(guard.parties.get(id).expect("just joined").into())
     }
@@ -1123,6 +1132,18 @@ impl rally_lobby::PartyGateway for Lobby {
 
     fn notify(&self, to: Arc<dyn Fn(u64, rally_lobby::PartyNotice) + Send + Sync>) {
         let _ = self.notify.set(to);
+    }
+
+    fn presence(&self, player: u64, connected: bool) {
+        let mut guard = self.lock();
+        if connected {
+            guard.online.insert(player);
+        } else {
+            guard.online.remove(&player);
+        }
+        let Some(party) = guard.parties.party_of(player).map(|p| p.id) else { return };
+        let outcome = guard.parties.connection(party, player, connected);
+        self.apply(&mut guard, party, outcome);
     }
 }
 

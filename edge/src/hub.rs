@@ -136,6 +136,9 @@ pub(crate) struct Hub {
     grace: Duration,
     /// Where formed matches get a game server, if game servers are in use.
     sessions: Option<Arc<SessionDirectory>>,
+    /// Where parties live, told when a player's session starts and ends (a member whose
+    /// last connection goes takes their queued party out of the queue).
+    pub parties: std::sync::OnceLock<Arc<dyn rally_lobby::PartyGateway>>,
     /// For timers and retries started from shard threads, which have no runtime of their own.
     runtime: tokio::runtime::Handle,
 }
@@ -159,6 +162,7 @@ impl Hub {
             next_generation: AtomicU64::new(1),
             grace,
             sessions,
+            parties: std::sync::OnceLock::new(),
             runtime: tokio::runtime::Handle::current(),
         }
     }
@@ -181,6 +185,7 @@ impl Hub {
         let mut state = self.state();
         let mut stale_ticket = None;
         let generation = self.next_generation.fetch_add(1, Ordering::Relaxed);
+        let fresh = !state.sessions.contains_key(&player);
         let session = state.sessions.entry(player).or_insert_with(|| Session {
             conn: None,
             resume_token: String::new(),
@@ -219,6 +224,10 @@ impl Hub {
         if let Some(t) = stale_ticket {
             self.cancel_ticket(t.shard, t.id);
         }
+        // Outside the hub's lock: the lobby may push to this hub while it holds its own.
+        if fresh && let Some(parties) = self.parties.get() {
+            parties.presence(player, true);
+        }
         Attached { pushes: rx, resume_token: new_token, resumed, ticket }
     }
 
@@ -249,13 +258,17 @@ impl Hub {
     }
 
     fn forget(&self, mut state: MutexGuard<'_, State>, player: u64) {
-        let ticket = state.sessions.remove(&player).and_then(|s| s.ticket);
+        let Some(session) = state.sessions.remove(&player) else { return };
+        let ticket = session.ticket;
         if let Some(t) = &ticket {
             state.owners.remove(&t.id);
         }
         drop(state);
         if let Some(t) = ticket {
             self.cancel_ticket(t.shard, t.id);
+        }
+        if let Some(parties) = self.parties.get() {
+            parties.presence(player, false);
         }
     }
 

@@ -166,6 +166,7 @@ pub fn start(config: EdgeConfig, deps: EdgeDeps) -> Result<EdgeHandle, EdgeError
         sessions.subscribe(Arc::new(hub::HostedSessions(hub.clone())));
     }
     if let Some(parties) = &deps.parties {
+        let _ = hub.parties.set(parties.clone());
         let hub = Arc::downgrade(&hub);
         parties.notify(Arc::new(move |player, notice| {
             if let Some(hub) = hub.upgrade() {

@@ -504,4 +504,7 @@ pub trait PartyGateway: Send + Sync + 'static {
     /// Sets where each member's notices go (`to(player, notice)`), once, for all
     /// parties; it must not block.
     fn notify(&self, to: std::sync::Arc<dyn Fn(u64, PartyNotice) + Send + Sync>);
+    /// `player` connected (`true`) or their connection is gone for good (`false`): a
+    /// member whose last connection goes while their party is queued takes it out.
+    fn presence(&self, player: u64, connected: bool);
 }
