@@ -305,9 +305,10 @@ fn dev_serves_parties_over_quic() {
         }
         let full = clients[6].party(PartyOp::Join(party_ids[0])).await.unwrap_err();
         assert!(full.to_string().contains("party_full"), "{full}");
+        // The second party may be matched before its answer comes back, so only that
+        // the engine took each ticket is checked.
         for leader in [&clients[0], &clients[3]] {
-            let queued = leader.party(PartyOp::Queue).await.unwrap().unwrap();
-            assert!(queued.queued);
+            leader.party(PartyOp::Queue).await.unwrap().unwrap();
         }
         // Every member hears of the match on their connection.
         let mut matches = Vec::new();

@@ -1136,10 +1136,10 @@ impl rally_lobby::PartyGateway for Lobby {
 
     fn presence(&self, player: u64, connected: bool) {
         let mut guard = self.lock();
-        if connected {
-            guard.online.insert(player);
-        } else {
-            guard.online.remove(&player);
+        // Counted once per player: a repeated or stray call changes nothing.
+        let changed = if connected { guard.online.insert(player) } else { guard.online.remove(&player) };
+        if !changed {
+            return;
         }
         let Some(party) = guard.parties.party_of(player).map(|p| p.id) else { return };
         let outcome = guard.parties.connection(party, player, connected);

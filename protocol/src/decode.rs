@@ -96,7 +96,8 @@ pub fn decode_client(body: &[u8]) -> Result<&ArchivedClientMsg, DecodeError> {
             match &p.op {
                 ArchivedPartyOp::Create(mode) => check.text("mode", mode, MAX_NAME_LEN)?,
                 ArchivedPartyOp::Ready(ready) => {
-                    check.count("rtt_ms", ready.rtt_ms.len(), MAX_DATACENTERS)?;
+                    // Empty is fine: RTTs are needed only the first time a member readies.
+                    check.max_len("rtt_ms", ready.rtt_ms.len(), MAX_DATACENTERS)?;
                     for entry in ready.rtt_ms.iter() {
                         check.text("rtt_ms.datacenter", &entry.datacenter, MAX_NAME_LEN)?;
                         check.non_negative("rtt_ms.rtt_ms", f64::from(entry.rtt_ms.to_native()))?;
