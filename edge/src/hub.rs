@@ -300,14 +300,7 @@ impl Hub {
         let mut state = self.state();
         let Some(session) = state.sessions.get_mut(&player) else { return };
         for msg in msgs {
-            match &session.conn {
-                Some((_, tx)) => {
-                    if let Err(mpsc::error::SendError(Push::Send(msg))) = tx.send(Push::Send(msg)) {
-                        session.parked.push(msg);
-                    }
-                }
-                None => session.parked.push(msg),
-            }
+            session.deliver(msg);
         }
     }
 
@@ -388,15 +381,7 @@ impl Hub {
             metrics::counter!("rally_edge_requeued_total", "outcome" => if waiting.is_some() { "queued" } else { "not_queued" })
                 .increment(1);
             let Some(session) = state.sessions.get_mut(&player) else { continue };
-            let msg = ServerMsg::MatchAbandoned(MatchAbandoned { match_id, ticket: waiting });
-            match &session.conn {
-                Some((_, tx)) => {
-                    if let Err(mpsc::error::SendError(Push::Send(msg))) = tx.send(Push::Send(msg)) {
-                        session.parked.push(msg);
-                    }
-                }
-                None => session.parked.push(msg),
-            }
+            session.deliver(ServerMsg::MatchAbandoned(MatchAbandoned { match_id, ticket: waiting }));
         }
     }
 
@@ -551,15 +536,7 @@ impl Hub {
                     formed_at_unix_us,
                     accept_by_unix_ms,
                 });
-                match &session.conn {
-                    Some((_, tx)) => {
-                        // A connection that already ended gives the message back: park it.
-                        if let Err(mpsc::error::SendError(Push::Send(msg))) = tx.send(Push::Send(msg)) {
-                            session.parked.push(msg);
-                        }
-                    }
-                    None => session.parked.push(msg),
-                }
+                session.deliver(msg);
             }
         }
         if keep {
@@ -621,14 +598,8 @@ impl Hub {
     }
 
     fn push(state: &mut State, player: u64, msg: ServerMsg) {
-        let Some(session) = state.sessions.get_mut(&player) else { return };
-        match &session.conn {
-            Some((_, tx)) => {
-                if let Err(mpsc::error::SendError(Push::Send(msg))) = tx.send(Push::Send(msg)) {
-                    session.parked.push(msg);
-                }
-            }
-            None => session.parked.push(msg),
+        if let Some(session) = state.sessions.get_mut(&player) {
+            session.deliver(msg);
         }
     }
 }
@@ -713,6 +684,21 @@ impl rally_engine::EventSink for ShardEvents {
         }
         if let (Some(sink), Some(event)) = (also, copy) {
             sink.deliver(RuntimeEvent::Shard { shard, event });
+        }
+    }
+}
+
+impl Session {
+    /// Sends `msg` on the session's connection, or parks it for the resume: a
+    /// connection that already ended gives the message back.
+    fn deliver(&mut self, msg: ServerMsg) {
+        match &self.conn {
+            Some((_, tx)) => {
+                if let Err(mpsc::error::SendError(Push::Send(msg))) = tx.send(Push::Send(msg)) {
+                    self.parked.push(msg);
+                }
+            }
+            None => self.parked.push(msg),
         }
     }
 }
