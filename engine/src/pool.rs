@@ -62,37 +62,39 @@ const RESEARCH_DELAY_FROM_WAITING: usize = 1_500;
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum SlotState {
     Free,
-    /// Waiting, not yet merged into `sorted` (index into `pending` in `pos`).
+    /// Waiting, not yet merged into `sorted` (row index in `pending` in `pos`).
     Pending,
-    /// Waiting, in `sorted` (index in `pos`).
+    /// In `sorted` (row index in `pos`): waiting, or taken (matched or cancelled) and freed
+    /// at the next compaction.
     Sorted,
 }
 
+/// A ticket's stable handle: the shard's index points here, and this points at the row
+/// that moves. Only cancels and compaction read it; the tick does not.
 #[derive(Clone, Copy, Debug)]
 struct Slot {
-    id: TicketId,
-    sum_mmr: f64,
     /// Bumped on every reuse, so stale `age` entries are recognised.
     generation: u32,
-    /// Index in `sorted` or `pending`, by `state`. Kept here rather than in a side array
-    /// so an anchor's liveness check and its position cost one cache miss, not two.
+    /// Row in `sorted` or `pending`, by `state`.
     pos: u32,
     state: SlotState,
-    n_players: u8,
 }
 
-/// What the matcher reads of a ticket, kept in MMR order (40 bytes).
+/// What the matcher reads of a ticket, kept in MMR order (56 bytes). Its RTT and player
+/// rows sit at the same index of `Rows`, so a ticket is read from one place.
 #[derive(Clone, Copy, Debug)]
 struct Entry {
     min_mmr: f64,
     max_mmr: f64,
+    sum_mmr: f64,
     enqueued_at_ms: u64,
-    slot: u32,
     /// Before this time no search from this anchor can succeed (see `find_match`); it is
     /// not searched from until then. New tickets nearby still find it from their side.
     retry_at_ms: u64,
+    id: TicketId,
+    slot: u32,
     n_players: u8,
-    /// Matched or cancelled; dropped at the next compaction.
+    /// Matched or cancelled; dropped (and its slot freed) at the next compaction.
     taken: bool,
     /// Held this tick for an older ticket that cannot match yet; younger anchors skip it.
     reserved: bool,
@@ -106,6 +108,113 @@ impl Entry {
             // Slots are handed out deterministically, so this last tie-break is too.
             .then(self.slot.cmp(&other.slot))
     }
+
+    /// Anchor order: oldest first; tickets enqueued in the same millisecond in rating order,
+    /// which is also their order in memory, so a burst is swept front to back.
+    fn age_cmp(&self, other: &Entry) -> std::cmp::Ordering {
+        self.enqueued_at_ms.cmp(&other.enqueued_at_ms).then_with(|| self.key_cmp(other))
+    }
+}
+
+/// Entries with their fixed-stride rows (worst RTT per local datacenter, player ids) in
+/// parallel vectors: moving an entry moves its rows, and reading a ticket touches memory at
+/// one index, which is what keeps a tick's sweep sequential.
+struct Rows {
+    entries: Vec<Entry>,
+    rtt: Vec<f64>,
+    players: Vec<PlayerId>,
+    n_dc: usize,
+    stride: usize,
+}
+
+impl Rows {
+    fn new(n_dc: usize, stride: usize) -> Self {
+        Rows { entries: Vec::new(), rtt: Vec::new(), players: Vec::new(), n_dc, stride }
+    }
+
+    fn len(&self) -> usize {
+        self.entries.len()
+    }
+
+    fn push(&mut self, entry: Entry, rtt: &[f64], players: &[PlayerId]) {
+        debug_assert_eq!(rtt.len(), self.n_dc);
+        self.entries.push(entry);
+        self.rtt.extend_from_slice(rtt);
+        let at = self.players.len();
+        self.players.resize(at + self.stride, PlayerId(0));
+        self.players[at..][..players.len()].copy_from_slice(players);
+    }
+
+    #[inline]
+    fn rtt(&self, i: usize) -> &[f64] {
+        &self.rtt[i * self.n_dc..][..self.n_dc]
+    }
+
+    fn players(&self, i: usize) -> &[PlayerId] {
+        &self.players[i * self.stride..][..usize::from(self.entries[i].n_players)]
+    }
+
+    /// Row `src` of `from` overwrites row `dst` of `self`.
+    fn copy_row(&mut self, dst: usize, from: &Rows, src: usize) {
+        self.entries[dst] = from.entries[src];
+        self.rtt[dst * self.n_dc..][..self.n_dc].copy_from_slice(from.rtt(src));
+        self.players[dst * self.stride..][..self.stride]
+            .copy_from_slice(&from.players[src * self.stride..][..self.stride]);
+    }
+
+    /// Row `src` overwrites row `dst`.
+    fn move_row(&mut self, src: usize, dst: usize) {
+        self.entries[dst] = self.entries[src];
+        self.rtt.copy_within(src * self.n_dc..(src + 1) * self.n_dc, dst * self.n_dc);
+        self.players.copy_within(src * self.stride..(src + 1) * self.stride, dst * self.stride);
+    }
+
+    fn resize(&mut self, len: usize, filler: Entry) {
+        self.entries.resize(len, filler);
+        self.rtt.resize(len * self.n_dc, f64::INFINITY);
+        self.players.resize(len * self.stride, PlayerId(0));
+    }
+
+    fn truncate(&mut self, len: usize) {
+        self.entries.truncate(len);
+        self.rtt.truncate(len * self.n_dc);
+        self.players.truncate(len * self.stride);
+    }
+
+    /// Removes row `i`, moving the last row into its place.
+    fn swap_remove(&mut self, i: usize) {
+        let last = self.len() - 1;
+        if i != last {
+            self.move_row(last, i);
+        }
+        self.truncate(last);
+    }
+
+    fn clear(&mut self) {
+        self.truncate(0);
+    }
+
+    fn shrink_to(&mut self, len: usize) {
+        self.entries.shrink_to(len);
+        self.rtt.shrink_to(len * self.n_dc);
+        self.players.shrink_to(len * self.stride);
+    }
+
+    fn capacity_bytes(&self) -> usize {
+        use std::mem::size_of;
+        self.entries.capacity() * size_of::<Entry>()
+            + self.rtt.capacity() * size_of::<f64>()
+            + self.players.capacity() * size_of::<PlayerId>()
+    }
+}
+
+/// An anchor to visit: its slot and generation to recognise it, and its row in `sorted`,
+/// true from one compaction to the next.
+#[derive(Clone, Copy, Debug)]
+struct Aged {
+    slot: u32,
+    generation: u32,
+    pos: u32,
 }
 
 /// A ticket's contribution to a candidate set, precomputed once per anchor.
@@ -146,16 +255,17 @@ pub(crate) struct Pool {
     n_dc: usize,
 
     slots: Vec<Slot>,
-    /// `slots.len() * n_dc`, worst player RTT per local datacenter.
-    rtt: Vec<f64>,
-    /// `slots.len() * team_size`.
-    player_ids: Vec<PlayerId>,
     free: Vec<u32>,
-    sorted: Vec<Entry>,
-    pending: Vec<Entry>,
-    /// (slot, generation) in arrival order.
-    age: Vec<(u32, u32)>,
+    /// Waiting tickets in key order (lowest MMR, enqueue time, slot), kept across ticks.
+    sorted: Rows,
+    /// Arrivals since the last tick, in arrival order.
+    pending: Rows,
+    /// Anchors in the order they are visited: oldest first (see `Entry::age_cmp`).
+    age: Vec<Aged>,
     n_waiting: usize,
+    /// Merge scratch: `pending` rows in key order, then in age order.
+    by_key: Vec<u32>,
+    by_age: Vec<u32>,
 
     // Per-anchor scratch, reused.
     candidates: Vec<Candidate>,
@@ -176,6 +286,7 @@ pub(crate) struct Pool {
 
 impl Pool {
     pub(crate) fn new(mode_id: ModeId, mode: &Mode, n_dc: usize) -> Self {
+        let stride = usize::from(mode.team_size);
         Pool {
             mode: mode_id,
             teams: mode.teams,
@@ -185,13 +296,13 @@ impl Pool {
             max_rtt: mode.max_rtt_ms,
             n_dc,
             slots: Vec::new(),
-            rtt: Vec::new(),
-            player_ids: Vec::new(),
             free: Vec::new(),
-            sorted: Vec::new(),
-            pending: Vec::new(),
+            sorted: Rows::new(n_dc, stride),
+            pending: Rows::new(n_dc, stride),
             age: Vec::new(),
             n_waiting: 0,
+            by_key: Vec::new(),
+            by_age: Vec::new(),
             candidates: Vec::new(),
             suffix_players: Vec::new(),
             chosen: Vec::new(),
@@ -218,139 +329,168 @@ impl Pool {
     pub(crate) fn insert(&mut self, t: NewTicket<'_>) -> u32 {
         debug_assert_eq!(t.rtt_ms.len(), self.n_dc);
         debug_assert!(!t.players.is_empty() && t.players.len() <= usize::from(self.team_size));
-        let slot = match self.free.pop() {
-            Some(slot) => slot,
-            None => {
-                let slot = self.slots.len() as u32;
-                self.slots.push(Slot {
-                    id: t.id,
-                    sum_mmr: 0.0,
-                    generation: 0,
-                    pos: NONE,
-                    state: SlotState::Free,
-                    n_players: 0,
-                });
-                self.rtt.resize(self.rtt.len() + self.n_dc, f64::INFINITY);
-                self.player_ids.resize(self.player_ids.len() + usize::from(self.team_size), PlayerId(0));
-                slot
-            }
-        };
+        let slot = self.free.pop().unwrap_or_else(|| {
+            self.slots.push(Slot { generation: 0, pos: NONE, state: SlotState::Free });
+            self.slots.len() as u32 - 1
+        });
         let s = &mut self.slots[slot as usize];
-        s.id = t.id;
-        s.sum_mmr = t.sum_mmr;
         s.generation = s.generation.wrapping_add(1);
         s.state = SlotState::Pending;
-        s.n_players = t.players.len() as u8;
-        let generation = s.generation;
-        let n_dc = self.n_dc;
-        self.rtt[slot as usize * n_dc..][..n_dc].copy_from_slice(t.rtt_ms);
-        let stride = usize::from(self.team_size);
-        self.player_ids[slot as usize * stride..][..t.players.len()].copy_from_slice(t.players);
-        self.slots[slot as usize].pos = self.pending.len() as u32;
-        self.pending.push(Entry {
+        s.pos = self.pending.len() as u32;
+        let entry = Entry {
             min_mmr: t.min_mmr,
             max_mmr: t.max_mmr,
+            sum_mmr: t.sum_mmr,
             enqueued_at_ms: t.enqueued_at_ms,
-            slot,
             retry_at_ms: 0,
+            id: t.id,
+            slot,
             n_players: t.players.len() as u8,
             taken: false,
             reserved: false,
-        });
-        self.age.push((slot, generation));
+        };
+        self.pending.push(entry, t.rtt_ms, t.players);
         self.n_waiting += 1;
         slot
     }
 
+    /// The rows and row index of the ticket in `slot`, unless the slot is free.
+    fn row_of(&self, slot: u32) -> Option<(&Rows, usize)> {
+        let s = self.slots.get(slot as usize)?;
+        match s.state {
+            SlotState::Free => None,
+            SlotState::Pending => Some((&self.pending, s.pos as usize)),
+            SlotState::Sorted => Some((&self.sorted, s.pos as usize)),
+        }
+    }
+
     /// Whether `slot` holds waiting ticket `id` (a slot is reused once its ticket leaves).
     pub(crate) fn holds(&self, slot: u32, id: TicketId) -> bool {
-        self.slots.get(slot as usize).is_some_and(|s| s.state != SlotState::Free && s.id == id)
+        self.row_of(slot).is_some_and(|(rows, i)| !rows.entries[i].taken && rows.entries[i].id == id)
     }
 
     /// The players of the ticket in `slot`.
     pub(crate) fn players(&self, slot: u32) -> &[PlayerId] {
-        let stride = usize::from(self.team_size);
-        let n = usize::from(self.slots[slot as usize].n_players);
-        &self.player_ids[slot as usize * stride..][..n]
+        self.row_of(slot).map_or(&[], |(rows, i)| rows.players(i))
     }
 
     /// Removes a waiting ticket.
     pub(crate) fn remove(&mut self, slot: u32) {
-        let s = &mut self.slots[slot as usize];
+        let s = self.slots[slot as usize];
         match s.state {
             SlotState::Free => {
                 debug_assert!(false, "removing a free slot");
                 return;
             }
             SlotState::Pending => {
-                let idx = self.slots[slot as usize].pos as usize;
+                let idx = s.pos as usize;
                 self.pending.swap_remove(idx);
-                if let Some(moved) = self.pending.get(idx) {
+                if let Some(moved) = self.pending.entries.get(idx) {
                     self.slots[moved.slot as usize].pos = idx as u32;
                 }
+                self.free_slot(slot);
             }
-            SlotState::Sorted => self.sorted[self.slots[slot as usize].pos as usize].taken = true,
+            // Freed at the next compaction, like a matched ticket's.
+            SlotState::Sorted => self.sorted.entries[s.pos as usize].taken = true,
         }
-        self.free_slot(slot);
+        self.n_waiting -= 1;
     }
 
     fn free_slot(&mut self, slot: u32) {
         self.slots[slot as usize].state = SlotState::Free;
         self.slots[slot as usize].pos = NONE;
         self.free.push(slot);
-        self.n_waiting -= 1;
     }
 
-    /// Drops taken entries and merges the tickets that arrived since the last tick, keeping
-    /// `sorted` in key order and `pos` true. No allocation once capacities have grown.
+    /// Drops taken entries (freeing their slots) and merges the tickets that arrived since
+    /// the last tick, keeping `sorted` in key order, `pos` true and `age` in visiting order
+    /// with its positions current. No allocation once capacities have grown.
     fn reorganise(&mut self) {
-        // Everything from the first dropped or inserted entry on moves; `pos` follows.
-        let mut first_moved = self.sorted.iter().position(|e| e.taken).unwrap_or(self.sorted.len());
-        self.sorted.retain(|e| !e.taken);
-        let slots = &self.slots;
-        self.age.retain(|&(slot, generation)| {
-            let s = &slots[slot as usize];
-            s.generation == generation && s.state != SlotState::Free
-        });
-        if !self.pending.is_empty() {
-            self.pending.sort_unstable_by(Entry::key_cmp);
+        // Compact. Everything from the first dropped or inserted row on moves.
+        let len = self.sorted.len();
+        let mut first_moved = len;
+        let mut kept = 0;
+        for i in 0..len {
+            let e = self.sorted.entries[i];
+            if e.taken {
+                first_moved = first_moved.min(i);
+                self.free_slot(e.slot);
+                continue;
+            }
+            if kept != i {
+                self.sorted.move_row(i, kept);
+            }
+            kept += 1;
+        }
+        self.sorted.truncate(kept);
+
+        let arrivals = self.pending.len();
+        if arrivals > 0 {
+            let pending = &self.pending.entries;
+            self.by_key.clear();
+            self.by_key.extend(0..arrivals as u32);
+            self.by_key.sort_unstable_by(|&x, &y| pending[x as usize].key_cmp(&pending[y as usize]));
+            self.by_age.clone_from(&self.by_key);
+            self.by_age.sort_unstable_by(|&x, &y| pending[x as usize].age_cmp(&pending[y as usize]));
             // Merge from the back, in place.
             let old_len = self.sorted.len();
-            let add = self.pending.len();
-            let filler = self.pending[0];
-            self.sorted.resize(old_len + add, filler);
-            let (mut i, mut j, mut k) = (old_len, add, old_len + add);
+            self.sorted.resize(old_len + arrivals, self.pending.entries[0]);
+            let (mut i, mut j, mut k) = (old_len, arrivals, old_len + arrivals);
             while j > 0 {
-                if i > 0 && self.sorted[i - 1].key_cmp(&self.pending[j - 1]).is_gt() {
-                    self.sorted[k - 1] = self.sorted[i - 1];
+                let p = self.by_key[j - 1] as usize;
+                if i > 0 && self.sorted.entries[i - 1].key_cmp(&self.pending.entries[p]).is_gt() {
+                    self.sorted.move_row(i - 1, k - 1);
                     i -= 1;
                 } else {
-                    self.sorted[k - 1] = self.pending[j - 1];
-                    self.slots[self.pending[j - 1].slot as usize].state = SlotState::Sorted;
+                    self.sorted.copy_row(k - 1, &self.pending, p);
                     j -= 1;
                 }
                 k -= 1;
             }
             first_moved = first_moved.min(i);
         }
-        for (idx, e) in self.sorted.iter().enumerate().skip(first_moved) {
-            self.slots[e.slot as usize].pos = idx as u32;
+        for idx in first_moved..self.sorted.len() {
+            let s = &mut self.slots[self.sorted.entries[idx].slot as usize];
+            s.pos = idx as u32;
+            s.state = SlotState::Sorted;
         }
-        if !self.pending.is_empty() {
+
+        // Anchors that did not move keep their position; the others look theirs up.
+        let slots = &self.slots;
+        let first_moved = first_moved as u32;
+        self.age.retain_mut(|a| {
+            if a.pos < first_moved {
+                return true;
+            }
+            let s = &slots[a.slot as usize];
+            a.pos = s.pos;
+            s.generation == a.generation && s.state == SlotState::Sorted
+        });
+        for &p in &self.by_age {
+            let slot = self.pending.entries[p as usize].slot;
+            let s = &self.slots[slot as usize];
+            self.age.push(Aged { slot, generation: s.generation, pos: s.pos });
+        }
+
+        if arrivals > 0 {
             if self.n_waiting < RESEARCH_DELAY_FROM_WAITING {
                 // Under load the arrivals' own searches find sleeping tickets instead:
                 // valid matches still, only not always the oldest anchor's pick.
                 self.wake_neighbours_of_pending();
             }
             self.pending.clear();
-            // A burst leaves a big buffer behind; keep what ordinary ticks need.
+            self.by_age.clear();
+            // A burst leaves big buffers behind; keep what ordinary ticks need.
             let keep = (self.sorted.len() / 64).max(1024);
-            if self.pending.capacity() > 4 * keep {
+            if self.pending.entries.capacity() > 4 * keep {
                 self.pending.shrink_to(keep);
+                self.by_key.shrink_to(keep);
+                self.by_age.shrink_to(keep);
             }
         }
-        debug_assert!(self.sorted.windows(2).all(|w| w[0].key_cmp(&w[1]).is_lt()));
+        debug_assert!(self.sorted.entries.windows(2).all(|w| w[0].key_cmp(&w[1]).is_lt()));
         debug_assert_eq!(self.sorted.len(), self.n_waiting);
+        debug_assert_eq!(self.age.len(), self.n_waiting);
     }
 
     /// When an anchor whose search failed for reasons time cannot bound searches again:
@@ -366,17 +506,17 @@ impl Pool {
         let reach = self.mmr_window.at(0);
         let per_side = 2 * self.players_per_match;
         for i in 0..self.pending.len() {
-            let new = self.pending[i];
+            let new = self.pending.entries[i];
             let at = self.slots[new.slot as usize].pos as usize;
             for pos in (0..at).rev().take(per_side) {
-                let e = &mut self.sorted[pos];
+                let e = &mut self.sorted.entries[pos];
                 if new.min_mmr - e.min_mmr > reach {
                     break;
                 }
                 e.retry_at_ms = 0;
             }
             for pos in (at + 1..self.sorted.len()).take(per_side) {
-                let e = &mut self.sorted[pos];
+                let e = &mut self.sorted.entries[pos];
                 if e.min_mmr - new.max_mmr > reach {
                     break;
                 }
@@ -385,10 +525,10 @@ impl Pool {
         }
     }
 
-    /// The datacenters (local bits) where every player of `slot` is within `limit`.
+    /// The datacenters (local bits) where every player of `sorted[pos]` is within `limit`.
     #[inline]
-    fn dc_mask(&self, slot: u32, limit: f64) -> u32 {
-        let rtt = &self.rtt[slot as usize * self.n_dc..][..self.n_dc];
+    fn dc_mask(&self, pos: usize, limit: f64) -> u32 {
+        let rtt = self.sorted.rtt(pos);
         let mut mask = 0u32;
         for (bit, &r) in rtt.iter().enumerate() {
             mask |= u32::from(r <= limit) << bit;
@@ -416,13 +556,8 @@ impl Pool {
             if self.n_waiting < 2 {
                 break;
             }
-            let (slot, generation) = self.age[age_idx];
-            let s = &self.slots[slot as usize];
-            if s.generation != generation || s.state != SlotState::Sorted {
-                continue;
-            }
-            let anchor = self.slots[slot as usize].pos as usize;
-            let e = self.sorted[anchor];
+            let anchor = self.age[age_idx].pos as usize;
+            let e = self.sorted.entries[anchor];
             if e.taken || e.reserved {
                 continue;
             }
@@ -437,7 +572,7 @@ impl Pool {
             }
             // Under load a failed anchor waits at least the re-search delay, even when a
             // neighbour becomes compatible sooner (see `research_at`).
-            self.sorted[anchor].retry_at_ms = self.retry_at_ms.max(self.research_at(now_ms));
+            self.sorted.entries[anchor].retry_at_ms = self.retry_at_ms.max(self.research_at(now_ms));
             if self.find_match(anchor, now_ms + RESERVE_HORIZON_MS) {
                 // Starvation guard: the set this anchor could have in a moment is held for it,
                 // so younger tickets cannot pair those members off first. A ticket far from
@@ -445,18 +580,18 @@ impl Pool {
                 // same idea as reservations in EASY backfilling. Holds last one tick.
                 for i in 0..self.best_chosen.len() {
                     let pos = self.best_chosen[i];
-                    self.sorted[pos as usize].reserved = true;
+                    self.sorted.entries[pos as usize].reserved = true;
                     self.reserved.push(pos);
                 }
                 // Reserve again next tick, whatever its own search said — except under load,
                 // where its own retry time stands (see `research_at`).
                 if self.n_waiting < RESEARCH_DELAY_FROM_WAITING {
-                    self.sorted[anchor].retry_at_ms = now_ms + 1;
+                    self.sorted.entries[anchor].retry_at_ms = now_ms + 1;
                 }
             }
         }
         for &pos in &self.reserved {
-            self.sorted[pos as usize].reserved = false;
+            self.sorted.entries[pos as usize].reserved = false;
         }
         self.reserved.clear();
     }
@@ -465,14 +600,14 @@ impl Pool {
     /// row (a likely cache miss) is read only once the ratings fit.
     #[inline]
     fn candidate_for(&self, a: &Candidate, pos: usize, now_ms: u64) -> Option<Candidate> {
-        let e = self.sorted[pos];
+        let e = self.sorted.entries[pos];
         let wait = now_ms.saturating_sub(e.enqueued_at_ms);
         let window = self.mmr_window.at(wait);
         let spread = a.max_mmr.max(e.max_mmr) - a.min_mmr.min(e.min_mmr);
         if spread > a.window || spread > window {
             return None;
         }
-        let dc_mask = self.dc_mask(e.slot, self.max_rtt.at(wait));
+        let dc_mask = self.dc_mask(pos, self.max_rtt.at(wait));
         if dc_mask & a.dc_mask == 0 {
             return None;
         }
@@ -490,34 +625,34 @@ impl Pool {
     /// `sorted[pos]` might accept each other (`u64::MAX`: never). Only failed searches ask,
     /// so a search that succeeds pays nothing for its refusals.
     fn compatible_from(&self, a: &Candidate, pos: usize, now_ms: u64) -> u64 {
-        let e = &self.sorted[pos];
-        let anchor = &self.sorted[a.pos as usize];
+        let e = &self.sorted.entries[pos];
+        let anchor = &self.sorted.entries[a.pos as usize];
         let window = self.mmr_window.at(now_ms.saturating_sub(e.enqueued_at_ms));
         let spread = a.max_mmr.max(e.max_mmr) - a.min_mmr.min(e.min_mmr);
         if spread > a.window || spread > window {
             let reached = |at: u64| self.mmr_window.reached_at(at, spread);
             return reached(anchor.enqueued_at_ms).max(reached(e.enqueued_at_ms));
         }
-        self.rtt_limits_meet(anchor, e)
+        self.rtt_limits_meet(a.pos as usize, pos)
     }
 
     /// When both tickets' RTT limits first admit one datacenter: per datacenter, the later
     /// of the times each ticket's own limit reaches its own RTT there; the soonest of those.
-    fn rtt_limits_meet(&self, x: &Entry, y: &Entry) -> u64 {
-        let row = |e: &Entry| &self.rtt[e.slot as usize * self.n_dc..][..self.n_dc];
-        let when = |e: &Entry, rtt: f64| self.max_rtt.reached_at(e.enqueued_at_ms, rtt);
-        row(x).iter().zip(row(y)).map(|(&rx, &ry)| when(x, rx).max(when(y, ry))).min().unwrap_or(u64::MAX)
+    fn rtt_limits_meet(&self, x: usize, y: usize) -> u64 {
+        let when = |pos: usize, rtt: f64| self.max_rtt.reached_at(self.sorted.entries[pos].enqueued_at_ms, rtt);
+        let (rows_x, rows_y) = (self.sorted.rtt(x), self.sorted.rtt(y));
+        rows_x.iter().zip(rows_y).map(|(&rx, &ry)| when(x, rx).max(when(y, ry))).min().unwrap_or(u64::MAX)
     }
 
     fn candidate(&self, pos: usize, now_ms: u64) -> Candidate {
-        let e = self.sorted[pos];
+        let e = self.sorted.entries[pos];
         let wait = now_ms.saturating_sub(e.enqueued_at_ms);
         Candidate {
             pos: pos as u32,
             min_mmr: e.min_mmr,
             max_mmr: e.max_mmr,
             window: self.mmr_window.at(wait),
-            dc_mask: self.dc_mask(e.slot, self.max_rtt.at(wait)),
+            dc_mask: self.dc_mask(pos, self.max_rtt.at(wait)),
             n_players: e.n_players,
         }
     }
@@ -528,9 +663,8 @@ impl Pool {
     fn find_match(&mut self, anchor: usize, now_ms: u64) -> bool {
         let a = self.candidate(anchor, now_ms);
         if a.dc_mask == 0 {
-            let e = &self.sorted[anchor];
-            let best =
-                self.rtt[e.slot as usize * self.n_dc..][..self.n_dc].iter().fold(f64::INFINITY, |m, &r| m.min(r));
+            let e = &self.sorted.entries[anchor];
+            let best = self.sorted.rtt(anchor).iter().fold(f64::INFINITY, |m, &r| m.min(r));
             self.retry_at_ms = self.max_rtt.reached_at(e.enqueued_at_ms, best);
             return false;
         }
@@ -571,17 +705,17 @@ impl Pool {
                 // Next nearest untaken neighbour by sort key, from whichever side is closer.
                 let l_any = self.skips.next_left(left);
                 let r_any = Some(self.skips.next_right(right)).filter(|&p| p < self.sorted.len());
-                let l = l_any.filter(|&p| self.sorted[p].min_mmr >= lo_bound);
-                let r = r_any.filter(|&p| self.sorted[p].min_mmr <= hi_bound);
+                let l = l_any.filter(|&p| self.sorted.entries[p].min_mmr >= lo_bound);
+                let r = r_any.filter(|&p| self.sorted.entries[p].min_mmr <= hi_bound);
                 let pos = match (l, r) {
                     (None, None) => {
                         exhausted = true;
-                        let anchor_at = self.sorted[anchor].enqueued_at_ms;
+                        let anchor_at = self.sorted.entries[anchor].enqueued_at_ms;
                         // Lower bounds on the spread with anything at or beyond the next
                         // entry out: `sorted` is ordered by lowest rating only, so a wide
                         // party there may hide a close solo behind it.
-                        let left_gap = l_any.map(|p| a.max_mmr - self.sorted[p].min_mmr);
-                        let right_gap = r_any.map(|p| a.max_mmr.max(self.sorted[p].min_mmr) - a.min_mmr);
+                        let left_gap = l_any.map(|p| a.max_mmr - self.sorted.entries[p].min_mmr);
+                        let right_gap = r_any.map(|p| a.max_mmr.max(self.sorted.entries[p].min_mmr) - a.min_mmr);
                         for gap in [left_gap, right_gap].into_iter().flatten() {
                             self.retry_at_ms = self.retry_at_ms.min(self.mmr_window.reached_at(anchor_at, gap));
                         }
@@ -596,8 +730,8 @@ impl Pool {
                         p
                     }
                     (Some(lp), Some(rp)) => {
-                        let dl = a.min_mmr - self.sorted[lp].min_mmr;
-                        let dr = self.sorted[rp].min_mmr - a.min_mmr;
+                        let dl = a.min_mmr - self.sorted.entries[lp].min_mmr;
+                        let dr = self.sorted.entries[rp].min_mmr - a.min_mmr;
                         if dl <= dr {
                             left = lp;
                             lp
@@ -608,7 +742,7 @@ impl Pool {
                     }
                 };
                 scanned += 1;
-                if self.sorted[pos].reserved {
+                if self.sorted.entries[pos].reserved {
                     // Held for an older anchor this tick; free again after it.
                     self.retry_at_ms = self.retry_at_ms.min(research_at);
                     continue;
@@ -778,11 +912,10 @@ impl Pool {
         split.items.clear();
         for &ci in &self.chosen {
             let c = &self.candidates[ci as usize];
-            let slot = self.sorted[c.pos as usize].slot;
             split.items.push(SplitItem {
                 pos: c.pos,
                 n_players: u32::from(c.n_players),
-                sum_mmr: self.slots[slot as usize].sum_mmr,
+                sum_mmr: self.sorted.entries[c.pos as usize].sum_mmr,
             });
         }
         // Big parties first, then by rating: a good first leaf, and early dead ends.
@@ -815,9 +948,9 @@ impl Pool {
         // The datacenter everyone accepts with the lowest worst RTT; ties to the first listed.
         let mut dc_mask = u32::MAX;
         for &pos in &self.best_chosen {
-            let e = &self.sorted[pos as usize];
+            let e = &self.sorted.entries[pos as usize];
             let limit = self.max_rtt.at(now_ms.saturating_sub(e.enqueued_at_ms));
-            dc_mask &= self.dc_mask(e.slot, limit);
+            dc_mask &= self.dc_mask(pos as usize, limit);
         }
         debug_assert_ne!(dc_mask, 0);
         let (mut best_dc, mut best_rtt) = (0usize, f64::INFINITY);
@@ -825,11 +958,7 @@ impl Pool {
             if dc_mask & (1 << dc) == 0 {
                 continue;
             }
-            let worst = self
-                .best_chosen
-                .iter()
-                .map(|&pos| self.rtt[self.sorted[pos as usize].slot as usize * self.n_dc + dc])
-                .fold(0.0f64, f64::max);
+            let worst = self.best_chosen.iter().map(|&pos| self.sorted.rtt(pos as usize)[dc]).fold(0.0f64, f64::max);
             if worst < best_rtt {
                 (best_dc, best_rtt) = (dc, worst);
             }
@@ -843,7 +972,7 @@ impl Pool {
         let mut team_players = 0u16;
         for i in 0..self.best_chosen.len() {
             let pos = self.best_chosen[i] as usize;
-            let e = self.sorted[pos];
+            let e = self.sorted.entries[pos];
             lo = lo.min(e.min_mmr);
             hi = hi.max(e.max_mmr);
             if team_players == self.team_size {
@@ -851,19 +980,20 @@ impl Pool {
                 team_players = 0;
             }
             team_players += u16::from(e.n_players);
-            team_sums[usize::from(team)] += self.slots[e.slot as usize].sum_mmr;
+            team_sums[usize::from(team)] += e.sum_mmr;
             tickets.push(MatchedTicket {
-                id: self.slots[e.slot as usize].id,
+                id: e.id,
                 team,
                 first_player: players.len() as u16,
                 n_players: u16::from(e.n_players),
                 wait_ms: now_ms.saturating_sub(e.enqueued_at_ms),
             });
-            players.extend_from_slice(self.players(e.slot));
-            retire.retire(self.slots[e.slot as usize].id, self.players(e.slot));
-            self.sorted[pos].taken = true;
+            players.extend_from_slice(self.sorted.players(pos));
+            retire.retire(e.id, self.sorted.players(pos));
+            // Its slot is freed at the next compaction.
+            self.sorted.entries[pos].taken = true;
+            self.n_waiting -= 1;
             self.skips.take(pos);
-            self.free_slot(e.slot);
         }
         debug_assert_eq!(usize::from(team) + 1, usize::from(self.teams));
         debug_assert_eq!(players.len(), self.players_per_match);
@@ -889,11 +1019,11 @@ impl Pool {
     pub(crate) fn heap_bytes(&self) -> usize {
         use std::mem::size_of;
         self.slots.capacity() * size_of::<Slot>()
-            + self.rtt.capacity() * size_of::<f64>()
-            + self.player_ids.capacity() * size_of::<PlayerId>()
             + self.free.capacity() * 4
-            + (self.sorted.capacity() + self.pending.capacity()) * size_of::<Entry>()
-            + self.age.capacity() * 8
+            + self.sorted.capacity_bytes()
+            + self.pending.capacity_bytes()
+            + (self.by_key.capacity() + self.by_age.capacity()) * 4
+            + self.age.capacity() * size_of::<Aged>()
             + self.skips.links.capacity() * 8
     }
 }
