@@ -282,6 +282,9 @@ pub(crate) struct Pool {
     retry_at_ms: u64,
     research_delay_ms: u64,
     skips: Skips,
+    /// The last `limits` computed: (wait, MMR window, RTT limit). Neighbours in a burst
+    /// share their enqueue time, and the division in `Widening::at` is not free.
+    last_limits: std::cell::Cell<(u64, f64, f64)>,
 }
 
 impl Pool {
@@ -318,6 +321,7 @@ impl Pool {
                 RESEARCH_DELAY_MAX_MS
             },
             skips: Skips::default(),
+            last_limits: std::cell::Cell::new((u64::MAX, 0.0, 0.0)),
         }
     }
 
@@ -525,6 +529,18 @@ impl Pool {
         }
     }
 
+    /// The MMR window and RTT limit of a ticket that has waited `wait_ms`.
+    #[inline]
+    fn limits(&self, wait_ms: u64) -> (f64, f64) {
+        let (last_wait, window, rtt) = self.last_limits.get();
+        if last_wait == wait_ms {
+            return (window, rtt);
+        }
+        let (window, rtt) = (self.mmr_window.at(wait_ms), self.max_rtt.at(wait_ms));
+        self.last_limits.set((wait_ms, window, rtt));
+        (window, rtt)
+    }
+
     /// The datacenters (local bits) where every player of `sorted[pos]` is within `limit`.
     #[inline]
     fn dc_mask(&self, pos: usize, limit: f64) -> u32 {
@@ -602,12 +618,12 @@ impl Pool {
     fn candidate_for(&self, a: &Candidate, pos: usize, now_ms: u64) -> Option<Candidate> {
         let e = self.sorted.entries[pos];
         let wait = now_ms.saturating_sub(e.enqueued_at_ms);
-        let window = self.mmr_window.at(wait);
+        let (window, rtt_limit) = self.limits(wait);
         let spread = a.max_mmr.max(e.max_mmr) - a.min_mmr.min(e.min_mmr);
         if spread > a.window || spread > window {
             return None;
         }
-        let dc_mask = self.dc_mask(pos, self.max_rtt.at(wait));
+        let dc_mask = self.dc_mask(pos, rtt_limit);
         if dc_mask & a.dc_mask == 0 {
             return None;
         }
@@ -646,13 +662,13 @@ impl Pool {
 
     fn candidate(&self, pos: usize, now_ms: u64) -> Candidate {
         let e = self.sorted.entries[pos];
-        let wait = now_ms.saturating_sub(e.enqueued_at_ms);
+        let (window, rtt_limit) = self.limits(now_ms.saturating_sub(e.enqueued_at_ms));
         Candidate {
             pos: pos as u32,
             min_mmr: e.min_mmr,
             max_mmr: e.max_mmr,
-            window: self.mmr_window.at(wait),
-            dc_mask: self.dc_mask(pos, self.max_rtt.at(wait)),
+            window,
+            dc_mask: self.dc_mask(pos, rtt_limit),
             n_players: e.n_players,
         }
     }
@@ -949,7 +965,7 @@ impl Pool {
         let mut dc_mask = u32::MAX;
         for &pos in &self.best_chosen {
             let e = &self.sorted.entries[pos as usize];
-            let limit = self.max_rtt.at(now_ms.saturating_sub(e.enqueued_at_ms));
+            let limit = self.limits(now_ms.saturating_sub(e.enqueued_at_ms)).1;
             dc_mask &= self.dc_mask(pos as usize, limit);
         }
         debug_assert_ne!(dc_mask, 0);
