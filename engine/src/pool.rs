@@ -272,6 +272,8 @@ pub(crate) struct Pool {
     suffix_players: Vec<u32>,
     chosen: Vec<u32>,
     best_chosen: Vec<u32>,
+    /// The datacenters every member of `chosen` (then `best_chosen`) accepts.
+    best_dc_mask: u32,
     split: SplitSearch,
     /// Positions in `sorted` reserved during the current tick.
     reserved: Vec<u32>,
@@ -310,6 +312,7 @@ impl Pool {
             suffix_players: Vec::new(),
             chosen: Vec::new(),
             best_chosen: Vec::new(),
+            best_dc_mask: 0,
             split: SplitSearch::default(),
             reserved: Vec::new(),
             refused: Vec::new(),
@@ -709,6 +712,9 @@ impl Pool {
         // Refused neighbours since the last time `retry_at_ms` was set outright; their
         // times are folded in only if the search fails.
         self.refused.clear();
+        // The next untaken entry on each side (links only change when a match is taken).
+        let mut l_any = self.skips.next_left(left);
+        let mut r_any = self.next_right_within(right);
         loop {
             let mut exhausted = false;
             while collected < target {
@@ -719,8 +725,6 @@ impl Pool {
                     break;
                 }
                 // Next nearest untaken neighbour by sort key, from whichever side is closer.
-                let l_any = self.skips.next_left(left);
-                let r_any = Some(self.skips.next_right(right)).filter(|&p| p < self.sorted.len());
                 let l = l_any.filter(|&p| self.sorted.entries[p].min_mmr >= lo_bound);
                 let r = r_any.filter(|&p| self.sorted.entries[p].min_mmr <= hi_bound);
                 let pos = match (l, r) {
@@ -737,24 +741,23 @@ impl Pool {
                         }
                         break;
                     }
-                    (Some(p), None) => {
-                        left = p;
-                        p
+                    (Some(lp), Some(rp))
+                        if self.sorted.entries[rp].min_mmr - a.min_mmr
+                            < a.min_mmr - self.sorted.entries[lp].min_mmr =>
+                    {
+                        right = rp + 1;
+                        r_any = self.next_right_within(right);
+                        rp
                     }
-                    (None, Some(p)) => {
-                        right = p + 1;
-                        p
+                    (Some(lp), _) => {
+                        left = lp;
+                        l_any = self.skips.next_left(left);
+                        lp
                     }
-                    (Some(lp), Some(rp)) => {
-                        let dl = a.min_mmr - self.sorted.entries[lp].min_mmr;
-                        let dr = self.sorted.entries[rp].min_mmr - a.min_mmr;
-                        if dl <= dr {
-                            left = lp;
-                            lp
-                        } else {
-                            right = rp + 1;
-                            rp
-                        }
+                    (None, Some(rp)) => {
+                        right = rp + 1;
+                        r_any = self.next_right_within(right);
+                        rp
                     }
                 };
                 scanned += 1;
@@ -791,6 +794,12 @@ impl Pool {
         }
     }
 
+    /// The first untaken position ≥ `i` in `sorted`, if any.
+    #[inline]
+    fn next_right_within(&mut self, i: usize) -> Option<usize> {
+        Some(self.skips.next_right(i)).filter(|&p| p < self.sorted.len())
+    }
+
     /// Solo modes: the run of `players_per_match` consecutive candidates (by MMR, anchor
     /// included) with the smallest spread that everyone accepts. Consecutive runs are where
     /// the tightest sets are; the subset search covers the rest.
@@ -803,15 +812,17 @@ impl Pool {
         if n < p {
             return false;
         }
-        self.chosen.clear();
-        self.chosen.extend(0..n as u32);
+        // Candidates in `sorted` order (by lowest MMR): each side was collected nearest
+        // first, so the left side reversed, the anchor, then the right side.
         let cands = &self.candidates;
-        self.chosen.sort_unstable_by(|&x, &y| {
-            let (x, y) = (&cands[x as usize], &cands[y as usize]);
-            x.min_mmr.total_cmp(&y.min_mmr).then(x.pos.cmp(&y.pos))
-        });
-        let anchor_at = self.chosen.iter().position(|&c| c == 0).unwrap_or(0);
-        let mut best: Option<(f64, usize)> = None;
+        let anchor_pos = cands[0].pos;
+        self.chosen.clear();
+        self.chosen.extend((1..n as u32).rev().filter(|&c| cands[c as usize].pos < anchor_pos));
+        let anchor_at = self.chosen.len();
+        self.chosen.push(0);
+        self.chosen.extend((1..n as u32).filter(|&c| cands[c as usize].pos > anchor_pos));
+        debug_assert!(self.chosen.windows(2).all(|w| cands[w[0] as usize].pos < cands[w[1] as usize].pos));
+        let mut best: Option<(f64, usize, u32)> = None;
         let first = anchor_at.saturating_sub(p - 1);
         let last = anchor_at.min(n - p);
         for start in first..=last {
@@ -829,13 +840,14 @@ impl Pool {
                 continue;
             }
             // Smallest spread; the first (lowest) run wins ties.
-            if best.is_none_or(|(b, _)| spread < b) {
-                best = Some((spread, start));
+            if best.is_none_or(|(b, _, _)| spread < b) {
+                best = Some((spread, start, mask));
             }
         }
-        let Some((_, start)) = best else { return false };
+        let Some((_, start, mask)) = best else { return false };
         self.chosen.copy_within(start..start + p, 0);
         self.chosen.truncate(p);
+        self.best_dc_mask = mask;
         self.split_teams()
     }
 
@@ -866,6 +878,7 @@ impl Pool {
     fn subset_dfs(&mut self, next: usize, st: SubsetState, budget: &mut u32) -> bool {
         let need = self.players_per_match as u32;
         if st.players == need {
+            self.best_dc_mask = st.dc_mask;
             return self.split_teams();
         }
         if *budget == 0 || next >= self.candidates.len() || st.players + self.suffix_players[next] < need {
@@ -962,13 +975,12 @@ impl Pool {
         retire: &mut impl Retire,
     ) -> Match {
         // The datacenter everyone accepts with the lowest worst RTT; ties to the first listed.
-        let mut dc_mask = u32::MAX;
-        for &pos in &self.best_chosen {
-            let e = &self.sorted.entries[pos as usize];
-            let limit = self.limits(now_ms.saturating_sub(e.enqueued_at_ms)).1;
-            dc_mask &= self.dc_mask(pos as usize, limit);
-        }
+        let dc_mask = self.best_dc_mask;
         debug_assert_ne!(dc_mask, 0);
+        debug_assert!(self.best_chosen.iter().all(|&pos| {
+            let limit = self.limits(now_ms.saturating_sub(self.sorted.entries[pos as usize].enqueued_at_ms)).1;
+            self.dc_mask(pos as usize, limit) & dc_mask == dc_mask
+        }));
         let (mut best_dc, mut best_rtt) = (0usize, f64::INFINITY);
         for dc in 0..self.n_dc {
             if dc_mask & (1 << dc) == 0 {
