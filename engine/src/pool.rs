@@ -995,7 +995,11 @@ impl Pool {
         let mut tickets = Vec::with_capacity(self.best_chosen.len());
         let mut players = Vec::with_capacity(self.players_per_match);
         let (mut lo, mut hi) = (f64::INFINITY, f64::NEG_INFINITY);
-        let mut team_sums = [0.0f64; crate::rules::MAX_PLAYERS_PER_MATCH];
+        // Teams come one after another in `best_chosen`: each team's mean is folded in as
+        // the next one starts (no per-match array to clear).
+        let size = f64::from(self.team_size);
+        let (mut min_mean, mut max_mean) = (f64::INFINITY, f64::NEG_INFINITY);
+        let mut team_sum = 0.0f64;
         let mut team = 0u16;
         let mut team_players = 0u16;
         for i in 0..self.best_chosen.len() {
@@ -1004,11 +1008,14 @@ impl Pool {
             lo = lo.min(e.min_mmr);
             hi = hi.max(e.max_mmr);
             if team_players == self.team_size {
+                let mean = team_sum / size;
+                (min_mean, max_mean) = (min_mean.min(mean), max_mean.max(mean));
                 team += 1;
                 team_players = 0;
+                team_sum = 0.0;
             }
             team_players += u16::from(e.n_players);
-            team_sums[usize::from(team)] += e.sum_mmr;
+            team_sum += e.sum_mmr;
             tickets.push(MatchedTicket {
                 id: e.id,
                 team,
@@ -1025,9 +1032,8 @@ impl Pool {
         }
         debug_assert_eq!(usize::from(team) + 1, usize::from(self.teams));
         debug_assert_eq!(players.len(), self.players_per_match);
-        let size = f64::from(self.team_size);
-        let means = team_sums[..usize::from(self.teams)].iter().map(|s| s / size);
-        let (min_mean, max_mean) = means.fold((f64::INFINITY, f64::NEG_INFINITY), |(lo, hi), m| (lo.min(m), hi.max(m)));
+        let mean = team_sum / size;
+        (min_mean, max_mean) = (min_mean.min(mean), max_mean.max(mean));
         *next_match_seq += 1;
         Match {
             id: MatchId(shard_tag | *next_match_seq),

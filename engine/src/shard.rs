@@ -56,6 +56,7 @@ struct Indexes<'a> {
 }
 
 impl Retire for Indexes<'_> {
+    #[inline]
     fn retire(&mut self, ticket: TicketId, players: &[PlayerId]) {
         if !self.forgets {
             return;
