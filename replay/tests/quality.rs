@@ -68,3 +68,43 @@ fn beats_greedy_at_40_tickets_per_s() {
 fn beats_greedy_at_150_tickets_per_s() {
     engine_beats_greedy(4, 150.0);
 }
+
+/// Held-out seeds and rates, beyond the four asserted above: prints one line per run and
+/// how many runs missed each criterion. Run it after changing the matcher:
+/// `cargo test --release -p rally-replay --test quality -- --ignored --nocapture`.
+/// `RALLY_QUALITY_SEEDS=FIRST..LAST` picks the seeds (default 5..25) and
+/// `RALLY_QUALITY_RATES=40,80` the arrival rates they cycle through (default 40 to 500/s).
+#[test]
+#[ignore = "minutes of replay; run by hand after matcher changes"]
+fn held_out_sweep() {
+    let rules = Rules::from_toml(RULES).unwrap();
+    let seeds = std::env::var("RALLY_QUALITY_SEEDS").unwrap_or_else(|_| "5..25".to_owned());
+    let (first, last) = seeds.split_once("..").expect("RALLY_QUALITY_SEEDS: FIRST..LAST");
+    let (first, last): (u64, u64) = (first.parse().unwrap(), last.parse().unwrap());
+    let rates: Vec<f64> = std::env::var("RALLY_QUALITY_RATES")
+        .unwrap_or_else(|_| "40,80,150,300,500".to_owned())
+        .split(',')
+        .map(|r| r.trim().parse().expect("RALLY_QUALITY_RATES: numbers"))
+        .collect();
+    let (mut runs, mut fewer, mut slower, mut worse) = (0, 0, 0, 0);
+    for seed in first..last {
+        let rate = rates[seed as usize % rates.len()];
+        let spec = WorkloadSpec::mixed(&rules, seed, rate, 60.0);
+        let (e, g) = compare(&spec);
+        runs += 1;
+        fewer += usize::from(e.tickets_matched < g.tickets_matched);
+        slower += usize::from(e.wait_p95_all_ms >= g.wait_p95_all_ms);
+        worse += usize::from(e.mean_imbalance >= g.mean_imbalance);
+        eprintln!(
+            "seed {seed:>3} rate {rate:>3}: matched {} / {}, p95 wait {} / {} ms, imbalance {:.1} / {:.1}",
+            e.tickets_matched,
+            g.tickets_matched,
+            e.wait_p95_all_ms,
+            g.wait_p95_all_ms,
+            e.mean_imbalance,
+            g.mean_imbalance
+        );
+    }
+    eprintln!("{runs} runs: fewer matched in {fewer}, p95 wait not lower in {slower}, imbalance not lower in {worse}");
+    assert_eq!((fewer, slower, worse), (0, 0, 0), "the engine lost to greedy on some held-out runs");
+}
