@@ -164,9 +164,16 @@ impl Rows {
 
     /// Row `src` overwrites row `dst`.
     fn move_row(&mut self, src: usize, dst: usize) {
-        self.entries[dst] = self.entries[src];
-        self.rtt.copy_within(src * self.n_dc..(src + 1) * self.n_dc, dst * self.n_dc);
-        self.players.copy_within(src * self.stride..(src + 1) * self.stride, dst * self.stride);
+        self.move_rows(src..src + 1, dst);
+    }
+
+    /// Rows `src` move to start at `dst` (ranges may overlap): one bulk copy per vector,
+    /// which is what keeps compaction and merging cheap when rows move by the thousand.
+    fn move_rows(&mut self, src: std::ops::Range<usize>, dst: usize) {
+        let (n_dc, stride) = (self.n_dc, self.stride);
+        self.entries.copy_within(src.clone(), dst);
+        self.rtt.copy_within(src.start * n_dc..src.end * n_dc, dst * n_dc);
+        self.players.copy_within(src.start * stride..src.end * stride, dst * stride);
     }
 
     fn resize(&mut self, len: usize, filler: Entry) {
@@ -417,17 +424,22 @@ impl Pool {
         let len = self.sorted.len();
         let mut first_moved = len;
         let mut kept = 0;
-        for i in 0..len {
-            let e = self.sorted.entries[i];
-            if e.taken {
+        let mut i = 0;
+        while i < len {
+            // A run of rows to keep moves down in one go.
+            let run_start = i;
+            while i < len && !self.sorted.entries[i].taken {
+                i += 1;
+            }
+            if kept != run_start {
+                self.sorted.move_rows(run_start..i, kept);
+            }
+            kept += i - run_start;
+            while i < len && self.sorted.entries[i].taken {
                 first_moved = first_moved.min(i);
-                self.free_slot(e.slot);
-                continue;
+                self.free_slot(self.sorted.entries[i].slot);
+                i += 1;
             }
-            if kept != i {
-                self.sorted.move_row(i, kept);
-            }
-            kept += 1;
         }
         self.sorted.truncate(kept);
 
@@ -444,14 +456,18 @@ impl Pool {
             self.sorted.resize(old_len + arrivals, self.pending.entries[0]);
             let (mut i, mut j, mut k) = (old_len, arrivals, old_len + arrivals);
             while j > 0 {
+                // The old rows above the largest arrival left move up in one go.
                 let p = self.by_key[j - 1] as usize;
-                if i > 0 && self.sorted.entries[i - 1].key_cmp(&self.pending.entries[p]).is_gt() {
-                    self.sorted.move_row(i - 1, k - 1);
-                    i -= 1;
-                } else {
-                    self.sorted.copy_row(k - 1, &self.pending, p);
-                    j -= 1;
+                let mut run = 0;
+                while run < i && self.sorted.entries[i - 1 - run].key_cmp(&self.pending.entries[p]).is_gt() {
+                    run += 1;
                 }
+                if run > 0 {
+                    self.sorted.move_rows(i - run..i, k - run);
+                    (i, k) = (i - run, k - run);
+                }
+                self.sorted.copy_row(k - 1, &self.pending, p);
+                j -= 1;
                 k -= 1;
             }
             first_moved = first_moved.min(i);
