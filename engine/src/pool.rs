@@ -1,11 +1,11 @@
 //! One mode's waiting tickets in one shard, and the matcher that runs over them.
 //!
-//! Layout. Tickets live in a slab (`slots`, with their RTTs and player ids in flat side
-//! arrays of fixed stride) so their index never changes while they wait. The matcher works
-//! on `sorted`: small entries ordered by (lowest MMR, enqueue time, id), kept sorted across
-//! ticks — each tick drops the taken entries and merges in the ones that arrived since,
-//! which is O(n + k log k) rather than a full sort. `age` lists slots in arrival order, so
-//! anchors are visited oldest first.
+//! Layout. The matcher works on `sorted`: every waiting ticket's entry, RTT row and player
+//! row at one index, ordered by (lowest MMR, enqueue time, slot) and kept sorted across
+//! ticks — each tick drops the taken rows and merges in the ones that arrived since, which
+//! is O(n + k log k) rather than a full sort. A slab (`slots`) gives each ticket a handle
+//! that does not move, for cancels. `age` lists the anchors oldest first, same-millisecond
+//! ones in rating order, with their rows: a burst is swept through memory front to back.
 //!
 //! The matcher. For each waiting ticket, oldest first, it collects the nearest-MMR
 //! neighbours that the anchor accepts and that accept the anchor (MMR window, a datacenter
