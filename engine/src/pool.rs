@@ -714,6 +714,10 @@ impl Pool {
         self.candidates.push(a);
         let (lo_bound, hi_bound) = (a.max_mmr - a.window, a.min_mmr + a.window);
         let mut collected = 0usize;
+        // Candidates found below and above the anchor in `sorted`.
+        let (mut found_left, mut found_right) = (0usize, 0usize);
+        // Solo modes may try their one run early (see below), once.
+        let mut early_run = self.team_size == 1;
         let mut target = need + slack;
         let (mut left, mut right) = (anchor, anchor + 1);
         let mut scanned = 0usize;
@@ -743,6 +747,15 @@ impl Pool {
                 // Next nearest untaken neighbour by sort key, from whichever side is closer.
                 let l = l_any.filter(|&p| self.sorted.entries[p].min_mmr >= lo_bound);
                 let r = r_any.filter(|&p| self.sorted.entries[p].min_mmr <= hi_bound);
+                // Solo modes: once one side is out of reach and the other holds `need`
+                // candidates, only one run of ratings can include the anchor, and spares
+                // cannot change it. Try it now; if it fails, collecting goes on as before.
+                if early_run && ((l.is_none() && found_right >= need) || (r.is_none() && found_left >= need)) {
+                    early_run = false;
+                    if self.search_solo_block() {
+                        return true;
+                    }
+                }
                 let pos = match (l, r) {
                     (None, None) => {
                         exhausted = true;
@@ -785,6 +798,11 @@ impl Pool {
                 match self.candidate_for(&a, pos, now_ms) {
                     Some(c) => {
                         collected += usize::from(c.n_players);
+                        if pos < anchor {
+                            found_left += 1;
+                        } else {
+                            found_right += 1;
+                        }
                         self.candidates.push(c);
                     }
                     None => self.refused.push(pos as u32),
