@@ -1168,6 +1168,8 @@ struct SplitSearch {
     best_gap: f64,
     team_players: Vec<u32>,
     team_sums: Vec<f64>,
+    /// `rest[i]`: the rating sum of items `i..`, for the bound in `assign`.
+    rest: Vec<f64>,
     budget: u32,
 }
 
@@ -1181,6 +1183,11 @@ impl SplitSearch {
         self.team_players.resize(usize::from(teams), 0);
         self.team_sums.clear();
         self.team_sums.resize(usize::from(teams), 0.0);
+        self.rest.clear();
+        self.rest.resize(self.items.len() + 1, 0.0);
+        for i in (0..self.items.len()).rev() {
+            self.rest[i] = self.rest[i + 1] + self.items[i].sum_mmr;
+        }
         self.budget = SPLIT_BUDGET;
         self.assign(0, u32::from(team_size));
         !self.best.is_empty()
@@ -1202,6 +1209,14 @@ impl SplitSearch {
                 self.best_gap = gap;
                 self.best.clone_from(&self.current);
             }
+            return;
+        }
+        // Bound: the heaviest team only gets heavier, and the lightest gains at most what is
+        // left, so no leaf below beats (heaviest − lightest − left) / size. The margin keeps
+        // float rounding from pruning a leaf that would have tied or won.
+        let (lightest, heaviest) =
+            self.team_sums.iter().fold((f64::INFINITY, f64::NEG_INFINITY), |(lo, hi), &s| (lo.min(s), hi.max(s)));
+        if (heaviest - lightest - self.rest[i]) / f64::from(team_size) > self.best_gap + 1e-6 {
             return;
         }
         let item = self.items[i];
@@ -1229,12 +1244,15 @@ impl SplitSearch {
             .sort_unstable_by(|&x, &y| sums[usize::from(x)].total_cmp(&sums[usize::from(y)]).then(x.cmp(&y)));
         for &t in &order[..n_order] {
             let t = usize::from(t);
+            // Restored, not subtracted back: a team's sum at a leaf is then the same
+            // whichever branches were searched (or pruned) before.
+            let sum_before = self.team_sums[t];
             self.team_players[t] += item.n_players;
             self.team_sums[t] += item.sum_mmr;
             self.current[i] = t as u16;
             self.assign(i + 1, team_size);
             self.team_players[t] -= item.n_players;
-            self.team_sums[t] -= item.sum_mmr;
+            self.team_sums[t] = sum_before;
         }
     }
 }
