@@ -9,8 +9,10 @@
 //! Two shapes. `tick/…` times a warm shard, as a long-running one is: an earlier burst of
 //! the same size went through it (matched and forgotten), so its buffers, the event buffer
 //! its owner reuses and the allocator's free lists have grown already. `first-tick/…` times
-//! a fresh shard in a fresh heap, which also pays for growing every buffer and for the
-//! kernel's first touch of that memory: the first burst a process ever sees.
+//! a fresh shard with a fresh event buffer, which also pays for growing every buffer during
+//! the tick. Its heap is not fresh (criterion runs every iteration in one process, and the
+//! allocator keeps what earlier ones freed), so the kernel's first touch of new memory is
+//! only partly in that figure: the first burst of a new process costs more.
 //!
 //! `cargo bench -p rally-engine` prints, besides criterion's timings, matches formed per
 //! tick and live heap bytes per waiting ticket (measured with a counting allocator around

@@ -4,8 +4,9 @@
 //! row at one index, ordered by (lowest MMR, enqueue time, slot) and kept sorted across
 //! ticks — each tick drops the taken rows and merges in the ones that arrived since, which
 //! is O(n + k log k) rather than a full sort. A slab (`slots`) gives each ticket a handle
-//! that does not move, for cancels. `age` lists the anchors oldest first, same-millisecond
-//! ones in rating order, with their rows: a burst is swept through memory front to back.
+//! that does not move, for cancels. `age` lists the anchors with their rows, in arrival
+//! order by tick and, within one tick's arrivals, oldest first and same-millisecond ones by
+//! rating: a burst is swept through memory front to back.
 //!
 //! The matcher. For each waiting ticket, oldest first, it collects the nearest-MMR
 //! neighbours that the anchor accepts and that accept the anchor (MMR window, a datacenter
@@ -70,7 +71,7 @@ enum SlotState {
 }
 
 /// A ticket's stable handle: the shard's index points here, and this points at the row
-/// that moves. Only cancels and compaction read it; the tick does not.
+/// that moves. Enqueue checks, cancels and `reorganise` read it; the anchor loop does not.
 #[derive(Clone, Copy, Debug)]
 struct Slot {
     /// Bumped on every reuse, so stale `age` entries are recognised.
@@ -263,11 +264,13 @@ pub(crate) struct Pool {
 
     slots: Vec<Slot>,
     free: Vec<u32>,
-    /// Waiting tickets in key order (lowest MMR, enqueue time, slot), kept across ticks.
+    /// Waiting tickets in key order (lowest MMR, enqueue time, slot), kept across ticks;
+    /// between ticks also the rows taken since the last compaction.
     sorted: Rows,
-    /// Arrivals since the last tick, in arrival order.
+    /// Arrivals since the last tick (a cancel swaps the last one into its place).
     pending: Rows,
-    /// Anchors in the order they are visited: oldest first (see `Entry::age_cmp`).
+    /// Anchors in the order they are visited: the batches merged at each tick one after
+    /// another, each in `Entry::age_cmp` order (oldest first, same millisecond by rating).
     age: Vec<Aged>,
     n_waiting: usize,
     /// Merge scratch: `pending` rows in key order, then in age order.
@@ -293,7 +296,7 @@ pub(crate) struct Pool {
     skips: Skips,
     /// The last `limits` computed: (wait, MMR window, RTT limit). Neighbours in a burst
     /// share their enqueue time, and the division in `Widening::at` is not free.
-    last_limits: std::cell::Cell<(u64, f64, f64)>,
+    last_limits: (u64, f64, f64),
 }
 
 impl Pool {
@@ -331,7 +334,7 @@ impl Pool {
                 RESEARCH_DELAY_MAX_MS
             },
             skips: Skips::default(),
-            last_limits: std::cell::Cell::new((u64::MAX, 0.0, 0.0)),
+            last_limits: (u64::MAX, 0.0, 0.0),
         }
     }
 
@@ -405,7 +408,10 @@ impl Pool {
                 self.free_slot(slot);
             }
             // Freed at the next compaction, like a matched ticket's.
-            SlotState::Sorted => self.sorted.entries[s.pos as usize].taken = true,
+            SlotState::Sorted => {
+                debug_assert!(!self.sorted.entries[s.pos as usize].taken, "removing a taken ticket");
+                self.sorted.entries[s.pos as usize].taken = true;
+            }
         }
         self.n_waiting -= 1;
     }
@@ -502,6 +508,7 @@ impl Pool {
                 self.wake_neighbours_of_pending();
             }
             self.pending.clear();
+            self.by_key.clear();
             self.by_age.clear();
             // A burst leaves big buffers behind; keep what ordinary ticks need.
             let keep = (self.sorted.len() / 64).max(1024);
@@ -550,13 +557,13 @@ impl Pool {
 
     /// The MMR window and RTT limit of a ticket that has waited `wait_ms`.
     #[inline]
-    fn limits(&self, wait_ms: u64) -> (f64, f64) {
-        let (last_wait, window, rtt) = self.last_limits.get();
+    fn limits(&mut self, wait_ms: u64) -> (f64, f64) {
+        let (last_wait, window, rtt) = self.last_limits;
         if last_wait == wait_ms {
             return (window, rtt);
         }
         let (window, rtt) = (self.mmr_window.at(wait_ms), self.max_rtt.at(wait_ms));
-        self.last_limits.set((wait_ms, window, rtt));
+        self.last_limits = (wait_ms, window, rtt);
         (window, rtt)
     }
 
@@ -634,7 +641,7 @@ impl Pool {
     /// `sorted[pos]` as a candidate for anchor `a`, if the two accept each other. The RTT
     /// row (a likely cache miss) is read only once the ratings fit.
     #[inline]
-    fn candidate_for(&self, a: &Candidate, pos: usize, now_ms: u64) -> Option<Candidate> {
+    fn candidate_for(&mut self, a: &Candidate, pos: usize, now_ms: u64) -> Option<Candidate> {
         let e = self.sorted.entries[pos];
         let wait = now_ms.saturating_sub(e.enqueued_at_ms);
         let (window, rtt_limit) = self.limits(wait);
@@ -679,7 +686,7 @@ impl Pool {
         rows_x.iter().zip(rows_y).map(|(&rx, &ry)| when(x, rx).max(when(y, ry))).min().unwrap_or(u64::MAX)
     }
 
-    fn candidate(&self, pos: usize, now_ms: u64) -> Candidate {
+    fn candidate(&mut self, pos: usize, now_ms: u64) -> Candidate {
         let e = self.sorted.entries[pos];
         let (window, rtt_limit) = self.limits(now_ms.saturating_sub(e.enqueued_at_ms));
         Candidate {
@@ -748,8 +755,9 @@ impl Pool {
                 let l = l_any.filter(|&p| self.sorted.entries[p].min_mmr >= lo_bound);
                 let r = r_any.filter(|&p| self.sorted.entries[p].min_mmr <= hi_bound);
                 // Solo modes: once one side is out of reach and the other holds `need`
-                // candidates, only one run of ratings can include the anchor, and spares
-                // cannot change it. Try it now; if it fails, collecting goes on as before.
+                // candidates, every run of ratings that can include the anchor is already
+                // among the candidates (a run holds at most `need` on one side), so spares
+                // cannot change the pick. Try it now; if it fails, collecting goes on.
                 if early_run && ((l.is_none() && found_right >= need) || (r.is_none() && found_left >= need)) {
                     early_run = false;
                     if self.search_solo_block() {
@@ -1012,7 +1020,7 @@ impl Pool {
         let dc_mask = self.best_dc_mask;
         debug_assert_ne!(dc_mask, 0);
         debug_assert!(self.best_chosen.iter().all(|&pos| {
-            let limit = self.limits(now_ms.saturating_sub(self.sorted.entries[pos as usize].enqueued_at_ms)).1;
+            let limit = self.max_rtt.at(now_ms.saturating_sub(self.sorted.entries[pos as usize].enqueued_at_ms));
             self.dc_mask(pos as usize, limit) & dc_mask == dc_mask
         }));
         let (mut best_dc, mut best_rtt) = (0usize, f64::INFINITY);

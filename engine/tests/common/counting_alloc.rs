@@ -12,8 +12,8 @@ pub static CALLS: AtomicUsize = AtomicUsize::new(0);
 /// Heap bytes currently allocated.
 pub static LIVE_BYTES: AtomicIsize = AtomicIsize::new(0);
 /// Whether to count. A benchmark turns counting off around what it times: the atomic
-/// updates cost about as much as a small allocation does. Differences taken while it is
-/// on stay exact.
+/// updates cost about as much as a small allocation does. A difference taken while it is
+/// on stays exact as long as nothing allocated while it was off is freed in between.
 pub static ENABLED: AtomicBool = AtomicBool::new(true);
 
 // SAFETY: forwards to the system allocator unchanged; only counts.
