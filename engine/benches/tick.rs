@@ -6,13 +6,18 @@
 //! Timed: the next tick, 5 s later, when windows have grown to 50 — a tick over N waiting
 //! tickets that forms every match it can.
 //!
-//! Two shapes. `tick/…` times a warm shard, as a long-running one is: an earlier burst of
+//! Three shapes. `tick/…` times a warm shard, as a long-running one is: an earlier burst of
 //! the same size went through it (matched and forgotten), so its buffers, the event buffer
 //! its owner reuses and the allocator's free lists have grown already. `first-tick/…` times
 //! a fresh shard with a fresh event buffer, which also pays for growing every buffer during
 //! the tick. Its heap is not fresh (criterion runs every iteration in one process, and the
 //! allocator keeps what earlier ones freed), so the kernel's first touch of new memory is
 //! only partly in that figure: the first burst of a new process costs more.
+//!
+//! `steady/1v1/…` times an ordinary tick instead of a burst: N tickets waiting that cannot
+//! match yet (enqueued over the past 30 s, each searched once and asleep since), plus one
+//! tick's arrivals (1,000 tickets that pair off). The tick merges the arrivals, visits
+//! every anchor and forms 500 matches.
 //!
 //! `cargo bench -p rally-engine` prints, besides criterion's timings, matches formed per
 //! tick and live heap bytes per waiting ticket (measured with a counting allocator around
@@ -57,6 +62,14 @@ teams = 2
 team_size = 5
 mmr_window = { start = 0.0, growth_per_s = 10.0, max = 500.0 }
 max_rtt_ms = { start = 80.0, growth_per_s = 8.0, max = 180.0 }
+
+# The steady shape: a window that never opens, so only equal ratings match.
+[[mode]]
+name = "duel-steady"
+teams = 2
+team_size = 1
+mmr_window = { start = 0.0, growth_per_s = 0.0, max = 0.0 }
+max_rtt_ms = { start = 60.0, growth_per_s = 5.0, max = 150.0 }
 "#;
 
 const SETUP_TICK_MS: u64 = 30_000;
@@ -67,6 +80,11 @@ const WARMUP_TICK_MS: u64 = 20_000;
 /// the shard's finished-id queues are empty but grown, as in a shard that has run for
 /// longer than its memory (an hour by default).
 const REMEMBER_IDS_MS: u64 = 1_000;
+/// The steady shape's mode, its timed tick (one default tick period after the setup tick)
+/// and the tickets that arrive for it.
+const STEADY_MODE: ModeId = ModeId(2);
+const STEADY_TICK_MS: u64 = SETUP_TICK_MS + 100;
+const STEADY_ARRIVALS: usize = 1_000;
 
 struct Workload {
     rules: Arc<Rules>,
@@ -145,6 +163,66 @@ fn normal(rng: &mut SmallRng) -> f64 {
     (-2.0 * u1.ln()).sqrt() * (std::f64::consts::TAU * u2).cos()
 }
 
+/// The steady shape (1v1 only): the workload's tickets in the steady mode, to be enqueued
+/// over the 30 s before the setup tick; as many others that come and go before the timed
+/// tick, so the pool's buffers have room as a pool whose size moves does; and one tick's
+/// arrivals, pairs of equal rating that match each other and nothing else. Ratings are
+/// the waiting ones' plus a quarter point (arrivals) or a half point (the others).
+struct Steady {
+    waiting: Vec<TicketRequest>,
+    passing: Vec<TicketRequest>,
+    arrivals: Vec<TicketRequest>,
+}
+
+fn steady_tickets(w: &Workload) -> Steady {
+    let n = w.tickets.len() as u64;
+    let copy = |t: &TicketRequest, id: u64, offset: f64| {
+        let p = &t.players[0];
+        TicketRequest {
+            id: TicketId(id),
+            mode: STEADY_MODE,
+            players: vec![PlayerEntry { id: PlayerId(id), mmr: p.mmr + offset, rtt_ms: p.rtt_ms.clone() }],
+            waited_ms: 0,
+        }
+    };
+    let waiting = w.tickets.iter().map(|t| TicketRequest { mode: STEADY_MODE, ..t.clone() }).collect();
+    let passing = w.tickets[..STEADY_ARRIVALS].iter().map(|t| copy(t, 2 * n + t.id.0, 0.5)).collect();
+    let arrivals = w.tickets[..STEADY_ARRIVALS / 2]
+        .iter()
+        .flat_map(|t| (0..2u64).map(move |k| copy(t, 3 * n + 2 * t.id.0 + k, 0.25)))
+        .collect();
+    Steady { waiting, passing, arrivals }
+}
+
+/// A shard in the steady shape: N tickets waiting that cannot match, merged at the setup
+/// tick (each searched once and asleep since), others merged and cancelled since, and one
+/// tick's arrivals not yet merged.
+fn prepared_steady(rules: &Arc<Rules>, st: &Steady) -> (Shard, Vec<Event>) {
+    let config = ShardConfig { remember_ids_ms: Some(REMEMBER_IDS_MS), ..ShardConfig::default() };
+    let mut shard = Shard::new(rules.clone(), ShardId(0), config);
+    let n = st.waiting.len() as u64;
+    for (i, t) in st.waiting.iter().enumerate() {
+        // Spread over the 30 s before, in random rating order, as real arrivals are.
+        shard.enqueue(i as u64 * SETUP_TICK_MS / n, t).expect("bench tickets are valid");
+    }
+    for t in &st.passing {
+        shard.enqueue(SETUP_TICK_MS, t).expect("bench tickets are valid");
+    }
+    let mut out = Vec::new();
+    shard.tick(SETUP_TICK_MS, &mut out);
+    assert!(out.is_empty(), "no two waiting tickets share a rating");
+    let between = (SETUP_TICK_MS + STEADY_TICK_MS) / 2;
+    for t in &st.passing {
+        shard.cancel(between, t.id);
+    }
+    shard.tick(between, &mut out);
+    for t in &st.arrivals {
+        shard.enqueue(STEADY_TICK_MS, t).expect("bench tickets are valid");
+    }
+    out.clear();
+    (shard, out)
+}
+
 /// A shard holding the workload's tickets, merged and waiting, and the event buffer its
 /// owner passes to `tick`: fresh, or `warm` (see the module comment).
 fn prepared(w: &Workload, warm: bool) -> (Shard, Vec<Event>) {
@@ -212,6 +290,24 @@ fn bench_tick(c: &mut Criterion) {
                         |(mut shard, mut out)| {
                             shard.tick(TIMED_TICK_MS, &mut out);
                             black_box(out.len());
+                            (shard, out)
+                        },
+                        BatchSize::PerIteration,
+                    )
+                });
+                group.finish();
+            }
+            if team_size == 1 {
+                let steady = steady_tickets(&w);
+                let mut group = c.benchmark_group(format!("steady/{name}"));
+                group.sample_size(10);
+                group.throughput(Throughput::Elements(n as u64));
+                group.bench_with_input(BenchmarkId::from_parameter(n), &(), |b, ()| {
+                    b.iter_batched(
+                        || prepared_steady(&w.rules, &steady),
+                        |(mut shard, mut out)| {
+                            shard.tick(STEADY_TICK_MS, &mut out);
+                            assert_eq!(out.len(), STEADY_ARRIVALS / 2, "the arrivals pair off");
                             (shard, out)
                         },
                         BatchSize::PerIteration,
