@@ -216,13 +216,18 @@ impl Rows {
     }
 }
 
-/// An anchor to visit: its slot and generation to recognise it, and its row in `sorted`,
-/// true from one compaction to the next.
+/// An anchor to visit: its slot and generation to recognise it, its row in `sorted` (true
+/// from one compaction to the next), and a copy of its row's retry time, so a tick skips a
+/// sleeping anchor without reading its row: in a big pool most anchors sleep, and their
+/// rows lie all over memory.
 #[derive(Clone, Copy, Debug)]
 struct Aged {
     slot: u32,
     generation: u32,
     pos: u32,
+    /// The row's `retry_at_ms` as ms after `Pool::age_epoch_ms`, rounded down (saturating),
+    /// so it never says later than the row does — unless `Pool::age_retry_stale`.
+    retry: u32,
 }
 
 /// A ticket's contribution to a candidate set, precomputed once per anchor.
@@ -269,6 +274,11 @@ pub(crate) struct Pool {
     sorted: Rows,
     /// Arrivals since the last tick (a cancel swaps the last one into its place).
     pending: Rows,
+    /// What `Aged::retry` counts from; moved forward before the copies could overflow.
+    age_epoch_ms: u64,
+    /// Some rows were woken (retry time set back) without their `age` copies: the next
+    /// tick reads every row, which brings the copies up to date.
+    age_retry_stale: bool,
     /// Anchors in the order they are visited: the batches merged at each tick one after
     /// another, each in `Entry::age_cmp` order (oldest first, same millisecond by rating).
     age: Vec<Aged>,
@@ -315,6 +325,8 @@ impl Pool {
             sorted: Rows::new(n_dc, stride),
             pending: Rows::new(n_dc, stride),
             age: Vec::new(),
+            age_epoch_ms: 0,
+            age_retry_stale: false,
             n_waiting: 0,
             by_key: Vec::new(),
             by_age: Vec::new(),
@@ -498,7 +510,7 @@ impl Pool {
         for &p in &self.by_age {
             let slot = self.pending.entries[p as usize].slot;
             let s = &self.slots[slot as usize];
-            self.age.push(Aged { slot, generation: s.generation, pos: s.pos });
+            self.age.push(Aged { slot, generation: s.generation, pos: s.pos, retry: 0 });
         }
 
         if arrivals > 0 {
@@ -533,6 +545,7 @@ impl Pool {
     /// nearest few on each side of each arrival, within its window at arrival. Older
     /// anchors then get the first pick, as oldest-first promises. Runs after the merge.
     fn wake_neighbours_of_pending(&mut self) {
+        self.age_retry_stale = true;
         let reach = self.mmr_window.at(0);
         let per_side = 2 * self.players_per_match;
         for i in 0..self.pending.len() {
@@ -593,13 +606,23 @@ impl Pool {
             return;
         }
         self.skips.reset(self.sorted.len());
+        self.rebase_age_retries(now_ms);
+        // Sleeping anchors are skipped on their `age` copy alone, unless copies are stale.
+        let trust_copies = !self.age_retry_stale;
+        let mut visited_all = true;
         // `age` is only read here; anchors that match are skipped through `taken`.
         for age_idx in 0..self.age.len() {
             if self.n_waiting < 2 {
+                visited_all = false;
                 break;
             }
-            let anchor = self.age[age_idx].pos as usize;
+            let aged = self.age[age_idx];
+            if trust_copies && self.age_epoch_ms + u64::from(aged.retry) > now_ms {
+                continue;
+            }
+            let anchor = aged.pos as usize;
             let e = self.sorted.entries[anchor];
+            self.age[age_idx].retry = self.age_retry(e.retry_at_ms);
             if e.taken || e.reserved {
                 continue;
             }
@@ -614,7 +637,7 @@ impl Pool {
             }
             // Under load a failed anchor waits at least the re-search delay, even when a
             // neighbour becomes compatible sooner (see `research_at`).
-            self.sorted.entries[anchor].retry_at_ms = self.retry_at_ms.max(self.research_at(now_ms));
+            let mut retry_at_ms = self.retry_at_ms.max(self.research_at(now_ms));
             if self.find_match(anchor, now_ms + RESERVE_HORIZON_MS) {
                 // Starvation guard: the set this anchor could have in a moment is held for it,
                 // so younger tickets cannot pair those members off first. A ticket far from
@@ -628,14 +651,39 @@ impl Pool {
                 // Reserve again next tick, whatever its own search said — except under load,
                 // where its own retry time stands (see `research_at`).
                 if self.n_waiting < RESEARCH_DELAY_FROM_WAITING {
-                    self.sorted.entries[anchor].retry_at_ms = now_ms + 1;
+                    retry_at_ms = now_ms + 1;
                 }
             }
+            self.sorted.entries[anchor].retry_at_ms = retry_at_ms;
+            self.age[age_idx].retry = self.age_retry(retry_at_ms);
+        }
+        if visited_all {
+            self.age_retry_stale = false;
         }
         for &pos in &self.reserved {
             self.sorted.entries[pos as usize].reserved = false;
         }
         self.reserved.clear();
+    }
+
+    /// A retry time as `Aged::retry`: ms after the epoch, rounded down, saturating.
+    #[inline]
+    fn age_retry(&self, retry_at_ms: u64) -> u32 {
+        u32::try_from(retry_at_ms.saturating_sub(self.age_epoch_ms)).unwrap_or(u32::MAX)
+    }
+
+    /// Moves the epoch of `Aged::retry` forward once `now_ms` is 2³¹ ms (about 25 days) past
+    /// it, keeping every copy a lower bound of its row's retry time.
+    fn rebase_age_retries(&mut self, now_ms: u64) {
+        if now_ms.saturating_sub(self.age_epoch_ms) < 1 << 31 {
+            return;
+        }
+        let new_epoch = now_ms - (1 << 30);
+        let shift = u32::try_from(new_epoch - self.age_epoch_ms).unwrap_or(u32::MAX);
+        for a in &mut self.age {
+            a.retry = a.retry.saturating_sub(shift);
+        }
+        self.age_epoch_ms = new_epoch;
     }
 
     /// `sorted[pos]` as a candidate for anchor `a`, if the two accept each other. The RTT
