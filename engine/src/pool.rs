@@ -225,8 +225,9 @@ struct Aged {
     slot: u32,
     generation: u32,
     pos: u32,
-    /// The row's `retry_at_ms` as ms after `Pool::age_epoch_ms`, rounded down (saturating),
-    /// so it never says later than the row does — unless `Pool::age_retry_stale`.
+    /// The row's `retry_at_ms` as ms after `Pool::age_epoch_ms`: rounded down and
+    /// saturating, and 0 for a time before the epoch. So `epoch + retry` is never later than
+    /// the row's time or the epoch, whichever is later — unless `Pool::age_retry_stale`.
     retry: u32,
 }
 
@@ -617,7 +618,9 @@ impl Pool {
                 break;
             }
             let aged = self.age[age_idx];
-            if trust_copies && self.age_epoch_ms + u64::from(aged.retry) > now_ms {
+            // Not due: the copy is after `now_ms` (measured from the epoch, so a clock that
+            // went back before the epoch only skips anchors whose rows are later still).
+            if trust_copies && u64::from(aged.retry) > now_ms.saturating_sub(self.age_epoch_ms) {
                 continue;
             }
             let anchor = aged.pos as usize;
