@@ -163,6 +163,12 @@ fn normal(rng: &mut SmallRng) -> f64 {
     (-2.0 * u1.ln()).sqrt() * (std::f64::consts::TAU * u2).cos()
 }
 
+/// An empty shard that forgets finished ids after `REMEMBER_IDS_MS`.
+fn bench_shard(rules: &Arc<Rules>) -> Shard {
+    let config = ShardConfig { remember_ids_ms: Some(REMEMBER_IDS_MS), ..ShardConfig::default() };
+    Shard::new(rules.clone(), ShardId(0), config)
+}
+
 /// The steady shape (1v1 only): the workload's tickets in the steady mode, to be enqueued
 /// over the 30 s before the setup tick; as many others that come and go before the timed
 /// tick, so the pool's buffers have room as a pool whose size moves does; and one tick's
@@ -198,8 +204,7 @@ fn steady_tickets(w: &Workload) -> Steady {
 /// tick (each searched once and asleep since), others merged and cancelled since, and one
 /// tick's arrivals not yet merged.
 fn prepared_steady(rules: &Arc<Rules>, st: &Steady) -> (Shard, Vec<Event>) {
-    let config = ShardConfig { remember_ids_ms: Some(REMEMBER_IDS_MS), ..ShardConfig::default() };
-    let mut shard = Shard::new(rules.clone(), ShardId(0), config);
+    let mut shard = bench_shard(rules);
     let n = st.waiting.len() as u64;
     for (i, t) in st.waiting.iter().enumerate() {
         // Spread over the 30 s before, in random rating order, as real arrivals are.
@@ -226,8 +231,7 @@ fn prepared_steady(rules: &Arc<Rules>, st: &Steady) -> (Shard, Vec<Event>) {
 /// A shard holding the workload's tickets, merged and waiting, and the event buffer its
 /// owner passes to `tick`: fresh, or `warm` (see the module comment).
 fn prepared(w: &Workload, warm: bool) -> (Shard, Vec<Event>) {
-    let config = ShardConfig { remember_ids_ms: Some(REMEMBER_IDS_MS), ..ShardConfig::default() };
-    let mut shard = Shard::new(w.rules.clone(), ShardId(0), config);
+    let mut shard = bench_shard(&w.rules);
     let mut out = Vec::new();
     if warm {
         for t in &w.earlier {
@@ -281,42 +285,53 @@ fn bench_tick(c: &mut Criterion) {
             let w = workload(n, team_size, 42);
             report_shape(name, &w);
             for (shape, warm) in [("tick", true), ("first-tick", false)] {
-                let mut group = c.benchmark_group(format!("{shape}/{name}"));
-                group.sample_size(10);
-                group.throughput(Throughput::Elements(n as u64));
-                group.bench_with_input(BenchmarkId::from_parameter(n), &w, |b, w| {
-                    b.iter_batched(
-                        || prepared(w, warm),
-                        |(mut shard, mut out)| {
-                            shard.tick(TIMED_TICK_MS, &mut out);
-                            black_box(out.len());
-                            (shard, out)
-                        },
-                        BatchSize::PerIteration,
-                    )
-                });
-                group.finish();
+                time_tick(
+                    c,
+                    &format!("{shape}/{name}"),
+                    n,
+                    TIMED_TICK_MS,
+                    || prepared(&w, warm),
+                    |out| {
+                        black_box(out.len());
+                    },
+                );
             }
             if team_size == 1 {
                 let steady = steady_tickets(&w);
-                let mut group = c.benchmark_group(format!("steady/{name}"));
-                group.sample_size(10);
-                group.throughput(Throughput::Elements(n as u64));
-                group.bench_with_input(BenchmarkId::from_parameter(n), &(), |b, ()| {
-                    b.iter_batched(
-                        || prepared_steady(&w.rules, &steady),
-                        |(mut shard, mut out)| {
-                            shard.tick(STEADY_TICK_MS, &mut out);
-                            assert_eq!(out.len(), STEADY_ARRIVALS / 2, "the arrivals pair off");
-                            (shard, out)
-                        },
-                        BatchSize::PerIteration,
-                    )
+                let prepare = || prepared_steady(&w.rules, &steady);
+                time_tick(c, &format!("steady/{name}"), n, STEADY_TICK_MS, prepare, |out| {
+                    assert_eq!(out.len(), STEADY_ARRIVALS / 2, "the arrivals pair off");
                 });
-                group.finish();
             }
         }
     }
+}
+
+/// Times one tick at `at_ms` over N waiting tickets, each iteration on a shard `prepare`
+/// sets up afresh (untimed); `check` looks at the tick's events inside the timing.
+fn time_tick(
+    c: &mut Criterion,
+    group: &str,
+    n: usize,
+    at_ms: u64,
+    prepare: impl Fn() -> (Shard, Vec<Event>),
+    check: impl Fn(&[Event]),
+) {
+    let mut group = c.benchmark_group(group);
+    group.sample_size(10);
+    group.throughput(Throughput::Elements(n as u64));
+    group.bench_function(BenchmarkId::from_parameter(n), |b| {
+        b.iter_batched(
+            &prepare,
+            |(mut shard, mut out)| {
+                shard.tick(at_ms, &mut out);
+                check(&out);
+                (shard, out)
+            },
+            BatchSize::PerIteration,
+        )
+    });
+    group.finish();
 }
 
 criterion_group!(benches, bench_tick);

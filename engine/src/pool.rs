@@ -163,11 +163,6 @@ impl Rows {
             .copy_from_slice(&from.players[src * self.stride..][..self.stride]);
     }
 
-    /// Row `src` overwrites row `dst`.
-    fn move_row(&mut self, src: usize, dst: usize) {
-        self.move_rows(src..src + 1, dst);
-    }
-
     /// Rows `src` move to start at `dst` (ranges may overlap): one bulk copy per vector,
     /// which is what keeps compaction and merging cheap when rows move by the thousand.
     fn move_rows(&mut self, src: std::ops::Range<usize>, dst: usize) {
@@ -193,7 +188,7 @@ impl Rows {
     fn swap_remove(&mut self, i: usize) {
         let last = self.len() - 1;
         if i != last {
-            self.move_row(last, i);
+            self.move_rows(last..last + 1, i);
         }
         self.truncate(last);
     }
