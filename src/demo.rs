@@ -74,7 +74,10 @@ async fn run(args: DemoArgs, rules: Arc<Rules>, key: SigningKey, dir: &std::path
         ..GameConfig::default()
     };
     let leaderboard = Arc::new(StoreLeaderboard::new(shared.clone()));
-    let game = Arc::new(Game::start(game_config, shared.clone(), sessions.clone(), leaderboard));
+    // Bots queue at their stored ratings, which their results move (the cache hears of
+    // every stored result).
+    let ratings = Arc::new(StoreRatings::new(shared.clone(), DEFAULT_MMR));
+    let game = Arc::new(Game::start(game_config, shared.clone(), sessions.clone(), leaderboard, vec![ratings.clone()]));
     let lobby = Lobby::shared(rules.clone(), sessions.clone(), game.clone());
     let issuer = Arc::new(TokenIssuer::new(key.clone()).with_ttl(Duration::from_secs(3600)));
     let mut admin_config = rally_admin::AdminConfig::new("127.0.0.1:0".parse().expect("literal"));
@@ -94,8 +97,6 @@ async fn run(args: DemoArgs, rules: Arc<Rules>, key: SigningKey, dir: &std::path
     let api = rally_admin::router(state);
 
     let listen: SocketAddr = "127.0.0.1:0".parse().expect("literal");
-    // Bots queue at their stored ratings, which their results move.
-    let ratings = Arc::new(StoreRatings { store: shared.clone(), default: DEFAULT_MMR, trust_token_mmr: false });
     let node = Node::start(rules.clone(), listen, &key, self_signed(listen)?, ratings, Some(sessions), Some(lobby))?;
 
     let servers = GameServers::register(&api, &server_key, &rules).await?;

@@ -14,7 +14,9 @@ use rally_client::Trust;
 use rally_edge::{EdgeConfig, EdgeDeps, EdgeHandle, InProcessRouter, RatingSource, StoreRatings, TlsIdentity};
 use rally_engine::{Rules, Runtime, RuntimeConfig};
 use rally_loadgen::{LoadSpec, Report, Snapshot};
-use rally_persistence::{Leaderboard, RedisLeaderboard, SqlStore, Store, StoreConfig, StoreLeaderboard};
+use rally_persistence::{
+    CommitListener, Leaderboard, RedisLeaderboard, SqlStore, Store, StoreConfig, StoreLeaderboard,
+};
 use rally_sessions::{SessionConfig, SessionDirectory};
 
 /// The rules `rally dev` and `rally demo` run when no `--modes` is given.
@@ -273,7 +275,7 @@ pub fn dev(args: DevArgs) -> Result<()> {
         let store = Arc::new(store);
         let shared: Arc<dyn Store> = store.clone();
         // Dev: players without a stored rating queue at the one their dev token carries.
-        let ratings = Arc::new(StoreRatings { store: shared.clone(), default: DEFAULT_MMR, trust_token_mmr: true });
+        let ratings = Arc::new(StoreRatings::new(shared.clone(), DEFAULT_MMR).trusting_token_mmr());
 
         let mut admin_config = rally_admin::AdminConfig::new(args.admin_listen);
         admin_config.regions = rules.regions.iter().map(|r| r.name.clone()).collect();
@@ -300,7 +302,14 @@ pub fn dev(args: DevArgs) -> Result<()> {
             season_length: Duration::from_secs(u64::from(args.season_days) * 24 * 3600),
             ..GameConfig::default()
         };
-        let game = Arc::new(Game::start(game_config, shared.clone(), sessions.clone(), leaderboard));
+        // The edge's rating cache hears of every stored result.
+        let game = Arc::new(Game::start(
+            game_config,
+            shared.clone(),
+            sessions.clone(),
+            leaderboard,
+            vec![ratings.clone() as Arc<dyn CommitListener>],
+        ));
         let lobby = Lobby::shared(rules.clone(), sessions.clone(), game.clone());
         let state = rally_admin::AppState::new(
             admin_config,

@@ -67,15 +67,18 @@ pub struct Game {
 
 impl Game {
     /// Starts the write-behind worker and the session-expiry loop on the current runtime.
-    /// `leaderboard` hears of every commit (a Redis one keeps itself current that way).
+    /// `leaderboard` hears of every commit (a Redis one keeps itself current that way), and
+    /// so do `also` (the edge's rating cache), after it.
     pub fn start(
         config: GameConfig,
         store: Arc<dyn Store>,
         sessions: Arc<SessionDirectory>,
         leaderboard: Arc<dyn Leaderboard>,
+        also: Vec<Arc<dyn CommitListener>>,
     ) -> Game {
         let book = Arc::new(RatingBook::new(config.rating_cache));
-        let listeners: Vec<Arc<dyn CommitListener>> = vec![book.clone(), leaderboard.clone()];
+        let mut listeners: Vec<Arc<dyn CommitListener>> = vec![book.clone(), leaderboard.clone()];
+        listeners.extend(also);
         let writer = WriteBehind::start(store.clone(), config.write_behind.clone(), listeners);
         let expiry = tokio::spawn(expire_sessions(sessions.clone()));
         Game {

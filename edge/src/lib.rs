@@ -35,7 +35,9 @@ use tokio::task::JoinSet;
 
 pub use hub::ShardEvents;
 pub use rally_engine::{InProcessRouter, ShardRouter};
-pub use ratings::{RatingError, RatingFuture, RatingSource, StoreRatings, TokenRatings};
+pub use ratings::{
+    RATING_CACHE_CAPACITY, RATING_CACHE_TTL, RatingError, RatingFuture, RatingSource, StoreRatings, TokenRatings,
+};
 pub use tls::{TlsError, TlsIdentity, fingerprint, fingerprint_hex};
 
 /// Per-connection limits.

@@ -4,6 +4,11 @@
 
 use std::future::Future;
 use std::pin::Pin;
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use hashlink::LruCache;
+use rally_persistence::{AccountId, CommitListener, MatchRecord, Season, Store};
 
 /// A rating lookup failed.
 #[derive(Debug, thiserror::Error)]
@@ -36,33 +41,176 @@ impl RatingSource for TokenRatings {
 
 /// Ratings from the store: the player's rating `mu` in the mode for the season running now
 /// (ratings are kept on the engine's MMR scale). Players without one queue at `default`,
-/// or, when `trust_token_mmr` is set (dev only), at the rating their token carries.
+/// or, when [`trusting_token_mmr`](Self::trusting_token_mmr) is set (dev only), at the
+/// rating their token carries.
+///
+/// Lookups are kept in memory, so a player queueing again costs no store round trip (two
+/// queries otherwise: at thousands of enqueues a second they were most of an enqueue's
+/// latency). What keeps the copies true:
+/// - the running season is re-read when it ends, and at least every few seconds;
+/// - a rating changes only when a result is stored, and this type is a [`CommitListener`]:
+///   registered with the write-behind queue that stores results, it takes each committed
+///   rating (the one with more games wins, as in the store);
+/// - a lookup that read the store while a commit landed does not keep what it read;
+/// - entries expire after the cache's TTL, which bounds how stale a rating can be where
+///   results are stored by another process, and the least recently used are dropped past
+///   the cache's capacity.
 pub struct StoreRatings {
-    /// Where ratings live.
-    pub store: std::sync::Arc<dyn rally_persistence::Store>,
-    /// Rating of players with none stored.
-    pub default: f64,
-    /// Dev only: use a token's `mmr` claim when the store has no rating.
-    pub trust_token_mmr: bool,
+    store: Arc<dyn Store>,
+    default: f64,
+    trust_token_mmr: bool,
+    ttl_ms: u64,
+    cache: Mutex<Cache>,
+}
+
+/// Default number of (player, mode) ratings kept.
+pub const RATING_CACHE_CAPACITY: usize = 200_000;
+/// Default time a rating is kept without being refreshed from the store.
+pub const RATING_CACHE_TTL: Duration = Duration::from_secs(60);
+/// The running season is re-read at least this often (a season created by hand may start
+/// before the cached one ends).
+const SEASON_RECHECK_MS: u64 = 5_000;
+
+struct Cache {
+    /// The season `season_at` answered, and when it was asked.
+    season: Option<(Option<Season>, u64)>,
+    ratings: LruCache<RatingKey, CachedRating>,
+    /// Bumped by every commit: a lookup that saw it change while reading the store may
+    /// have read a rating from before the commit, and does not keep it.
+    commits: u64,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+struct RatingKey {
+    account: AccountId,
+    season: u64,
+    mode: String,
+}
+
+#[derive(Clone, Copy, Debug)]
+struct CachedRating {
+    /// `None`: the player has no rating in that mode and season.
+    mu: Option<f64>,
+    /// Rated games behind `mu`; a commit replaces it only with more.
+    games: u64,
+    fetched_at_ms: u64,
+}
+
+impl StoreRatings {
+    /// Production: ratings from `store`, `default` for unrated players, the cache at its
+    /// default size and TTL.
+    pub fn new(store: Arc<dyn Store>, default: f64) -> StoreRatings {
+        StoreRatings {
+            store,
+            default,
+            trust_token_mmr: false,
+            ttl_ms: RATING_CACHE_TTL.as_millis() as u64,
+            cache: Mutex::new(Cache { season: None, ratings: LruCache::new(RATING_CACHE_CAPACITY), commits: 0 }),
+        }
+    }
+
+    /// Dev only: players with no stored rating queue at the `mmr` claim of their token.
+    pub fn trusting_token_mmr(mut self) -> StoreRatings {
+        self.trust_token_mmr = true;
+        self
+    }
+
+    /// Keeps at most `capacity` ratings (at least one), each for at most `ttl` (zero:
+    /// every lookup reads the store).
+    pub fn with_cache(mut self, capacity: usize, ttl: Duration) -> StoreRatings {
+        self.ttl_ms = ttl.as_millis().try_into().unwrap_or(u64::MAX);
+        self.lock().ratings = LruCache::new(capacity.max(1));
+        self
+    }
+
+    fn lock(&self) -> MutexGuard<'_, Cache> {
+        // The cache holds copies only: whatever a panicking holder left is safe to reuse.
+        self.cache.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    async fn season(&self, now_ms: u64) -> Result<Option<Season>, RatingError> {
+        if let Some((season, checked_at_ms)) = &self.lock().season {
+            let still_running = season.as_ref().is_none_or(|s| s.starts_at_ms <= now_ms && now_ms < s.ends_at_ms);
+            if still_running && now_ms.saturating_sub(*checked_at_ms) < SEASON_RECHECK_MS.min(self.ttl_ms) {
+                return Ok(season.clone());
+            }
+        }
+        let season = self.store.season_at(now_ms).await.map_err(store_failed)?;
+        self.lock().season = Some((season.clone(), now_ms));
+        Ok(season)
+    }
+
+    async fn stored(&self, key: RatingKey, now_ms: u64) -> Result<Option<f64>, RatingError> {
+        let commits = {
+            let mut cache = self.lock();
+            if let Some(hit) = cache.ratings.get(&key)
+                && now_ms.saturating_sub(hit.fetched_at_ms) < self.ttl_ms
+            {
+                metrics::counter!("rally_edge_rating_lookups_total", "source" => "cache").increment(1);
+                return Ok(hit.mu);
+            }
+            cache.commits
+        };
+        metrics::counter!("rally_edge_rating_lookups_total", "source" => "store").increment(1);
+        let rating = self.store.rating(key.account, &key.mode, key.season).await.map_err(store_failed)?;
+        let fetched = CachedRating {
+            mu: rating.as_ref().map(|r| r.mu),
+            games: rating.as_ref().map_or(0, |r| r.games),
+            fetched_at_ms: now_ms,
+        };
+        let mut cache = self.lock();
+        if cache.commits == commits && self.ttl_ms > 0 {
+            cache.ratings.insert(key, fetched);
+        }
+        Ok(fetched.mu)
+    }
+}
+
+fn store_failed(e: rally_persistence::StoreError) -> RatingError {
+    RatingError(e.to_string())
+}
+
+fn now_ms() -> u64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).unwrap_or_default().as_millis() as u64
 }
 
 impl RatingSource for StoreRatings {
     fn rating<'a>(&'a self, player: u64, mode: &'a str, token_mmr: Option<f64>) -> RatingFuture<'a> {
         Box::pin(async move {
-            let now_ms =
-                std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default().as_millis();
-            let fail = |e: rally_persistence::StoreError| RatingError(e.to_string());
-            let stored = match self.store.season_at(now_ms as u64).await.map_err(fail)? {
-                Some(season) => self.store.rating(player, mode, season.id).await.map_err(fail)?,
+            let now_ms = now_ms();
+            let stored = match self.season(now_ms).await? {
+                Some(season) => {
+                    self.stored(RatingKey { account: player, season: season.id, mode: mode.to_owned() }, now_ms).await?
+                }
                 None => None,
             };
             Ok(match (stored, token_mmr) {
                 // The engine matches on a non-negative scale; a long losing streak can
                 // take mu below 0.
-                (Some(rating), _) => rating.mu.max(0.0),
+                (Some(mu), _) => mu.max(0.0),
                 (None, Some(mmr)) if self.trust_token_mmr => mmr,
                 (None, _) => self.default,
             })
         })
+    }
+}
+
+#[async_trait::async_trait]
+impl CommitListener for StoreRatings {
+    async fn committed(&self, matches: &[MatchRecord]) {
+        let mut cache = self.lock();
+        cache.commits += 1;
+        let now_ms = now_ms();
+        for m in matches {
+            for p in &m.players {
+                let key = RatingKey { account: p.account_id, season: m.season_id, mode: m.mode.clone() };
+                // Only ratings someone looked up are kept; the rest are read when needed.
+                if let Some(cached) = cache.ratings.peek_mut(&key)
+                    && p.games > cached.games
+                {
+                    *cached = CachedRating { mu: Some(p.mu_after), games: p.games, fetched_at_ms: now_ms };
+                }
+            }
+        }
     }
 }

@@ -1,50 +1,133 @@
-//! `StoreRatings` against a real (SQLite) store.
+//! `StoreRatings` against a real (SQLite) store: where ratings come from, and how its
+//! in-memory copies stay true.
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use rally_edge::{RatingSource, StoreRatings};
-use rally_persistence::{NewAccount, Rating, SqlStore, Store, StoreConfig};
+use rally_persistence::{
+    AccountId, CommitListener, MatchRecord, NewAccount, PlayerResult, Rating, SqlStore, Store, StoreConfig,
+    WriteBehind, WriteBehindConfig,
+};
+
+/// A fresh SQLite store under a directory of its own, with `accounts` accounts.
+async fn store_with_accounts(name: &str, accounts: usize) -> (Arc<dyn Store>, Vec<AccountId>, std::path::PathBuf) {
+    let dir = std::env::temp_dir().join(format!("rally-edge-ratings-{name}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    let store = SqlStore::connect(&StoreConfig::new(format!("sqlite://{}/r.db", dir.display()))).await.unwrap();
+    store.migrate().await.unwrap();
+    let mut ids = Vec::new();
+    for n in 0..accounts {
+        let account = store
+            .create_account(NewAccount {
+                username: format!("player{n}"),
+                email: format!("player{n}@example.com"),
+                password_hash: "x".into(),
+                display_name: format!("Player {n}"),
+                now_ms: 0,
+            })
+            .await
+            .unwrap();
+        ids.push(account.id);
+    }
+    (Arc::new(store), ids, dir)
+}
+
+fn rating(account: AccountId, season_id: u64, mu: f64, games: u64) -> Rating {
+    Rating { account_id: account, mode: "duel".into(), season_id, mu, sigma: 90.0, games, updated_at_ms: 1 }
+}
 
 #[tokio::test]
 async fn ratings_come_from_the_current_season_then_the_fallbacks() {
-    let dir = std::env::temp_dir().join(format!("rally-edge-ratings-{}", std::process::id()));
-    let store = SqlStore::connect(&StoreConfig::new(format!("sqlite://{}/r.db", dir.display()))).await.unwrap();
-    store.migrate().await.unwrap();
-    let account = store
-        .create_account(NewAccount {
-            username: "alice".into(),
-            email: "alice@example.com".into(),
-            password_hash: "x".into(),
-            display_name: "Alice".into(),
-            now_ms: 0,
-        })
-        .await
-        .unwrap();
-    let store: Arc<dyn Store> = Arc::new(store);
-    let production = StoreRatings { store: store.clone(), default: 1500.0, trust_token_mmr: false };
-    let dev = StoreRatings { store: store.clone(), default: 1500.0, trust_token_mmr: true };
+    let (store, accounts, dir) = store_with_accounts("sources", 1).await;
+    let account = accounts[0];
+    // No caching: every lookup reads the store.
+    let production = StoreRatings::new(store.clone(), 1500.0).with_cache(16, Duration::ZERO);
+    let dev = StoreRatings::new(store.clone(), 1500.0).trusting_token_mmr().with_cache(16, Duration::ZERO);
 
     // No season yet: the default, or in dev the token's rating.
     assert_eq!(
-        production.rating(account.id, "duel", Some(2400.0)).await.unwrap(),
+        production.rating(account, "duel", Some(2400.0)).await.unwrap(),
         1500.0,
         "tokens never set ratings in production"
     );
-    assert_eq!(dev.rating(account.id, "duel", Some(2400.0)).await.unwrap(), 2400.0);
+    assert_eq!(dev.rating(account, "duel", Some(2400.0)).await.unwrap(), 2400.0);
 
     let season = store.create_season("now", 0, u64::MAX / 2).await.unwrap();
-    let rating = Rating {
-        account_id: account.id,
+    store.put_ratings(&[rating(account, season.id, 1810.0, 12)]).await.unwrap();
+    assert_eq!(production.rating(account, "duel", Some(2400.0)).await.unwrap(), 1810.0);
+    assert_eq!(dev.rating(account, "duel", Some(2400.0)).await.unwrap(), 1810.0, "a stored rating wins in dev too");
+    assert_eq!(production.rating(account, "ffa", None).await.unwrap(), 1500.0, "per mode");
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+#[tokio::test]
+async fn a_cached_rating_changes_with_every_stored_result_and_only_then() {
+    let (store, accounts, dir) = store_with_accounts("commits", 1).await;
+    let alice = accounts[0];
+    let season = store.create_season("now", 0, u64::MAX / 2).await.unwrap();
+    store.put_ratings(&[rating(alice, season.id, 1810.0, 12)]).await.unwrap();
+    let ratings = Arc::new(StoreRatings::new(store.clone(), 1500.0));
+    let writer = WriteBehind::start(
+        store.clone(),
+        WriteBehindConfig::default(),
+        vec![ratings.clone() as Arc<dyn CommitListener>],
+    );
+    assert_eq!(ratings.rating(alice, "duel", None).await.unwrap(), 1810.0);
+
+    // A write the cache is not told of (another process, by hand) is not seen until the
+    // entry expires: the lookup was answered from memory.
+    store.put_ratings(&[rating(alice, season.id, 1200.0, 40)]).await.unwrap();
+    assert_eq!(ratings.rating(alice, "duel", None).await.unwrap(), 1810.0, "served from the cache");
+
+    // A result stored through the write-behind queue is: its rating replaces the copy.
+    let result = |match_id, mu_after, games| MatchRecord {
+        match_id,
         mode: "duel".into(),
         season_id: season.id,
-        mu: 1810.0,
-        sigma: 90.0,
-        games: 12,
-        updated_at_ms: 1,
+        datacenter: "eu-west".into(),
+        formed_at_ms: 1,
+        finished_at_ms: 2,
+        players: vec![PlayerResult {
+            account_id: alice,
+            team: 0,
+            place: 1,
+            mu_before: 1810.0,
+            sigma_before: 90.0,
+            mu_after,
+            sigma_after: 88.0,
+            games,
+        }],
     };
-    store.put_ratings(&[rating]).await.unwrap();
-    assert_eq!(production.rating(account.id, "duel", Some(2400.0)).await.unwrap(), 1810.0);
-    assert_eq!(dev.rating(account.id, "duel", Some(2400.0)).await.unwrap(), 1810.0, "a stored rating wins in dev too");
-    assert_eq!(production.rating(account.id, "ffa", None).await.unwrap(), 1500.0, "per mode");
+    writer.submit(result(1, 1835.0, 41)).unwrap();
+    writer.flush().await.unwrap();
+    assert_eq!(ratings.rating(alice, "duel", None).await.unwrap(), 1835.0);
+    // A result with fewer games (replayed, or stored out of order) never moves it back.
+    ratings.committed(&[result(2, 1700.0, 13)]).await;
+    assert_eq!(ratings.rating(alice, "duel", None).await.unwrap(), 1835.0);
+    writer.shutdown().await;
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+#[tokio::test]
+async fn cached_ratings_expire_and_give_way_past_the_capacity() {
+    let (store, accounts, dir) = store_with_accounts("bounds", 2).await;
+    let (alice, bob) = (accounts[0], accounts[1]);
+    let season = store.create_season("now", 0, u64::MAX / 2).await.unwrap();
+
+    let short_lived = StoreRatings::new(store.clone(), 1500.0).with_cache(16, Duration::from_millis(50));
+    assert_eq!(short_lived.rating(alice, "duel", None).await.unwrap(), 1500.0);
+    store.put_ratings(&[rating(alice, season.id, 1650.0, 3)]).await.unwrap();
+    assert_eq!(short_lived.rating(alice, "duel", None).await.unwrap(), 1500.0, "not expired yet");
+    tokio::time::sleep(Duration::from_millis(60)).await;
+    assert_eq!(short_lived.rating(alice, "duel", None).await.unwrap(), 1650.0, "expired, read again");
+
+    // One entry: looking Bob up pushes Alice out, so her next lookup reads the store.
+    let tiny = StoreRatings::new(store.clone(), 1500.0).with_cache(1, Duration::from_secs(60));
+    assert_eq!(tiny.rating(alice, "duel", None).await.unwrap(), 1650.0);
+    store.put_ratings(&[rating(alice, season.id, 1700.0, 4)]).await.unwrap();
+    assert_eq!(tiny.rating(alice, "duel", None).await.unwrap(), 1650.0, "still cached");
+    assert_eq!(tiny.rating(bob, "duel", None).await.unwrap(), 1500.0);
+    assert_eq!(tiny.rating(alice, "duel", None).await.unwrap(), 1700.0, "evicted, read again");
     std::fs::remove_dir_all(&dir).unwrap();
 }

@@ -112,7 +112,7 @@ pub async fn app_with(
     tweak_game(&mut game_config, &mut session_config);
     let sessions = Arc::new(SessionDirectory::new(session_config));
     let leaderboard = Arc::new(StoreLeaderboard::new(store.clone()));
-    let game = Arc::new(Game::start(game_config, store.clone(), sessions.clone(), leaderboard));
+    let game = Arc::new(Game::start(game_config, store.clone(), sessions.clone(), leaderboard, Vec::new()));
     // A real engine behind the parties: the lobby is the shards' only event sink here.
     let rules = Arc::new(Rules::from_toml(RULES).unwrap());
     let lobby = Lobby::shared(rules.clone(), sessions.clone(), game.clone());
