@@ -245,10 +245,7 @@ pub(crate) fn init_logs(default: &str) {
 
 /// A random secret for game servers to register with, as hex.
 pub(crate) fn random_key() -> String {
-    use ring::rand::SecureRandom;
-    let mut bytes = [0u8; 16];
-    ring::rand::SystemRandom::new().fill(&mut bytes).expect("the system RNG works");
-    rally_sessions::hex(&bytes)
+    rally_sessions::random_hex_128()
 }
 
 /// Unrated players queue at this rating (the engine's MMR scale).

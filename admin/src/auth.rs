@@ -5,7 +5,7 @@
 //! refresh spends its token and issues the next, and presenting a spent token revokes the
 //! family (someone copied it).
 
-use std::time::{SystemTime, UNIX_EPOCH};
+use std::time::SystemTime;
 
 use argon2::password_hash::{PasswordHash, PasswordHasher, PasswordVerifier, SaltString};
 use argon2::{Algorithm, Argon2, Params, Version};
@@ -137,9 +137,7 @@ pub struct Tokens {
     pub refresh_token: String,
 }
 
-pub(crate) fn now_ms() -> u64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).unwrap_or_default().as_millis() as u64
-}
+pub(crate) use rally_sessions::{hex, now_ms};
 
 /// `N` bytes from the system's secure RNG.
 pub(crate) fn random_bytes<const N: usize>() -> [u8; N] {
@@ -147,11 +145,6 @@ pub(crate) fn random_bytes<const N: usize>() -> [u8; N] {
     let mut bytes = [0u8; N];
     ring::rand::SystemRandom::new().fill(&mut bytes).expect("the system RNG works");
     bytes
-}
-
-/// Lowercase hex.
-pub(crate) fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
 fn random_token<const N: usize>() -> String {

@@ -711,8 +711,5 @@ impl Ticket {
 
 /// 128 random bits as hex.
 fn new_resume_token() -> String {
-    use ring::rand::SecureRandom;
-    let mut bytes = [0u8; 16];
-    ring::rand::SystemRandom::new().fill(&mut bytes).expect("the system RNG works");
-    crate::tls::hex(&bytes)
+    rally_sessions::random_hex_128()
 }

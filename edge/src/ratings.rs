@@ -5,7 +5,7 @@
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::{Arc, Mutex, MutexGuard};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use hashlink::LruCache;
 use rally_persistence::{AccountId, CommitListener, MatchRecord, Season, Store};
@@ -170,14 +170,10 @@ fn store_failed(e: rally_persistence::StoreError) -> RatingError {
     RatingError(e.to_string())
 }
 
-fn now_ms() -> u64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).unwrap_or_default().as_millis() as u64
-}
-
 impl RatingSource for StoreRatings {
     fn rating<'a>(&'a self, player: u64, mode: &'a str, token_mmr: Option<f64>) -> RatingFuture<'a> {
         Box::pin(async move {
-            let now_ms = now_ms();
+            let now_ms = rally_sessions::now_ms();
             let stored = match self.season(now_ms).await? {
                 Some(season) => {
                     self.stored(RatingKey { account: player, season: season.id, mode: mode.to_owned() }, now_ms).await?
@@ -200,7 +196,7 @@ impl CommitListener for StoreRatings {
     async fn committed(&self, matches: &[MatchRecord]) {
         let mut cache = self.lock();
         cache.commits += 1;
-        let now_ms = now_ms();
+        let now_ms = rally_sessions::now_ms();
         for m in matches {
             for p in &m.players {
                 let key = RatingKey { account: p.account_id, season: m.season_id, mode: m.mode.clone() };

@@ -99,10 +99,5 @@ pub fn fingerprint(cert: &CertificateDer<'_>) -> [u8; 32] {
 
 /// A fingerprint as lowercase hex, the form printed for clients to pin.
 pub fn fingerprint_hex(fingerprint: &[u8; 32]) -> String {
-    hex(fingerprint)
-}
-
-/// Lowercase hex.
-pub(crate) fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
+    rally_sessions::hex(fingerprint)
 }

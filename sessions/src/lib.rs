@@ -636,6 +636,14 @@ pub fn connect_token(key: &hmac::Key, match_id: u64, player: u64) -> String {
     hex(hmac::sign(key, format!("{match_id}:{player}").as_bytes()).as_ref())
 }
 
+/// 128 bits from the system's secure RNG, as lowercase hex: secrets and resume tokens.
+pub fn random_hex_128() -> String {
+    use ring::rand::SecureRandom;
+    let mut bytes = [0u8; 16];
+    ring::rand::SystemRandom::new().fill(&mut bytes).expect("the system RNG works");
+    hex(&bytes)
+}
+
 /// Lowercase hex.
 pub fn hex(bytes: &[u8]) -> String {
     use std::fmt::Write;
