@@ -27,7 +27,9 @@ use rally_sessions::{SessionConfig, SessionDirectory};
 use serde_json::{Value, json};
 use tower::ServiceExt;
 
-use crate::serve::{DEFAULT_MMR, DemoArgs, Node, init_logs, random_key, rules, self_signed, tokio_runtime};
+use crate::serve::{
+    DEFAULT_MMR, DemoArgs, Node, NodeServices, init_logs, random_key, rules, self_signed, tokio_runtime,
+};
 
 /// Bots that play in parties (squads of three), beside the solo bots.
 const PARTY_BOTS: u64 = 6;
@@ -97,7 +99,8 @@ async fn run(args: DemoArgs, rules: Arc<Rules>, key: SigningKey, dir: &std::path
     let api = rally_admin::router(state);
 
     let listen: SocketAddr = "127.0.0.1:0".parse().expect("literal");
-    let node = Node::start(rules.clone(), listen, &key, self_signed(listen)?, ratings, Some(sessions), Some(lobby))?;
+    let services = NodeServices { ratings, sessions, lobby };
+    let node = Node::start(rules.clone(), listen, &key, self_signed(listen)?, services, None)?;
 
     let servers = GameServers::register(&api, &server_key, &rules).await?;
     let stop = tokio_util_stop();

@@ -39,6 +39,13 @@ pub struct DevArgs {
     /// sooner and in smaller bursts, for a little more CPU per second.
     #[arg(long, env = "RALLY_TICK_MS", value_name = "MS")]
     pub tick_ms: Option<u64>,
+    /// Nice value for the engine's shard threads (-20..=19; Linux). Below the async
+    /// workers' 0, a shard answers commands without waiting for a worker's time slice,
+    /// which matters when cores are busy. Negative values need `CAP_SYS_NICE` (or root);
+    /// without it a warning is logged and the threads keep their priority.
+    #[arg(long, env = "RALLY_SHARD_NICE", value_name = "NICE", allow_negative_numbers = true,
+          value_parser = clap::value_parser!(i32).range(-20..=19))]
+    pub shard_nice: Option<i32>,
     /// Certificate chain (PEM) to present instead of a fresh self-signed one.
     #[arg(long, env = "RALLY_TLS_CERT", value_name = "FILE", requires = "tls_key")]
     pub tls_cert: Option<PathBuf>,
@@ -185,29 +192,37 @@ pub(crate) struct Node {
     runtime: Runtime,
 }
 
+/// What a node's edge serves with, besides its rules, address and keys.
+pub(crate) struct NodeServices {
+    pub ratings: Arc<dyn RatingSource>,
+    pub sessions: Arc<SessionDirectory>,
+    pub lobby: Arc<Lobby>,
+}
+
 impl Node {
+    /// Starts the shards, then the edge in front of them. `shard_nice`, when set, is the
+    /// nice value each shard thread asks for (see `--shard-nice`).
     pub(crate) fn start(
         rules: Arc<Rules>,
         listen: SocketAddr,
         key: &SigningKey,
         tls: TlsIdentity,
-        ratings: Arc<dyn RatingSource>,
-        sessions: Option<Arc<SessionDirectory>>,
-        lobby: Option<Arc<Lobby>>,
+        services: NodeServices,
+        shard_nice: Option<i32>,
     ) -> Result<Node> {
+        let NodeServices { ratings, sessions, lobby } = services;
         let events = rally_edge::ShardEvents::new();
-        if let Some(lobby) = &lobby {
-            events.also(lobby.clone());
-        }
+        events.also(lobby.clone());
         let mut config = RuntimeConfig::default();
         // Match ids stay unique across restarts (results are idempotent per match id): each
         // run numbers its matches from the start time, 64 per ms of it.
         config.shard.first_match_seq = rally_sessions::now_ms() << 6;
+        if let Some(nice) = shard_nice {
+            config.on_thread_start = Some(Arc::new(move |shard| set_thread_nice(shard, nice)));
+        }
         let runtime = Runtime::start(rules.clone(), config, events.clone()).context("starting shards")?;
         let router = Arc::new(InProcessRouter::new(&runtime));
-        if let Some(lobby) = &lobby {
-            lobby.connect(router.clone());
-        }
+        lobby.connect(router.clone());
         let deps = EdgeDeps {
             rules,
             router,
@@ -215,8 +230,8 @@ impl Node {
             verifier: TokenVerifier::with_defaults(key.public_key()),
             ratings,
             tls,
-            sessions,
-            parties: lobby.clone().map(|lobby| lobby as Arc<dyn rally_lobby::PartyGateway>),
+            sessions: Some(sessions),
+            parties: Some(lobby as Arc<dyn rally_lobby::PartyGateway>),
         };
         let edge = rally_edge::start(EdgeConfig::new(listen), deps)?;
         Ok(Node { edge, runtime })
@@ -225,6 +240,21 @@ impl Node {
     pub(crate) async fn stop(self) {
         self.edge.shutdown().await;
         self.runtime.shutdown();
+    }
+}
+
+/// Sets the calling thread's nice value (Linux keeps one per thread). A shard thread woken
+/// by a command then preempts the busy async workers instead of queueing behind them for
+/// a time slice. Lowering it below 0 needs `CAP_SYS_NICE`; without it the thread keeps
+/// its priority and a warning says so.
+fn set_thread_nice(shard: rally_engine::ShardId, nice: i32) {
+    #[cfg(target_os = "linux")]
+    let result = rustix::process::setpriority_process(Some(rustix::thread::gettid()), nice).map_err(|e| e.to_string());
+    #[cfg(not(target_os = "linux"))]
+    let result: Result<(), String> = Err("per-thread priorities are Linux only".to_owned());
+    match result {
+        Ok(()) => tracing::info!(shard = shard.0, nice, "shard thread priority set"),
+        Err(error) => tracing::warn!(shard = shard.0, nice, %error, "could not set the shard thread's priority"),
     }
 }
 
@@ -326,7 +356,8 @@ pub fn dev(args: DevArgs) -> Result<()> {
             let _ = admin_stopped.await;
         }));
 
-        let node = Node::start(rules.clone(), args.listen, &key, tls, ratings, Some(sessions), Some(lobby))?;
+        let services = NodeServices { ratings, sessions, lobby };
+        let node = Node::start(rules.clone(), args.listen, &key, tls, services, args.shard_nice)?;
         let fingerprint = rally_edge::fingerprint_hex(&node.edge.fingerprint());
         println!("rally dev: edge on {} (QUIC, ALPN rally/1)", node.edge.local_addr());
         println!("  certificate SHA-256 (pin this, or trust its CA): {fingerprint}");

@@ -35,5 +35,5 @@ pub use rules::{
     DatacenterId, MAX_DATACENTERS_PER_SHARD, MAX_PLAYERS_PER_MATCH, Mode, ModeId, ReadyCheck, Region, RegionId, Rules,
     RulesError, ShardId, ShardPlan, Widening,
 };
-pub use runtime::{EventSink, Runtime, RuntimeConfig, RuntimeEvent, ShardHandle, SubmitError};
+pub use runtime::{EventSink, Runtime, RuntimeConfig, RuntimeEvent, ShardHandle, SubmitError, ThreadStartHook};
 pub use shard::{Shard, ShardConfig};

@@ -23,7 +23,7 @@ use crate::rules::{Rules, ShardId};
 use crate::shard::{Shard, ShardConfig};
 
 /// Runtime settings.
-#[derive(Clone, Debug, PartialEq)]
+#[derive(Clone)]
 pub struct RuntimeConfig {
     /// Commands a shard's mailbox holds before submitters are turned away.
     pub mailbox_capacity: usize,
@@ -31,11 +31,34 @@ pub struct RuntimeConfig {
     pub max_batch: usize,
     /// Settings of each shard.
     pub shard: ShardConfig,
+    /// Runs first on each shard's thread, before it takes any command: where a service
+    /// sets the thread's scheduling priority or CPU affinity (the engine makes no system
+    /// calls of its own).
+    pub on_thread_start: Option<ThreadStartHook>,
 }
+
+/// See [`RuntimeConfig::on_thread_start`].
+pub type ThreadStartHook = Arc<dyn Fn(ShardId) + Send + Sync>;
 
 impl Default for RuntimeConfig {
     fn default() -> Self {
-        RuntimeConfig { mailbox_capacity: 65_536, max_batch: 4_096, shard: ShardConfig::default() }
+        RuntimeConfig {
+            mailbox_capacity: 65_536,
+            max_batch: 4_096,
+            shard: ShardConfig::default(),
+            on_thread_start: None,
+        }
+    }
+}
+
+impl std::fmt::Debug for RuntimeConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RuntimeConfig")
+            .field("mailbox_capacity", &self.mailbox_capacity)
+            .field("max_batch", &self.max_batch)
+            .field("shard", &self.shard)
+            .field("on_thread_start", &self.on_thread_start.as_ref().map(|_| "Fn"))
+            .finish()
     }
 }
 
@@ -158,7 +181,13 @@ impl Runtime {
                 max_batch: config.max_batch.max(1),
             };
             let name = format!("shard-{}", rules.shards[idx].name);
-            threads.push(std::thread::Builder::new().name(name).spawn(move || worker.run())?);
+            let hook = config.on_thread_start.clone();
+            threads.push(std::thread::Builder::new().name(name).spawn(move || {
+                if let Some(hook) = hook {
+                    hook(id);
+                }
+                worker.run()
+            })?);
             handles.push(ShardHandle { shard: id, tx, stopping: stopping.clone() });
         }
         Ok(Runtime { handles, threads, stopping })

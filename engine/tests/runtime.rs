@@ -113,3 +113,25 @@ fn one_thread_per_configured_shard() {
     }
     runtime.shutdown();
 }
+
+#[test]
+fn the_thread_start_hook_runs_once_on_each_shards_own_thread() {
+    let (seen_tx, seen_rx) = crossbeam_channel::unbounded();
+    let hook: rally_engine::ThreadStartHook = std::sync::Arc::new(move |shard: ShardId| {
+        let thread = std::thread::current();
+        let _ = seen_tx.send((shard, thread.name().map(str::to_owned), thread.id()));
+    });
+    let config = RuntimeConfig { on_thread_start: Some(hook), ..RuntimeConfig::default() };
+    let (tx, rx) = crossbeam_channel::unbounded();
+    let runtime = Runtime::start(rules(), config, tx).unwrap();
+    let (shard, name, hook_thread) = seen_rx.recv_timeout(DEADLINE).expect("the hook ran");
+    assert_eq!(shard, ShardId(0));
+    assert_eq!(name.as_deref(), Some("shard-eu+na"), "on the shard's own thread");
+    assert_ne!(hook_thread, std::thread::current().id());
+    assert!(seen_rx.try_recv().is_err(), "once per shard thread");
+    // The shard serves as usual after it.
+    let handle = runtime.shard(ShardId(0)).unwrap().clone();
+    handle.try_submit(Command::Cancel(TicketId(7))).unwrap();
+    wait_for(&rx, |e| matches!(e, RuntimeEvent::Shard { event: Event::NotWaiting(TicketId(7)), .. }).then_some(()));
+    runtime.shutdown();
+}
