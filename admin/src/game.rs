@@ -68,7 +68,7 @@ pub struct Game {
 impl Game {
     /// Starts the write-behind worker and the session-expiry loop on the current runtime.
     /// `leaderboard` hears of every commit (a Redis one keeps itself current that way), and
-    /// so do `also` (the edge's rating cache), after it.
+    /// so do `also` (the edge's rating cache), before it.
     pub fn start(
         config: GameConfig,
         store: Arc<dyn Store>,
@@ -77,8 +77,11 @@ impl Game {
         also: Vec<Arc<dyn CommitListener>>,
     ) -> Game {
         let book = Arc::new(RatingBook::new(config.rating_cache));
-        let mut listeners: Vec<Arc<dyn CommitListener>> = vec![book.clone(), leaderboard.clone()];
+        // The leaderboard last: a Redis one may wait seconds on a slow server, and caches
+        // must not serve old ratings meanwhile.
+        let mut listeners: Vec<Arc<dyn CommitListener>> = vec![book.clone()];
         listeners.extend(also);
+        listeners.push(leaderboard.clone());
         let writer = WriteBehind::start(store.clone(), config.write_behind.clone(), listeners);
         let expiry = tokio::spawn(expire_sessions(sessions.clone()));
         Game {

@@ -5,10 +5,10 @@
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::{Arc, Mutex, MutexGuard};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use hashlink::LruCache;
-use rally_persistence::{AccountId, CommitListener, MatchRecord, Season, Store};
+use rally_persistence::{AccountId, CommitListener, MatchRecord, Store};
 
 /// A rating lookup failed.
 #[derive(Debug, thiserror::Error)]
@@ -45,13 +45,15 @@ impl RatingSource for TokenRatings {
 /// rating their token carries.
 ///
 /// Lookups are kept in memory, so a player queueing again costs no store round trip (two
-/// queries otherwise: at thousands of enqueues a second they were most of an enqueue's
-/// latency). What keeps the copies true:
-/// - the running season is re-read when it ends, and at least every few seconds;
+/// queries otherwise: thousands a second at thousands of enqueues a second, and a network
+/// round trip each on Postgres). What keeps the copies true:
+/// - the running season is re-read when it ends, at least every few seconds, and when a
+///   result is stored for a season other than the cached one;
 /// - a rating changes only when a result is stored, and this type is a [`CommitListener`]:
-///   registered with the write-behind queue that stores results, it takes each committed
-///   rating (the one with more games wins, as in the store);
-/// - a lookup that read the store while a commit landed does not keep what it read;
+///   registered with the write-behind queue that stores this process's results, it takes
+///   each committed rating (the one with more games wins, as in the store);
+/// - a lookup that read the store while a commit landed does not keep what it read, and a
+///   read never replaces a copy with more games;
 /// - entries expire after the cache's TTL, which bounds how stale a rating can be where
 ///   results are stored by another process, and the least recently used are dropped past
 ///   the cache's capacity.
@@ -59,25 +61,33 @@ pub struct StoreRatings {
     store: Arc<dyn Store>,
     default: f64,
     trust_token_mmr: bool,
-    ttl_ms: u64,
+    ttl: Duration,
     cache: Mutex<Cache>,
 }
 
-/// Default number of (player, mode) ratings kept.
+/// Default number of (player, season, mode) ratings kept.
 pub const RATING_CACHE_CAPACITY: usize = 200_000;
 /// Default time a rating is kept without being refreshed from the store.
 pub const RATING_CACHE_TTL: Duration = Duration::from_secs(60);
 /// The running season is re-read at least this often (a season created by hand may start
 /// before the cached one ends).
-const SEASON_RECHECK_MS: u64 = 5_000;
+const SEASON_RECHECK: Duration = Duration::from_secs(5);
 
 struct Cache {
-    /// The season `season_at` answered, and when it was asked.
-    season: Option<(Option<Season>, u64)>,
+    /// What `season_at` answered, and when it was asked.
+    season: Option<(Option<SeasonSpan>, Instant)>,
     ratings: LruCache<RatingKey, CachedRating>,
     /// Bumped by every commit: a lookup that saw it change while reading the store may
     /// have read a rating from before the commit, and does not keep it.
     commits: u64,
+}
+
+/// The part of a season lookups need.
+#[derive(Clone, Copy, Debug)]
+struct SeasonSpan {
+    id: u64,
+    starts_at_ms: u64,
+    ends_at_ms: u64,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
@@ -91,9 +101,9 @@ struct RatingKey {
 struct CachedRating {
     /// `None`: the player has no rating in that mode and season.
     mu: Option<f64>,
-    /// Rated games behind `mu`; a commit replaces it only with more.
+    /// Rated games behind `mu`; only a rating with more replaces it.
     games: u64,
-    fetched_at_ms: u64,
+    fetched_at: Instant,
 }
 
 impl StoreRatings {
@@ -104,7 +114,7 @@ impl StoreRatings {
             store,
             default,
             trust_token_mmr: false,
-            ttl_ms: RATING_CACHE_TTL.as_millis() as u64,
+            ttl: RATING_CACHE_TTL,
             cache: Mutex::new(Cache { season: None, ratings: LruCache::new(RATING_CACHE_CAPACITY), commits: 0 }),
         }
     }
@@ -118,7 +128,7 @@ impl StoreRatings {
     /// Keeps at most `capacity` ratings (at least one), each for at most `ttl` (zero:
     /// every lookup reads the store).
     pub fn with_cache(mut self, capacity: usize, ttl: Duration) -> StoreRatings {
-        self.ttl_ms = ttl.as_millis().try_into().unwrap_or(u64::MAX);
+        self.ttl = ttl;
         self.lock().ratings = LruCache::new(capacity.max(1));
         self
     }
@@ -128,23 +138,26 @@ impl StoreRatings {
         self.cache.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
-    async fn season(&self, now_ms: u64) -> Result<Option<Season>, RatingError> {
-        if let Some((season, checked_at_ms)) = &self.lock().season {
-            let still_running = season.as_ref().is_none_or(|s| s.starts_at_ms <= now_ms && now_ms < s.ends_at_ms);
-            if still_running && now_ms.saturating_sub(*checked_at_ms) < SEASON_RECHECK_MS.min(self.ttl_ms) {
-                return Ok(season.clone());
+    /// The id of the season running at `now_ms`, if one is.
+    async fn season(&self, now_ms: u64) -> Result<Option<u64>, RatingError> {
+        if let Some((season, checked_at)) = self.lock().season {
+            let still_running = season.is_none_or(|s| s.starts_at_ms <= now_ms && now_ms < s.ends_at_ms);
+            if still_running && checked_at.elapsed() < SEASON_RECHECK.min(self.ttl) {
+                return Ok(season.map(|s| s.id));
             }
         }
+        let asked_at = Instant::now();
         let season = self.store.season_at(now_ms).await.map_err(store_failed)?;
-        self.lock().season = Some((season.clone(), now_ms));
-        Ok(season)
+        let span = season.map(|s| SeasonSpan { id: s.id, starts_at_ms: s.starts_at_ms, ends_at_ms: s.ends_at_ms });
+        self.lock().season = Some((span, asked_at));
+        Ok(span.map(|s| s.id))
     }
 
-    async fn stored(&self, key: RatingKey, now_ms: u64) -> Result<Option<f64>, RatingError> {
+    async fn stored(&self, key: RatingKey) -> Result<Option<f64>, RatingError> {
         let commits = {
             let mut cache = self.lock();
             if let Some(hit) = cache.ratings.get(&key)
-                && now_ms.saturating_sub(hit.fetched_at_ms) < self.ttl_ms
+                && hit.fetched_at.elapsed() < self.ttl
             {
                 metrics::counter!("rally_edge_rating_lookups_total", "source" => "cache").increment(1);
                 return Ok(hit.mu);
@@ -152,15 +165,23 @@ impl StoreRatings {
             cache.commits
         };
         metrics::counter!("rally_edge_rating_lookups_total", "source" => "store").increment(1);
+        let fetched_at = Instant::now();
         let rating = self.store.rating(key.account, &key.mode, key.season).await.map_err(store_failed)?;
         let fetched = CachedRating {
             mu: rating.as_ref().map(|r| r.mu),
             games: rating.as_ref().map_or(0, |r| r.games),
-            fetched_at_ms: now_ms,
+            fetched_at,
         };
         let mut cache = self.lock();
-        if cache.commits == commits && self.ttl_ms > 0 {
-            cache.ratings.insert(key, fetched);
+        if cache.commits == commits && !self.ttl.is_zero() {
+            match cache.ratings.peek_mut(&key) {
+                // Another lookup of the same key may have finished first with a newer read.
+                Some(cached) if cached.games > fetched.games => {}
+                Some(cached) => *cached = fetched,
+                None => {
+                    cache.ratings.insert(key, fetched);
+                }
+            }
         }
         Ok(fetched.mu)
     }
@@ -173,11 +194,8 @@ fn store_failed(e: rally_persistence::StoreError) -> RatingError {
 impl RatingSource for StoreRatings {
     fn rating<'a>(&'a self, player: u64, mode: &'a str, token_mmr: Option<f64>) -> RatingFuture<'a> {
         Box::pin(async move {
-            let now_ms = rally_sessions::now_ms();
-            let stored = match self.season(now_ms).await? {
-                Some(season) => {
-                    self.stored(RatingKey { account: player, season: season.id, mode: mode.to_owned() }, now_ms).await?
-                }
+            let stored = match self.season(rally_sessions::now_ms()).await? {
+                Some(season) => self.stored(RatingKey { account: player, season, mode: mode.to_owned() }).await?,
                 None => None,
             };
             Ok(match (stored, token_mmr) {
@@ -196,15 +214,21 @@ impl CommitListener for StoreRatings {
     async fn committed(&self, matches: &[MatchRecord]) {
         let mut cache = self.lock();
         cache.commits += 1;
-        let now_ms = rally_sessions::now_ms();
+        let now = Instant::now();
         for m in matches {
+            // A result for another season than the cached one (none, or one that ended):
+            // the season changed, so ask again.
+            if cache.season.is_some_and(|(season, _)| season.is_none_or(|s| s.id != m.season_id)) {
+                cache.season = None;
+            }
+            let mut key = RatingKey { account: 0, season: m.season_id, mode: m.mode.clone() };
             for p in &m.players {
-                let key = RatingKey { account: p.account_id, season: m.season_id, mode: m.mode.clone() };
+                key.account = p.account_id;
                 // Only ratings someone looked up are kept; the rest are read when needed.
                 if let Some(cached) = cache.ratings.peek_mut(&key)
                     && p.games > cached.games
                 {
-                    *cached = CachedRating { mu: Some(p.mu_after), games: p.games, fetched_at_ms: now_ms };
+                    *cached = CachedRating { mu: Some(p.mu_after), games: p.games, fetched_at: now };
                 }
             }
         }

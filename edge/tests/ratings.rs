@@ -111,23 +111,65 @@ async fn a_cached_rating_changes_with_every_stored_result_and_only_then() {
 
 #[tokio::test]
 async fn cached_ratings_expire_and_give_way_past_the_capacity() {
-    let (store, accounts, dir) = store_with_accounts("bounds", 2).await;
-    let (alice, bob) = (accounts[0], accounts[1]);
+    let (store, accounts, dir) = store_with_accounts("bounds", 3).await;
+    let (alice, bob, carol) = (accounts[0], accounts[1], accounts[2]);
     let season = store.create_season("now", 0, u64::MAX / 2).await.unwrap();
 
-    let short_lived = StoreRatings::new(store.clone(), 1500.0).with_cache(16, Duration::from_millis(50));
+    // The TTL is long enough for the lookups in between on a loaded machine.
+    let short_lived = StoreRatings::new(store.clone(), 1500.0).with_cache(16, Duration::from_secs(1));
     assert_eq!(short_lived.rating(alice, "duel", None).await.unwrap(), 1500.0);
     store.put_ratings(&[rating(alice, season.id, 1650.0, 3)]).await.unwrap();
     assert_eq!(short_lived.rating(alice, "duel", None).await.unwrap(), 1500.0, "not expired yet");
-    tokio::time::sleep(Duration::from_millis(60)).await;
+    tokio::time::sleep(Duration::from_millis(1_100)).await;
     assert_eq!(short_lived.rating(alice, "duel", None).await.unwrap(), 1650.0, "expired, read again");
 
-    // One entry: looking Bob up pushes Alice out, so her next lookup reads the store.
-    let tiny = StoreRatings::new(store.clone(), 1500.0).with_cache(1, Duration::from_secs(60));
-    assert_eq!(tiny.rating(alice, "duel", None).await.unwrap(), 1650.0);
-    store.put_ratings(&[rating(alice, season.id, 1700.0, 4)]).await.unwrap();
-    assert_eq!(tiny.rating(alice, "duel", None).await.unwrap(), 1650.0, "still cached");
-    assert_eq!(tiny.rating(bob, "duel", None).await.unwrap(), 1500.0);
-    assert_eq!(tiny.rating(alice, "duel", None).await.unwrap(), 1700.0, "evicted, read again");
+    // Two entries, least recently used out first: Alice, Bob, Alice again, then Carol
+    // pushes Bob out, not Alice.
+    let small = StoreRatings::new(store.clone(), 1500.0).with_cache(2, Duration::from_secs(60));
+    assert_eq!(small.rating(alice, "duel", None).await.unwrap(), 1650.0);
+    assert_eq!(small.rating(bob, "duel", None).await.unwrap(), 1500.0);
+    assert_eq!(small.rating(alice, "duel", None).await.unwrap(), 1650.0);
+    assert_eq!(small.rating(carol, "duel", None).await.unwrap(), 1500.0);
+    store.put_ratings(&[rating(alice, season.id, 1700.0, 4), rating(bob, season.id, 1400.0, 1)]).await.unwrap();
+    assert_eq!(small.rating(alice, "duel", None).await.unwrap(), 1650.0, "still cached");
+    assert_eq!(small.rating(bob, "duel", None).await.unwrap(), 1400.0, "evicted, read again");
     std::fs::remove_dir_all(&dir).unwrap();
+}
+
+#[tokio::test]
+async fn the_cached_season_gives_way_to_the_next_when_it_ends_or_a_result_names_another() {
+    let (store, accounts, dir) = store_with_accounts("seasons", 1).await;
+    let alice = accounts[0];
+    let now = rally_sessions::now_ms();
+    // The first season ends a second from now and the next follows it.
+    let first = store.create_season("first", 0, now + 1_000).await.unwrap();
+    let second = store.create_season("second", now + 1_000, u64::MAX / 2).await.unwrap();
+    store.put_ratings(&[rating(alice, first.id, 1900.0, 30), rating(alice, second.id, 1550.0, 2)]).await.unwrap();
+    let ratings = StoreRatings::new(store.clone(), 1500.0);
+    assert_eq!(ratings.rating(alice, "duel", None).await.unwrap(), 1900.0);
+    tokio::time::sleep(Duration::from_millis(1_100)).await;
+    assert_eq!(ratings.rating(alice, "duel", None).await.unwrap(), 1550.0, "the next season's rating");
+
+    // No season at first: a stored result for one tells the cache to look again, well
+    // before its periodic re-read.
+    let (store, accounts, dir2) = store_with_accounts("seasons-opened", 1).await;
+    let alice = accounts[0];
+    let ratings = StoreRatings::new(store.clone(), 1500.0);
+    assert_eq!(ratings.rating(alice, "duel", None).await.unwrap(), 1500.0, "no season yet");
+    let opened = store.create_season("opened", 0, u64::MAX / 2).await.unwrap();
+    store.put_ratings(&[rating(alice, opened.id, 1620.0, 1)]).await.unwrap();
+    assert_eq!(ratings.rating(alice, "duel", None).await.unwrap(), 1500.0, "the cached answer: no season");
+    let result = MatchRecord {
+        match_id: 1,
+        mode: "duel".into(),
+        season_id: opened.id,
+        datacenter: "eu-west".into(),
+        formed_at_ms: 1,
+        finished_at_ms: 2,
+        players: Vec::new(),
+    };
+    ratings.committed(&[result]).await;
+    assert_eq!(ratings.rating(alice, "duel", None).await.unwrap(), 1620.0);
+    std::fs::remove_dir_all(&dir).unwrap();
+    std::fs::remove_dir_all(&dir2).unwrap();
 }
