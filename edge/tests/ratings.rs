@@ -33,6 +33,19 @@ async fn store_with_accounts(name: &str, accounts: usize) -> (Arc<dyn Store>, Ve
     (Arc::new(store), ids, dir)
 }
 
+/// A stored duel result in `season_id`.
+fn duel_result(match_id: u64, season_id: u64, players: Vec<PlayerResult>) -> MatchRecord {
+    MatchRecord {
+        match_id,
+        mode: "duel".into(),
+        season_id,
+        datacenter: "eu-west".into(),
+        formed_at_ms: 1,
+        finished_at_ms: 2,
+        players,
+    }
+}
+
 fn rating(account: AccountId, season_id: u64, mu: f64, games: u64) -> Rating {
     Rating { account_id: account, mode: "duel".into(), season_id, mu, sigma: 90.0, games, updated_at_ms: 1 }
 }
@@ -81,14 +94,8 @@ async fn a_cached_rating_changes_with_every_stored_result_and_only_then() {
     assert_eq!(ratings.rating(alice, "duel", None).await.unwrap(), 1810.0, "served from the cache");
 
     // A result stored through the write-behind queue is: its rating replaces the copy.
-    let result = |match_id, mu_after, games| MatchRecord {
-        match_id,
-        mode: "duel".into(),
-        season_id: season.id,
-        datacenter: "eu-west".into(),
-        formed_at_ms: 1,
-        finished_at_ms: 2,
-        players: vec![PlayerResult {
+    let result = |match_id, mu_after, games| {
+        let player = PlayerResult {
             account_id: alice,
             team: 0,
             place: 1,
@@ -97,7 +104,8 @@ async fn a_cached_rating_changes_with_every_stored_result_and_only_then() {
             mu_after,
             sigma_after: 88.0,
             games,
-        }],
+        };
+        duel_result(match_id, season.id, vec![player])
     };
     writer.submit(result(1, 1835.0, 41)).unwrap();
     writer.flush().await.unwrap();
@@ -159,16 +167,7 @@ async fn the_cached_season_gives_way_to_the_next_when_it_ends_or_a_result_names_
     let opened = store.create_season("opened", 0, u64::MAX / 2).await.unwrap();
     store.put_ratings(&[rating(alice, opened.id, 1620.0, 1)]).await.unwrap();
     assert_eq!(ratings.rating(alice, "duel", None).await.unwrap(), 1500.0, "the cached answer: no season");
-    let result = MatchRecord {
-        match_id: 1,
-        mode: "duel".into(),
-        season_id: opened.id,
-        datacenter: "eu-west".into(),
-        formed_at_ms: 1,
-        finished_at_ms: 2,
-        players: Vec::new(),
-    };
-    ratings.committed(&[result]).await;
+    ratings.committed(&[duel_result(1, opened.id, Vec::new())]).await;
     assert_eq!(ratings.rating(alice, "duel", None).await.unwrap(), 1620.0);
     std::fs::remove_dir_all(&dir).unwrap();
     std::fs::remove_dir_all(&dir2).unwrap();
