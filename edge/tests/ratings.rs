@@ -6,8 +6,9 @@ use std::time::Duration;
 
 use rally_edge::{RatingSource, StoreRatings};
 use rally_persistence::{
-    AccountId, CommitListener, MatchRecord, NewAccount, PlayerResult, Rating, SqlStore, Store, StoreConfig,
-    WriteBehind, WriteBehindConfig,
+    Account, AccountId, CommitListener, HistoryEntry, HistoryQuery, MatchRecord, NewAccount, NewRefreshToken,
+    PlayerResult, Profile, ProfilePatch, RatedPlayer, Rating, Rotation, Season, SqlStore, Store, StoreConfig,
+    StoreError, WriteBehind, WriteBehindConfig,
 };
 
 /// A fresh SQLite store under a directory of its own, with `accounts` accounts.
@@ -171,4 +172,134 @@ async fn the_cached_season_gives_way_to_the_next_when_it_ends_or_a_result_names_
     assert_eq!(ratings.rating(alice, "duel", None).await.unwrap(), 1620.0);
     std::fs::remove_dir_all(&dir).unwrap();
     std::fs::remove_dir_all(&dir2).unwrap();
+}
+
+/// A store whose first `rating` reads, then waits for the test to let it answer: a lookup
+/// that read before a commit and answers after it. Later calls pass straight through.
+struct GatedStore {
+    inner: Arc<dyn Store>,
+    gated: std::sync::atomic::AtomicBool,
+    read_done: tokio::sync::Notify,
+    release: tokio::sync::Notify,
+}
+
+#[async_trait::async_trait]
+impl Store for GatedStore {
+    async fn ping(&self) -> Result<(), StoreError> {
+        self.inner.ping().await
+    }
+    async fn create_account(&self, new: NewAccount) -> Result<Account, StoreError> {
+        self.inner.create_account(new).await
+    }
+    async fn account_by_login(&self, login: &str) -> Result<Option<Account>, StoreError> {
+        self.inner.account_by_login(login).await
+    }
+    async fn account(&self, id: AccountId) -> Result<Option<Account>, StoreError> {
+        self.inner.account(id).await
+    }
+    async fn insert_refresh_token(&self, token: NewRefreshToken) -> Result<(), StoreError> {
+        self.inner.insert_refresh_token(token).await
+    }
+    async fn rotate_refresh_token(
+        &self,
+        old_hash: &str,
+        new: NewRefreshToken,
+        now_ms: u64,
+    ) -> Result<Rotation, StoreError> {
+        self.inner.rotate_refresh_token(old_hash, new, now_ms).await
+    }
+    async fn revoke_family(&self, family: &str, now_ms: u64) -> Result<(), StoreError> {
+        self.inner.revoke_family(family, now_ms).await
+    }
+    async fn profile(&self, account: AccountId) -> Result<Option<Profile>, StoreError> {
+        self.inner.profile(account).await
+    }
+    async fn update_profile(
+        &self,
+        account: AccountId,
+        patch: ProfilePatch,
+        now_ms: u64,
+    ) -> Result<Profile, StoreError> {
+        self.inner.update_profile(account, patch, now_ms).await
+    }
+    async fn create_season(&self, name: &str, starts_at_ms: u64, ends_at_ms: u64) -> Result<Season, StoreError> {
+        self.inner.create_season(name, starts_at_ms, ends_at_ms).await
+    }
+    async fn season_at(&self, now_ms: u64) -> Result<Option<Season>, StoreError> {
+        self.inner.season_at(now_ms).await
+    }
+    async fn season(&self, name: &str) -> Result<Option<Season>, StoreError> {
+        self.inner.season(name).await
+    }
+    async fn rating(&self, account: AccountId, mode: &str, season_id: u64) -> Result<Option<Rating>, StoreError> {
+        let read = self.inner.rating(account, mode, season_id).await;
+        if self.gated.swap(false, std::sync::atomic::Ordering::SeqCst) {
+            self.read_done.notify_one();
+            self.release.notified().await;
+        }
+        read
+    }
+    async fn put_ratings(&self, ratings: &[Rating]) -> Result<(), StoreError> {
+        self.inner.put_ratings(ratings).await
+    }
+    async fn recent_seasons(&self, now_ms: u64, limit: u32) -> Result<Vec<Season>, StoreError> {
+        self.inner.recent_seasons(now_ms, limit).await
+    }
+    async fn record_matches(&self, matches: &[MatchRecord]) -> Result<u64, StoreError> {
+        self.inner.record_matches(matches).await
+    }
+    async fn match_history(&self, query: &HistoryQuery) -> Result<Vec<HistoryEntry>, StoreError> {
+        self.inner.match_history(query).await
+    }
+    async fn leaderboard(
+        &self,
+        season_id: u64,
+        mode: &str,
+        offset: u64,
+        limit: u32,
+    ) -> Result<Vec<RatedPlayer>, StoreError> {
+        self.inner.leaderboard(season_id, mode, offset, limit).await
+    }
+    async fn leaderboard_rank(
+        &self,
+        season_id: u64,
+        mode: &str,
+        account: AccountId,
+    ) -> Result<Option<u64>, StoreError> {
+        self.inner.leaderboard_rank(season_id, mode, account).await
+    }
+    async fn display_names(&self, accounts: &[AccountId]) -> Result<Vec<(AccountId, String)>, StoreError> {
+        self.inner.display_names(accounts).await
+    }
+}
+
+#[tokio::test]
+async fn a_lookup_that_read_before_a_commit_does_not_keep_what_it_read() {
+    let (store, accounts, dir) = store_with_accounts("race", 1).await;
+    let alice = accounts[0];
+    let season = store.create_season("now", 0, u64::MAX / 2).await.unwrap();
+    store.put_ratings(&[rating(alice, season.id, 1810.0, 12)]).await.unwrap();
+    let gated = Arc::new(GatedStore {
+        inner: store.clone(),
+        gated: std::sync::atomic::AtomicBool::new(true),
+        read_done: tokio::sync::Notify::new(),
+        release: tokio::sync::Notify::new(),
+    });
+    let ratings = Arc::new(StoreRatings::new(gated.clone(), 1500.0));
+
+    // The lookup reads 1810 and waits; meanwhile a result (13 games, 1835) is stored and
+    // its commit heard of, while nothing is cached yet for the listener to update.
+    let lookup = tokio::spawn({
+        let ratings = ratings.clone();
+        async move { ratings.rating(alice, "duel", None).await.unwrap() }
+    });
+    gated.read_done.notified().await;
+    store.put_ratings(&[rating(alice, season.id, 1835.0, 13)]).await.unwrap();
+    ratings.committed(&[duel_result(1, season.id, Vec::new())]).await;
+    gated.release.notify_one();
+    assert_eq!(lookup.await.unwrap(), 1810.0, "it answers with what it read");
+
+    // It did not cache that: the next lookup reads the store again and sees the result.
+    assert_eq!(ratings.rating(alice, "duel", None).await.unwrap(), 1835.0);
+    std::fs::remove_dir_all(&dir).unwrap();
 }
