@@ -28,7 +28,7 @@ use serde_json::{Value, json};
 use tower::ServiceExt;
 
 use crate::serve::{
-    DEFAULT_MMR, DemoArgs, Node, NodeServices, init_logs, random_key, rules, self_signed, tokio_runtime,
+    DEFAULT_MMR, DemoArgs, LIVE_TICK_MS, Node, NodeServices, init_logs, random_key, rules, self_signed, tokio_runtime,
 };
 
 /// Bots that play in parties (squads of three), beside the solo bots.
@@ -37,7 +37,7 @@ const PARTY_BOTS: u64 = 6;
 pub fn demo(args: DemoArgs) -> Result<()> {
     init_logs("warn");
     anyhow::ensure!(args.bots >= 2, "--bots must be at least 2");
-    let rules = rules(args.modes.as_deref(), None)?;
+    let rules = rules(args.modes.as_deref(), Some(LIVE_TICK_MS))?;
     // A throwaway key and database: the demo's world lives and dies in this process.
     let key = SigningKey::generate();
     let dir = std::env::temp_dir().join(format!("rally-demo-{}", std::process::id()));

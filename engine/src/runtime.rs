@@ -224,6 +224,23 @@ impl Drop for Runtime {
     }
 }
 
+/// Ticks take at most this share of a shard's time (1 / `TICK_DUTY_DIVISOR`): a tick that
+/// ran long puts the next one further off, so a short period stays cheap on a big pool and
+/// the mailbox is served in between.
+const TICK_DUTY_DIVISOR: u32 = 4;
+
+/// When the tick after one that started at `now` ms and ran `duration` is due: the cadence
+/// of `tick_ms` from `due` (the time it was due), afresh from `now` after a stall rather
+/// than in a burst, and no sooner than `TICK_DUTY_DIVISOR` times `duration` after `now`.
+fn next_tick_at(due: u64, now: u64, tick_ms: u64, duration: Duration) -> u64 {
+    let mut next = due + tick_ms;
+    if next <= now {
+        next = now + tick_ms;
+    }
+    let stretched = now + (duration * TICK_DUTY_DIVISOR).as_millis() as u64;
+    next.max(stretched)
+}
+
 struct Worker {
     shard: Shard,
     rx: Receiver<Command>,
@@ -258,11 +275,7 @@ impl Worker {
                     duration,
                     waiting: self.shard.waiting_total(),
                 });
-                // Keep the cadence; after a stall, start afresh rather than burst.
-                next_tick_ms += self.tick_ms;
-                if next_tick_ms <= now {
-                    next_tick_ms = now + self.tick_ms;
-                }
+                next_tick_ms = next_tick_at(next_tick_ms, now, self.tick_ms, duration);
             }
             if self.stopping.load(Ordering::Acquire) {
                 self.drain_mailbox(&mut out);
@@ -297,5 +310,23 @@ impl Worker {
         for event in out.drain(..) {
             self.events.deliver(RuntimeEvent::Shard { shard, event });
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ticks_keep_their_cadence_start_afresh_after_a_stall_and_stay_under_a_quarter_of_the_time() {
+        let ms = Duration::from_millis;
+        // On time, quick: the next is one period after this one was due.
+        assert_eq!(next_tick_at(100, 101, 5, Duration::from_micros(300)), 105);
+        // Late by a stall of many periods: one period from now, not a burst of catch-ups.
+        assert_eq!(next_tick_at(100, 140, 5, Duration::from_micros(300)), 145);
+        // A 9 ms tick with a 5 ms period: the next starts 36 ms after this one started.
+        assert_eq!(next_tick_at(100, 100, 5, ms(9)), 136);
+        // A long period is not shortened by the stretch.
+        assert_eq!(next_tick_at(100, 100, 100, ms(9)), 200);
     }
 }
