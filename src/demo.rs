@@ -37,7 +37,7 @@ const PARTY_BOTS: u64 = 6;
 pub fn demo(args: DemoArgs) -> Result<()> {
     init_logs("warn");
     anyhow::ensure!(args.bots >= 2, "--bots must be at least 2");
-    let rules = rules(args.modes.as_deref(), Some(LIVE_TICK_MS))?;
+    let rules = rules(args.modes.as_deref(), LIVE_TICK_MS)?;
     // A throwaway key and database: the demo's world lives and dies in this process.
     let key = SigningKey::generate();
     let dir = std::env::temp_dir().join(format!("rally-demo-{}", std::process::id()));

@@ -181,15 +181,14 @@ pub struct LoadgenArgs {
 /// 20 ms, 14 ms at the rules' 100 ms.
 pub(crate) const LIVE_TICK_MS: u64 = 5;
 
-pub(crate) fn rules(path: Option<&Path>, tick_ms: Option<u64>) -> Result<Arc<Rules>> {
+/// The rules at `path` (the embedded ones when absent), live shards ticking every `tick_ms`.
+pub(crate) fn rules(path: Option<&Path>, tick_ms: u64) -> Result<Arc<Rules>> {
     let mut rules = match path {
         Some(path) => crate::load_rules(path)?,
         None => Arc::new(Rules::from_toml(EMBEDDED_MODES).context("the embedded examples/modes.toml")?),
     };
-    if let Some(tick_ms) = tick_ms {
-        anyhow::ensure!((1..=60_000).contains(&tick_ms), "--tick-ms must be within 1..=60000");
-        Arc::make_mut(&mut rules).tick_ms = tick_ms;
-    }
+    anyhow::ensure!((1..=60_000).contains(&tick_ms), "--tick-ms must be within 1..=60000");
+    Arc::make_mut(&mut rules).tick_ms = tick_ms;
     Ok(rules)
 }
 
@@ -290,7 +289,7 @@ pub(crate) const DEFAULT_MMR: f64 = 1500.0;
 
 pub fn dev(args: DevArgs) -> Result<()> {
     init_logs("info");
-    let rules = rules(args.modes.as_deref(), Some(args.tick_ms))?;
+    let rules = rules(args.modes.as_deref(), args.tick_ms)?;
     let key_path = args.data_dir.join(DEV_KEY_FILE);
     let key = SigningKey::load_or_create(&key_path)?;
     let tls = match (&args.tls_cert, &args.tls_key) {
