@@ -14,9 +14,7 @@ use rally_client::Trust;
 use rally_edge::{EdgeConfig, EdgeDeps, EdgeHandle, InProcessRouter, RatingSource, StoreRatings, TlsIdentity};
 use rally_engine::{Rules, Runtime, RuntimeConfig};
 use rally_loadgen::{LoadSpec, Report, Snapshot};
-use rally_persistence::{
-    CommitListener, Leaderboard, RedisLeaderboard, SqlStore, Store, StoreConfig, StoreLeaderboard,
-};
+use rally_persistence::{Leaderboard, RedisLeaderboard, SqlStore, Store, StoreConfig, StoreLeaderboard};
 use rally_sessions::{SessionConfig, SessionDirectory};
 
 /// The rules `rally dev` and `rally demo` run when no `--modes` is given.
@@ -336,13 +334,8 @@ pub fn dev(args: DevArgs) -> Result<()> {
             ..GameConfig::default()
         };
         // The edge's rating cache hears of every stored result.
-        let game = Arc::new(Game::start(
-            game_config,
-            shared.clone(),
-            sessions.clone(),
-            leaderboard,
-            vec![ratings.clone() as Arc<dyn CommitListener>],
-        ));
+        let game =
+            Arc::new(Game::start(game_config, shared.clone(), sessions.clone(), leaderboard, vec![ratings.clone()]));
         let lobby = Lobby::shared(rules.clone(), sessions.clone(), game.clone());
         let state = rally_admin::AppState::new(
             admin_config,
