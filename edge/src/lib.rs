@@ -84,7 +84,18 @@ pub struct EdgeConfig {
     /// Where clients ping each datacenter (`name → host:port`); datacenters not listed are
     /// pinged at this edge's own address.
     pub ping_addrs: Vec<(String, String)>,
+    /// Kernel receive and send buffer asked for on the UDP socket, in bytes. Every
+    /// client's packets arrive on this one socket: with the kernel's default (about
+    /// 200 KiB, a hundred-odd small packets) a burst that lands while the endpoint task
+    /// waits for a core overflows it, and each dropped packet costs its request a QUIC
+    /// retransmission, milliseconds late. Linux caps the request at `net.core.rmem_max` /
+    /// `wmem_max`; the edge warns when it got less.
+    pub udp_buffer_bytes: usize,
 }
+
+/// Default [`EdgeConfig::udp_buffer_bytes`]: 4 MiB, tens of milliseconds of packets at
+/// tens of thousands of requests a second.
+pub const UDP_BUFFER_BYTES: usize = 4 << 20;
 
 impl EdgeConfig {
     /// Defaults, listening on `listen`.
@@ -98,6 +109,7 @@ impl EdgeConfig {
             request_timeout: Duration::from_secs(5),
             drain_timeout: Duration::from_secs(5),
             ping_addrs: Vec::new(),
+            udp_buffer_bytes: UDP_BUFFER_BYTES,
         }
     }
 }
@@ -154,11 +166,37 @@ pub struct EdgeHandle {
     drain_timeout: Duration,
 }
 
+/// Binds the edge's UDP socket with `buffer_bytes` of kernel buffer each way (what
+/// `quinn::Endpoint::server` does, plus the buffers).
+fn bind_udp(addr: SocketAddr, buffer_bytes: usize) -> std::io::Result<std::net::UdpSocket> {
+    let socket = std::net::UdpSocket::bind(addr)?;
+    let udp = quinn::udp::UdpSocketState::new((&socket).into())?;
+    udp.set_recv_buffer_size((&socket).into(), buffer_bytes)?;
+    udp.set_send_buffer_size((&socket).into(), buffer_bytes)?;
+    // Linux reports twice what it grants (the other half is its bookkeeping).
+    let granted = |reported: usize| if cfg!(target_os = "linux") { reported / 2 } else { reported };
+    let recv = granted(udp.recv_buffer_size((&socket).into())?);
+    let send = granted(udp.send_buffer_size((&socket).into())?);
+    if recv < buffer_bytes || send < buffer_bytes {
+        tracing::warn!(
+            asked = buffer_bytes,
+            recv,
+            send,
+            "the kernel granted smaller UDP buffers than asked; raise net.core.rmem_max and \
+             net.core.wmem_max, or bursts of packets may be dropped (netstat -su: receive buffer errors)"
+        );
+    }
+    Ok(socket)
+}
+
 /// Starts an edge on the current tokio runtime.
 pub fn start(config: EdgeConfig, deps: EdgeDeps) -> Result<EdgeHandle, EdgeError> {
     let server_config = deps.tls.server_config(config.idle_timeout)?;
-    let endpoint = quinn::Endpoint::server(server_config, config.listen)
-        .map_err(|source| EdgeError::Bind { addr: config.listen, source })?;
+    let bind_failed = |source| EdgeError::Bind { addr: config.listen, source };
+    let socket = bind_udp(config.listen, config.udp_buffer_bytes).map_err(bind_failed)?;
+    let runtime = quinn::default_runtime().ok_or_else(|| bind_failed(std::io::Error::other("no tokio runtime")))?;
+    let endpoint = quinn::Endpoint::new(quinn::EndpointConfig::default(), Some(server_config), socket, runtime)
+        .map_err(bind_failed)?;
     let local_addr = endpoint.local_addr().map_err(|source| EdgeError::Bind { addr: config.listen, source })?;
     let hub = Arc::new(hub::Hub::new(deps.rules.clone(), deps.router, config.grace, deps.sessions.clone()));
     if !deps.events.attach(hub.clone()) {
@@ -245,5 +283,20 @@ impl EdgeHandle {
         }
         self.endpoint.close(quinn::VarInt::from_u32(CloseCode::ShuttingDown.number()), b"the edge is shutting down");
         let _ = tokio::time::timeout(self.drain_timeout, self.endpoint.wait_idle()).await;
+    }
+}
+
+#[cfg(all(test, target_os = "linux"))]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_udp_socket_gets_the_buffers_asked_for() {
+        // Smaller than Linux's default, so granted without privileges or sysctls: the
+        // socket reports what was asked (doubled), not the default it would have had.
+        let socket = bind_udp("127.0.0.1:0".parse().expect("an address"), 64 * 1024).expect("bound");
+        let udp = quinn::udp::UdpSocketState::new((&socket).into()).expect("a UDP socket");
+        assert_eq!(udp.recv_buffer_size((&socket).into()).expect("readable"), 128 * 1024);
+        assert_eq!(udp.send_buffer_size((&socket).into()).expect("readable"), 128 * 1024);
     }
 }

@@ -100,6 +100,9 @@ pub enum LoadError {
     Spec(&'static str),
 }
 
+/// Kernel buffer asked for on each endpoint's UDP socket (as the edge does).
+const UDP_BUFFER_BYTES: usize = 4 << 20;
+
 /// Runs the load and reports. `progress` is called about once a second.
 pub async fn run(spec: LoadSpec, mut progress: impl FnMut(&Snapshot)) -> Result<Report, LoadError> {
     if spec.players == 0 {
@@ -111,7 +114,11 @@ pub async fn run(spec: LoadSpec, mut progress: impl FnMut(&Snapshot)) -> Result<
     if !spec.connect_rate.is_finite() || spec.connect_rate <= 0.0 {
         return Err(LoadError::Spec("the connect rate must be positive"));
     }
-    let base = ClientConfig::new(spec.target, spec.trust.clone(), String::new());
+    let mut base = ClientConfig::new(spec.target, spec.trust.clone(), String::new());
+    // Each endpoint carries thousands of connections: a default-sized socket buffer
+    // overflowed whenever this process waited for a core, and the load generator then
+    // measured its own dropped packets as edge latency.
+    base.udp_buffer_bytes = Some(UDP_BUFFER_BYTES);
     let endpoints: Vec<quinn::Endpoint> = (0..spec.endpoints.max(1))
         .map(|_| rally_client::endpoint(&base))
         .collect::<Result<_, _>>()

@@ -54,6 +54,12 @@ pub struct ClientConfig {
     pub request_timeout: Duration,
     /// After a drop, how long to keep trying to resume (the edge's grace period).
     pub resume_window: Duration,
+    /// Kernel receive and send buffer to ask for on the UDP socket, in bytes; `None`
+    /// keeps the system's default, plenty for one connection. Tools that put thousands of
+    /// connections on one endpoint (`rally loadgen`) ask for more, or packets that arrive
+    /// while they wait for a core are dropped and come back as retransmissions,
+    /// milliseconds late. The kernel may grant less (Linux: `net.core.rmem_max`).
+    pub udp_buffer_bytes: Option<usize>,
 }
 
 impl ClientConfig {
@@ -68,6 +74,7 @@ impl ClientConfig {
             idle_timeout: Duration::from_secs(15),
             request_timeout: Duration::from_secs(10),
             resume_window: Duration::from_secs(10),
+            udp_buffer_bytes: None,
         }
     }
 }
@@ -396,7 +403,7 @@ fn unexpected(msg: ServerMsg) -> ClientError {
 /// (tests, load generators).
 pub fn endpoint(config: &ClientConfig) -> Result<quinn::Endpoint, ClientError> {
     let bind: SocketAddr = if config.addr.is_ipv4() { "0.0.0.0:0" } else { "[::]:0" }.parse().expect("literal");
-    let mut endpoint = quinn::Endpoint::client(bind).map_err(|e| ClientError::Connect(e.to_string()))?;
+    let mut endpoint = bind_endpoint(bind, config.udp_buffer_bytes).map_err(|e| ClientError::Connect(e.to_string()))?;
     let tls = tls::client_config(&config.trust).map_err(|e| ClientError::Connect(e.to_string()))?;
     let crypto =
         quinn::crypto::rustls::QuicClientConfig::try_from(tls).map_err(|e| ClientError::Connect(e.to_string()))?;
@@ -409,6 +416,22 @@ pub fn endpoint(config: &ClientConfig) -> Result<quinn::Endpoint, ClientError> {
     quic.transport_config(Arc::new(transport));
     endpoint.set_default_client_config(quic);
     Ok(endpoint)
+}
+
+/// What `quinn::Endpoint::client` does, with the socket's buffers set first.
+fn bind_endpoint(bind: SocketAddr, buffer_bytes: Option<usize>) -> std::io::Result<quinn::Endpoint> {
+    let Some(bytes) = buffer_bytes else { return quinn::Endpoint::client(bind) };
+    let socket = bind_udp(bind, bytes)?;
+    let runtime = quinn::default_runtime().ok_or_else(|| std::io::Error::other("no async runtime found"))?;
+    quinn::Endpoint::new(quinn::EndpointConfig::default(), None, socket, runtime)
+}
+
+fn bind_udp(bind: SocketAddr, buffer_bytes: usize) -> std::io::Result<std::net::UdpSocket> {
+    let socket = std::net::UdpSocket::bind(bind)?;
+    let udp = quinn::udp::UdpSocketState::new((&socket).into())?;
+    udp.set_recv_buffer_size((&socket).into(), buffer_bytes)?;
+    udp.set_send_buffer_size((&socket).into(), buffer_bytes)?;
+    Ok(socket)
 }
 
 /// One live connection and its control stream.
@@ -674,5 +697,20 @@ impl Driver {
             }
         }
         false
+    }
+}
+
+#[cfg(all(test, target_os = "linux"))]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_udp_socket_gets_the_buffers_asked_for() {
+        // Smaller than Linux's default, so granted without privileges or sysctls: the
+        // socket reports what was asked (doubled), not the default it would have had.
+        let socket = bind_udp("127.0.0.1:0".parse().expect("an address"), 64 * 1024).expect("bound");
+        let udp = quinn::udp::UdpSocketState::new((&socket).into()).expect("a UDP socket");
+        assert_eq!(udp.recv_buffer_size((&socket).into()).expect("readable"), 128 * 1024);
+        assert_eq!(udp.send_buffer_size((&socket).into()).expect("readable"), 128 * 1024);
     }
 }
