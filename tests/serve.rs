@@ -140,6 +140,11 @@ fn dev_serves_loadgen_and_stops_on_ctrl_c() {
     let report: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&report).unwrap()).unwrap();
     assert!(report["enqueues"].as_u64().unwrap() > 0, "{report}");
     assert!(report["matches_received"].as_u64().unwrap() > 0, "{report}");
+    // Every acked enqueue falls in one second of the timeline.
+    let per_second: u64 =
+        report["ack_timeline"].as_array().unwrap().iter().map(|s| s["enqueues"].as_u64().unwrap()).sum();
+    assert_eq!(per_second, report["enqueues"].as_u64().unwrap(), "{report}");
+    assert!(table.contains("slowest seconds"), "{table}");
     assert_eq!(report["errors"], serde_json::json!({}), "no errors: {report}");
 
     // The admin's /metrics shows the edge and the engine too.

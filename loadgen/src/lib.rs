@@ -26,7 +26,7 @@ use rand::rngs::SmallRng;
 use rand::{Rng, SeedableRng};
 use tokio::sync::Semaphore;
 
-pub use stats::{Counters, Report, Snapshot, Summary};
+pub use stats::{Counters, LoadSecond, Report, Snapshot, Summary};
 
 /// Mints an access token for a simulated player (player id, rating).
 pub type TokenSource = Arc<dyn Fn(u64, f64) -> String + Send + Sync>;
@@ -283,6 +283,7 @@ impl Bot {
             };
             let acked = Instant::now();
             c.enqueue_ack.record(acked - t0);
+            c.ack_timeline.record(t0.saturating_duration_since(self.load_from), acked - t0);
             c.enqueues.fetch_add(1, Ordering::Relaxed);
             c.waiting.fetch_add(1, Ordering::Relaxed);
             let outcome = tokio::time::timeout_at(self.deadline.into(), wait_for_match(client, ticket)).await;

@@ -41,11 +41,53 @@ impl Latency {
     }
 }
 
+/// Enqueue→ack per second of load: tails on a shared machine come in bursts (a stall of
+/// a few hundred ms every so often), which one run-wide percentile cannot tell from a
+/// steady slowness.
+#[derive(Default)]
+pub(crate) struct AckTimeline(Mutex<Vec<(Histogram<u64>, u64)>>);
+
+impl AckTimeline {
+    /// Seconds past this are folded into the last (runs are bounded by `duration`).
+    const MAX_SECONDS: usize = 24 * 3600;
+
+    /// An ack that took `d`, for an enqueue sent `since_load` after the load started.
+    pub fn record(&self, since_load: Duration, d: Duration) {
+        let second = (since_load.as_secs() as usize).min(Self::MAX_SECONDS);
+        let us = (d.as_micros() as u64).clamp(1, 60_000_000);
+        let mut seconds = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        while seconds.len() <= second {
+            // 2 significant digits: a few KiB per second of load.
+            seconds.push((Histogram::new_with_bounds(1, 60_000_000, 2).expect("valid bounds"), 0));
+        }
+        let (histogram, over_2ms) = &mut seconds[second];
+        histogram.record(us).expect("clamped into bounds");
+        *over_2ms += u64::from(d > Duration::from_millis(2));
+    }
+
+    fn seconds(&self) -> Vec<LoadSecond> {
+        let seconds = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        let ms = |us: u64| us as f64 / 1000.0;
+        seconds
+            .iter()
+            .enumerate()
+            .map(|(second, (h, over_2ms))| LoadSecond {
+                second: second as u64,
+                enqueues: h.len(),
+                ack_p99_ms: ms(h.value_at_quantile(0.99)),
+                ack_max_ms: ms(h.max()),
+                acks_over_2ms: *over_2ms,
+            })
+            .collect()
+    }
+}
+
 /// What the players report as they go.
 #[derive(Default)]
 pub struct Counters {
     pub(crate) connect: Latency,
     pub(crate) enqueue_ack: Latency,
+    pub(crate) ack_timeline: AckTimeline,
     pub(crate) time_to_match: Latency,
     pub(crate) delivery: Latency,
     pub(crate) connected: AtomicU64,
@@ -99,6 +141,7 @@ impl Counters {
             enqueue_ack: self.enqueue_ack.summary(),
             time_to_match: self.time_to_match.summary(),
             delivery: self.delivery.summary(),
+            ack_timeline: self.ack_timeline.seconds(),
             errors: self.errors.lock().unwrap_or_else(|e| e.into_inner()).clone(),
         }
     }
@@ -163,9 +206,30 @@ pub struct Report {
     pub time_to_match: Summary,
     /// The edge receiving the match → the client receiving `MatchFound`.
     pub delivery: Summary,
+    /// Enqueue→ack in each second of load (from the end of the connect ramp), by when the
+    /// enqueue was sent.
+    pub ack_timeline: Vec<LoadSecond>,
     /// Errors by kind.
     pub errors: BTreeMap<String, u64>,
 }
+
+/// Enqueue→ack over one second of load.
+#[derive(Clone, Debug, Serialize, PartialEq)]
+pub struct LoadSecond {
+    /// Seconds since the load started.
+    pub second: u64,
+    /// Enqueues sent in this second and acknowledged.
+    pub enqueues: u64,
+    /// 99th percentile (2 significant digits).
+    pub ack_p99_ms: f64,
+    /// Largest.
+    pub ack_max_ms: f64,
+    /// Acks that took over 2 ms.
+    pub acks_over_2ms: u64,
+}
+
+/// How many of a run's seconds the summary line names.
+const WORST_SECONDS_SHOWN: usize = 5;
 
 impl fmt::Display for Report {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -189,6 +253,21 @@ impl fmt::Display for Report {
                 name, s.count, s.p50_ms, s.p90_ms, s.p99_ms, s.p999_ms, s.max_ms
             )?;
         }
+        let mut worst: Vec<&LoadSecond> = self.ack_timeline.iter().filter(|s| s.enqueues > 0).collect();
+        if !worst.is_empty() {
+            worst.sort_by(|a, b| b.ack_p99_ms.total_cmp(&a.ack_p99_ms).then(a.second.cmp(&b.second)));
+            write!(f, "slowest seconds   ack p99")?;
+            for s in worst.iter().take(WORST_SECONDS_SHOWN) {
+                write!(f, "  {} s: {:.1} ms", s.second, s.ack_p99_ms)?;
+            }
+            let over: u64 = self.ack_timeline.iter().map(|s| s.acks_over_2ms).sum();
+            let seconds_over = self.ack_timeline.iter().filter(|s| s.acks_over_2ms > 0).count();
+            writeln!(
+                f,
+                "\n                  acks over 2 ms: {over}, in {seconds_over} of {} s",
+                self.ack_timeline.len()
+            )?;
+        }
         if self.errors.is_empty() {
             write!(f, "errors            none")
         } else {
@@ -198,5 +277,42 @@ impl fmt::Display for Report {
             }
             Ok(())
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ms(n: u64) -> Duration {
+        Duration::from_millis(n)
+    }
+
+    #[test]
+    fn the_ack_timeline_keeps_each_second_apart() {
+        let timeline = AckTimeline::default();
+        timeline.record(ms(200), ms(1));
+        timeline.record(ms(900), ms(3));
+        timeline.record(ms(2_500), Duration::from_micros(2_000));
+        let seconds = timeline.seconds();
+        assert_eq!(seconds.len(), 3, "second 1 is there, empty: {seconds:?}");
+        assert_eq!((seconds[0].enqueues, seconds[0].acks_over_2ms), (2, 1));
+        assert_eq!((seconds[1].enqueues, seconds[1].acks_over_2ms), (0, 0));
+        // Exactly 2 ms is not over.
+        assert_eq!((seconds[2].enqueues, seconds[2].acks_over_2ms), (1, 0));
+        assert!((seconds[0].ack_max_ms - 3.0).abs() < 0.05, "{seconds:?}");
+    }
+
+    #[test]
+    fn the_table_names_the_slowest_seconds() {
+        let timeline = AckTimeline::default();
+        for (second, ack_ms) in [(0, 1), (1, 9), (2, 4)] {
+            timeline.record(ms(second * 1_000), ms(ack_ms));
+        }
+        let counters = Counters::default();
+        let report = Report { ack_timeline: timeline.seconds(), ..counters.report(ms(3_000)) };
+        let table = report.to_string();
+        assert!(table.contains("ack p99  1 s: 9.0 ms  2 s: 4.0 ms  0 s: 1.0 ms"), "{table}");
+        assert!(table.contains("acks over 2 ms: 2, in 2 of 3 s"), "{table}");
     }
 }
