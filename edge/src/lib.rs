@@ -89,8 +89,8 @@ pub struct EdgeConfig {
     /// 200 KiB, a hundred-odd small packets) a burst that lands while the endpoint task
     /// waits for a core overflows it, and each dropped packet costs its request a QUIC
     /// retransmission, milliseconds late. Linux caps the request at `net.core.rmem_max` /
-    /// `wmem_max`; the edge warns when it got less.
-    pub udp_buffer_bytes: usize,
+    /// `wmem_max`; the edge warns when it got less. `None` keeps the system's default.
+    pub udp_buffer_bytes: Option<usize>,
 }
 
 /// Default [`EdgeConfig::udp_buffer_bytes`]: 4 MiB, tens of milliseconds of packets at
@@ -109,7 +109,7 @@ impl EdgeConfig {
             request_timeout: Duration::from_secs(5),
             drain_timeout: Duration::from_secs(5),
             ping_addrs: Vec::new(),
-            udp_buffer_bytes: UDP_BUFFER_BYTES,
+            udp_buffer_bytes: Some(UDP_BUFFER_BYTES),
         }
     }
 }
@@ -166,27 +166,37 @@ pub struct EdgeHandle {
     drain_timeout: Duration,
 }
 
-/// Binds the edge's UDP socket with `buffer_bytes` of kernel buffer each way (what
-/// `quinn::Endpoint::server` does, plus the buffers).
-fn bind_udp(addr: SocketAddr, buffer_bytes: usize) -> std::io::Result<std::net::UdpSocket> {
+/// Binds the edge's UDP socket as `quinn::Endpoint::server` does, then asks for the
+/// buffers.
+fn bind_udp(addr: SocketAddr, buffer_bytes: Option<usize>) -> std::io::Result<std::net::UdpSocket> {
     let socket = std::net::UdpSocket::bind(addr)?;
-    let udp = quinn::udp::UdpSocketState::new((&socket).into())?;
-    udp.set_recv_buffer_size((&socket).into(), buffer_bytes)?;
-    udp.set_send_buffer_size((&socket).into(), buffer_bytes)?;
-    // Linux reports twice what it grants (the other half is its bookkeeping).
-    let granted = |reported: usize| if cfg!(target_os = "linux") { reported / 2 } else { reported };
-    let recv = granted(udp.recv_buffer_size((&socket).into())?);
-    let send = granted(udp.send_buffer_size((&socket).into())?);
-    if recv < buffer_bytes || send < buffer_bytes {
+    if let Some(bytes) = buffer_bytes {
+        ask_for_buffers(socket2::SockRef::from(&socket), bytes);
+    }
+    Ok(socket)
+}
+
+/// Asks the kernel for `bytes` of buffer each way, best effort: Linux grants at most
+/// `net.core.rmem_max` / `wmem_max`, and some systems refuse a size over their limit
+/// outright. The edge runs either way, and says so.
+fn ask_for_buffers(socket: socket2::SockRef<'_>, bytes: usize) {
+    let recv = socket.set_recv_buffer_size(bytes).and_then(|()| socket.recv_buffer_size()).map(granted_bytes);
+    let send = socket.set_send_buffer_size(bytes).and_then(|()| socket.send_buffer_size()).map(granted_bytes);
+    if !matches!((&recv, &send), (Ok(r), Ok(s)) if *r >= bytes && *s >= bytes) {
         tracing::warn!(
-            asked = buffer_bytes,
-            recv,
-            send,
+            asked = bytes,
+            ?recv,
+            ?send,
             "the kernel granted smaller UDP buffers than asked; raise net.core.rmem_max and \
              net.core.wmem_max, or bursts of packets may be dropped (netstat -su: receive buffer errors)"
         );
     }
-    Ok(socket)
+}
+
+/// The buffer a socket has, from the size it reports: Linux reports twice what it
+/// grants (the other half is its bookkeeping).
+fn granted_bytes(reported: usize) -> usize {
+    if cfg!(any(target_os = "linux", target_os = "android")) { reported / 2 } else { reported }
 }
 
 /// Starts an edge on the current tokio runtime.
@@ -197,7 +207,7 @@ pub fn start(config: EdgeConfig, deps: EdgeDeps) -> Result<EdgeHandle, EdgeError
     let runtime = quinn::default_runtime().ok_or_else(|| bind_failed(std::io::Error::other("no tokio runtime")))?;
     let endpoint = quinn::Endpoint::new(quinn::EndpointConfig::default(), Some(server_config), socket, runtime)
         .map_err(bind_failed)?;
-    let local_addr = endpoint.local_addr().map_err(|source| EdgeError::Bind { addr: config.listen, source })?;
+    let local_addr = endpoint.local_addr().map_err(bind_failed)?;
     let hub = Arc::new(hub::Hub::new(deps.rules.clone(), deps.router, config.grace, deps.sessions.clone()));
     if !deps.events.attach(hub.clone()) {
         return Err(EdgeError::EventsInUse);
@@ -292,11 +302,12 @@ mod tests {
 
     #[test]
     fn the_udp_socket_gets_the_buffers_asked_for() {
-        // Smaller than Linux's default, so granted without privileges or sysctls: the
-        // socket reports what was asked (doubled), not the default it would have had.
-        let socket = bind_udp("127.0.0.1:0".parse().expect("an address"), 64 * 1024).expect("bound");
-        let udp = quinn::udp::UdpSocketState::new((&socket).into()).expect("a UDP socket");
-        assert_eq!(udp.recv_buffer_size((&socket).into()).expect("readable"), 128 * 1024);
-        assert_eq!(udp.send_buffer_size((&socket).into()).expect("readable"), 128 * 1024);
+        // Below Linux's default (and so below any `rmem_max`): granted as asked, and the
+        // socket reports it doubled, not the default it would have had.
+        let socket = bind_udp("127.0.0.1:0".parse().expect("an address"), Some(64 * 1024)).expect("bound");
+        let socket = socket2::SockRef::from(&socket);
+        assert_eq!(socket.recv_buffer_size().expect("readable"), 128 * 1024);
+        assert_eq!(socket.send_buffer_size().expect("readable"), 128 * 1024);
+        assert_eq!(granted_bytes(128 * 1024), 64 * 1024);
     }
 }

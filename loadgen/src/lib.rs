@@ -26,7 +26,7 @@ use rand::rngs::SmallRng;
 use rand::{Rng, SeedableRng};
 use tokio::sync::Semaphore;
 
-pub use stats::{Counters, LoadSecond, Report, Snapshot, Summary};
+pub use stats::{AckSecond, Counters, Report, SLOW_ACK, Snapshot, Summary};
 
 /// Mints an access token for a simulated player (player id, rating).
 pub type TokenSource = Arc<dyn Fn(u64, f64) -> String + Send + Sync>;

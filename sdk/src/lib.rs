@@ -58,7 +58,9 @@ pub struct ClientConfig {
     /// keeps the system's default, plenty for one connection. Tools that put thousands of
     /// connections on one endpoint (`rally loadgen`) ask for more, or packets that arrive
     /// while they wait for a core are dropped and come back as retransmissions,
-    /// milliseconds late. The kernel may grant less (Linux: `net.core.rmem_max`).
+    /// milliseconds late. The kernel may grant less (Linux: `net.core.rmem_max` and
+    /// `wmem_max`); a warning is logged then. Used where this config makes the endpoint
+    /// ([`Client::connect`], [`endpoint`]), not by [`Client::connect_on`].
     pub udp_buffer_bytes: Option<usize>,
 }
 
@@ -418,7 +420,7 @@ pub fn endpoint(config: &ClientConfig) -> Result<quinn::Endpoint, ClientError> {
     Ok(endpoint)
 }
 
-/// What `quinn::Endpoint::client` does, with the socket's buffers set first.
+/// `quinn::Endpoint::client`, with the socket's buffers asked for before it binds.
 fn bind_endpoint(bind: SocketAddr, buffer_bytes: Option<usize>) -> std::io::Result<quinn::Endpoint> {
     let Some(bytes) = buffer_bytes else { return quinn::Endpoint::client(bind) };
     let socket = bind_udp(bind, bytes)?;
@@ -426,12 +428,28 @@ fn bind_endpoint(bind: SocketAddr, buffer_bytes: Option<usize>) -> std::io::Resu
     quinn::Endpoint::new(quinn::EndpointConfig::default(), None, socket, runtime)
 }
 
+/// Binds as `quinn::Endpoint::client` does (dual-stack where the system allows it), asking
+/// for `buffer_bytes` each way first. Best effort: a kernel that grants less, or refuses
+/// the size, leaves a working socket and a warning.
 fn bind_udp(bind: SocketAddr, buffer_bytes: usize) -> std::io::Result<std::net::UdpSocket> {
-    let socket = std::net::UdpSocket::bind(bind)?;
-    let udp = quinn::udp::UdpSocketState::new((&socket).into())?;
-    udp.set_recv_buffer_size((&socket).into(), buffer_bytes)?;
-    udp.set_send_buffer_size((&socket).into(), buffer_bytes)?;
-    Ok(socket)
+    use socket2::{Domain, Protocol, Socket, Type};
+    let socket = Socket::new(Domain::for_address(bind), Type::DGRAM, Some(Protocol::UDP))?;
+    if bind.is_ipv6()
+        && let Err(e) = socket.set_only_v6(false)
+    {
+        tracing::debug!(error = %e, "this system has no dual-stack sockets");
+    }
+    // Linux reports twice what it grants (the other half is its bookkeeping).
+    let granted = |reported: usize| {
+        if cfg!(any(target_os = "linux", target_os = "android")) { reported / 2 } else { reported }
+    };
+    let recv = socket.set_recv_buffer_size(buffer_bytes).and_then(|()| socket.recv_buffer_size()).map(granted);
+    let send = socket.set_send_buffer_size(buffer_bytes).and_then(|()| socket.send_buffer_size()).map(granted);
+    if !matches!((&recv, &send), (Ok(r), Ok(s)) if *r >= buffer_bytes && *s >= buffer_bytes) {
+        tracing::warn!(asked = buffer_bytes, ?recv, ?send, "the kernel granted smaller UDP buffers than asked");
+    }
+    socket.bind(&bind.into())?;
+    Ok(socket.into())
 }
 
 /// One live connection and its control stream.
@@ -706,11 +724,12 @@ mod tests {
 
     #[test]
     fn the_udp_socket_gets_the_buffers_asked_for() {
-        // Smaller than Linux's default, so granted without privileges or sysctls: the
-        // socket reports what was asked (doubled), not the default it would have had.
-        let socket = bind_udp("127.0.0.1:0".parse().expect("an address"), 64 * 1024).expect("bound");
-        let udp = quinn::udp::UdpSocketState::new((&socket).into()).expect("a UDP socket");
-        assert_eq!(udp.recv_buffer_size((&socket).into()).expect("readable"), 128 * 1024);
-        assert_eq!(udp.send_buffer_size((&socket).into()).expect("readable"), 128 * 1024);
+        // Below Linux's default (and so below any `rmem_max`): granted as asked, and the
+        // socket reports it doubled, not the default it would have had.
+        let socket = bind_udp("[::]:0".parse().expect("an address"), 64 * 1024).expect("bound");
+        let socket = socket2::SockRef::from(&socket);
+        assert_eq!(socket.recv_buffer_size().expect("readable"), 128 * 1024);
+        assert_eq!(socket.send_buffer_size().expect("readable"), 128 * 1024);
+        assert!(!socket.only_v6().expect("readable"), "dual-stack, as quinn binds a client");
     }
 }
