@@ -145,6 +145,8 @@ fn dev_serves_loadgen_and_stops_on_ctrl_c() {
         report["ack_timeline"].as_array().unwrap().iter().map(|s| s["enqueues"].as_u64().unwrap()).sum();
     assert_eq!(per_second, report["enqueues"].as_u64().unwrap(), "{report}");
     assert!(table.contains("slowest seconds"), "{table}");
+    // The players close together a second after the 3 s of load, not as each stops.
+    assert!(report["elapsed_s"].as_f64().unwrap() >= 4.0, "{report}");
     assert_eq!(report["errors"], serde_json::json!({}), "no errors: {report}");
 
     // The admin's /metrics shows the edge and the engine too.

@@ -100,6 +100,9 @@ pub enum LoadError {
     Spec(&'static str),
 }
 
+/// How long after the deadline the players close their connections.
+const CLOSE_AFTER_DEADLINE: Duration = Duration::from_secs(1);
+
 /// Kernel buffer asked for on each endpoint's UDP socket (as the edge does).
 const UDP_BUFFER_BYTES: usize = 4 << 20;
 
@@ -231,6 +234,10 @@ impl Bot {
             // measure steady load, not load mixed with thousands of TLS handshakes.
             tokio::time::sleep_until(self.load_from.into()).await;
             self.play(&client, &rtt).await;
+            // Everyone closes together, after the requests sent before the deadline have
+            // been answered: ten thousand closes at once would otherwise land on those
+            // last answers and be measured as their latency.
+            tokio::time::sleep_until((self.deadline + CLOSE_AFTER_DEADLINE).into()).await;
         }
         c.connected.fetch_sub(1, Ordering::Relaxed);
         client.close().await;
