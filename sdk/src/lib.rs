@@ -446,7 +446,12 @@ fn bind_udp(bind: SocketAddr, buffer_bytes: usize) -> std::io::Result<std::net::
     let recv = socket.set_recv_buffer_size(buffer_bytes).and_then(|()| socket.recv_buffer_size()).map(granted);
     let send = socket.set_send_buffer_size(buffer_bytes).and_then(|()| socket.send_buffer_size()).map(granted);
     if !matches!((&recv, &send), (Ok(r), Ok(s)) if *r >= buffer_bytes && *s >= buffer_bytes) {
-        tracing::warn!(asked = buffer_bytes, ?recv, ?send, "the kernel granted smaller UDP buffers than asked");
+        tracing::warn!(
+            asked = buffer_bytes,
+            ?recv,
+            ?send,
+            "the kernel granted smaller UDP buffers than asked; raise net.core.rmem_max and net.core.wmem_max"
+        );
     }
     socket.bind(&bind.into())?;
     Ok(socket.into())
