@@ -168,7 +168,10 @@ pub async fn run(spec: LoadSpec, mut progress: impl FnMut(&Snapshot)) -> Result<
     }
     let elapsed = started.elapsed();
     progress(&counters.snapshot(elapsed));
-    Ok(counters.report(elapsed))
+    // Load ran from the ramp's end to the deadline (or until `max_matches`), not through
+    // the ramp and the closing second.
+    let load = elapsed.saturating_sub(ramp).min(spec.duration);
+    Ok(counters.report(elapsed, load))
 }
 
 /// Enqueue permits at `rate` per second from `from` to `until`, as a semaphore the bots
@@ -233,11 +236,12 @@ impl Bot {
             // Everyone starts queueing together once the ramp is over, so the latencies
             // measure steady load, not load mixed with thousands of TLS handshakes.
             tokio::time::sleep_until(self.load_from.into()).await;
-            self.play(&client, &rtt).await;
-            // Everyone closes together, after the requests sent before the deadline have
-            // been answered: ten thousand closes at once would otherwise land on those
-            // last answers and be measured as their latency.
-            tokio::time::sleep_until((self.deadline + CLOSE_AFTER_DEADLINE).into()).await;
+            if self.play(&client, &rtt).await == Stopped::Deadline {
+                // Everyone closes together, after the requests sent before the deadline
+                // have been answered: ten thousand closes at once would otherwise land on
+                // those last answers and be measured as their latency.
+                tokio::time::sleep_until((self.deadline + CLOSE_AFTER_DEADLINE).into()).await;
+            }
         }
         c.connected.fetch_sub(1, Ordering::Relaxed);
         client.close().await;
@@ -263,16 +267,24 @@ impl Bot {
             .collect()
     }
 
-    async fn play(&mut self, client: &Client, rtt: &[(String, f32)]) {
+    async fn play(&mut self, client: &Client, rtt: &[(String, f32)]) -> Stopped {
         let c = self.counters.clone();
-        while Instant::now() < self.deadline && !self.enough_matches() {
+        loop {
+            if Instant::now() >= self.deadline {
+                return Stopped::Deadline;
+            }
+            if self.enough_matches() {
+                return Stopped::Enough;
+            }
             if let Some(pacer) = &self.pacer {
                 tokio::select! {
+                    // A permit and the deadline both ready: the run is over.
+                    biased;
+                    _ = tokio::time::sleep_until(self.deadline.into()) => return Stopped::Deadline,
                     permit = pacer.acquire() => match permit {
                         Ok(permit) => permit.forget(),
-                        Err(_) => return,
+                        Err(_) => return Stopped::Deadline,
                     },
-                    _ = tokio::time::sleep_until(self.deadline.into()) => return,
                 }
             }
             let mode = &self.spec.modes[self.rng.random_range(0..self.spec.modes.len())];
@@ -282,7 +294,7 @@ impl Bot {
                 Err(e) => {
                     c.error(&e);
                     if !e.is_retryable() {
-                        return;
+                        return Stopped::Failed;
                     }
                     tokio::time::sleep(Duration::from_millis(50)).await;
                     continue;
@@ -304,23 +316,34 @@ impl Bot {
                 }
                 Ok(Err(e)) => {
                     c.error(&e);
-                    return;
+                    return Stopped::Failed;
                 }
                 Err(_) => {
                     // The run is over; leave the queue tidily.
                     let _ = client.cancel(ticket).await;
-                    return;
+                    return Stopped::Deadline;
                 }
             }
             let (lo, hi) = self.spec.play_time;
             let pause = if hi > lo { self.rng.random_range(lo..hi) } else { lo };
-            tokio::time::sleep(pause).await;
+            tokio::time::sleep_until((Instant::now() + pause).min(self.deadline).into()).await;
         }
     }
 
     fn enough_matches(&self) -> bool {
         self.spec.max_matches.is_some_and(|max| self.counters.matches.load(Ordering::Relaxed) >= max)
     }
+}
+
+/// Why a player stopped playing.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Stopped {
+    /// The run's time is up.
+    Deadline,
+    /// `max_matches` were received.
+    Enough,
+    /// Its connection failed, or the edge refused it for good (counted as an error).
+    Failed,
 }
 
 /// Waits for this ticket's match; its formation time (µs since the epoch, edge clock).

@@ -137,8 +137,9 @@ impl Counters {
         }
     }
 
-    pub(crate) fn report(&self, elapsed: Duration) -> Report {
-        let secs = elapsed.as_secs_f64().max(1e-9);
+    /// The report of a run that took `elapsed`, `load` of it queueing.
+    pub(crate) fn report(&self, elapsed: Duration, load: Duration) -> Report {
+        let secs = load.as_secs_f64().max(1e-9);
         let enqueues = self.enqueues.load(Ordering::Relaxed);
         Report {
             elapsed_s: elapsed.as_secs_f64(),
@@ -202,7 +203,7 @@ pub struct Report {
     pub elapsed_s: f64,
     /// Enqueues acknowledged.
     pub enqueues: u64,
-    /// Enqueues acknowledged per second of the run.
+    /// Enqueues acknowledged per second of load (the ramp and the closing second left out).
     pub enqueues_per_s: f64,
     /// `MatchFound` messages received.
     pub matches_received: u64,
@@ -318,7 +319,7 @@ mod tests {
             timeline.record(ms(second * 1_000), ms(ack_ms));
         }
         let counters = Counters::default();
-        let report = Report { ack_timeline: timeline.seconds(), ..counters.report(ms(3_000)) };
+        let report = Report { ack_timeline: timeline.seconds(), ..counters.report(ms(3_000), ms(3_000)) };
         let table = report.to_string();
         assert!(table.contains("\nslowest seconds   ack p99 9.2 ms at 1 s, 4.1 ms at 2 s, 1.0 ms at 0 s\n"), "{table}");
         assert!(table.contains("\nacks over 2 ms    2, in 2 of 3 s\n"), "{table}");
@@ -326,7 +327,7 @@ mod tests {
 
     #[test]
     fn an_idle_run_has_no_timeline_lines() {
-        let table = Counters::default().report(ms(3_000)).to_string();
+        let table = Counters::default().report(ms(3_000), ms(3_000)).to_string();
         assert!(!table.contains("slowest seconds") && !table.contains("acks over"), "{table}");
     }
 
