@@ -286,6 +286,10 @@ impl Bot {
                         Err(_) => return Stopped::Deadline,
                     },
                 }
+                // Woken by a permit just before the deadline, but run after it.
+                if Instant::now() >= self.deadline {
+                    return Stopped::Deadline;
+                }
             }
             let mode = &self.spec.modes[self.rng.random_range(0..self.spec.modes.len())];
             let t0 = Instant::now();
