@@ -278,15 +278,14 @@ impl Bot {
             }
             if let Some(pacer) = &self.pacer {
                 tokio::select! {
-                    // A permit and the deadline both ready: the run is over.
-                    biased;
-                    _ = tokio::time::sleep_until(self.deadline.into()) => return Stopped::Deadline,
                     permit = pacer.acquire() => match permit {
                         Ok(permit) => permit.forget(),
                         Err(_) => return Stopped::Deadline,
                     },
+                    _ = tokio::time::sleep_until(self.deadline.into()) => return Stopped::Deadline,
                 }
-                // Woken by a permit just before the deadline, but run after it.
+                // A permit taken at or just before the deadline (both ready at once, or the
+                // task run late): the run is over all the same.
                 if Instant::now() >= self.deadline {
                     return Stopped::Deadline;
                 }
