@@ -17,8 +17,9 @@
 //! Solo modes first try the tightest run of consecutive ratings around the anchor.
 //!
 //! Starvation guard. An anchor that cannot match now but could in `RESERVE_HORIZON_MS`
-//! (once its neighbours' windows have grown) holds that set for the rest of the tick, so
-//! younger anchors do not pair its members off first.
+//! (once its neighbours' windows have grown; in sparse traffic, a tenth of its wait if
+//! that is longer) holds that set for the rest of the tick, so younger anchors do not pair
+//! its members off first.
 //!
 //! Every search is bounded (neighbours scanned, nodes visited), so a tick is O(n log n) in
 //! the worst case and close to O(n) in the steady state. Buffers are kept between ticks.
@@ -38,6 +39,22 @@ const SOLO_SLACK: usize = 4;
 /// members of that set are held for it (see `tick`). Measured on mixed traffic against
 /// 300, 500 and 800 ms: shorter leaves starving tickets behind, longer delays the crowd.
 const RESERVE_HORIZON_MS: u64 = 600;
+/// In sparse traffic (fewer than `SPARSE_ARRIVALS_PER_S` arrivals a second in this pool)
+/// an anchor looks further ahead the longer it has waited: a tenth of its wait, when that
+/// is more than `RESERVE_HORIZON_MS`. There the oldest tickets are the ones a younger set
+/// strands for good: once their few neighbours are matched without them, no set is left
+/// (a 2,200 rating in free-for-all, say), and nobody like them arrives later. In denser
+/// traffic new neighbours keep coming, and holding sets that long only delays the crowd.
+/// Measured on mixed traffic, seeds 300–740 at 40–150/s (BENCHMARKS.md): more runs won on
+/// all three criteria at 40–120/s, as many at 150/s; a fifth or a twentieth of the wait
+/// did worse than a tenth, and so did gating on the pool's size instead of its arrivals.
+const SPARSE_HORIZON_WAIT_DIVISOR: u64 = 10;
+/// Arrivals per second below which a pool counts as sparse (see
+/// `SPARSE_HORIZON_WAIT_DIVISOR`). Mixed traffic at 80 tickets/s brings each mode's pool
+/// about 20 a second, at 150/s about 37.
+const SPARSE_ARRIVALS_PER_S: f64 = 25.0;
+/// The time constant of the arrival rate's moving average.
+const ARRIVAL_RATE_WINDOW_MS: f64 = 10_000.0;
 /// Node budget of the subset search per anchor.
 const SUBSET_BUDGET: u32 = 2_000;
 /// Node budget of the team-split search per candidate set.
@@ -303,6 +320,11 @@ pub(crate) struct Pool {
     /// The last `limits` computed: (wait, MMR window, RTT limit). Neighbours in a burst
     /// share their enqueue time, and the division in `Widening::at` is not free.
     last_limits: (u64, f64, f64),
+    /// Tickets inserted since the last tick.
+    arrivals_since_tick: u32,
+    last_tick_ms: Option<u64>,
+    /// Arrivals per second, averaged over about `ARRIVAL_RATE_WINDOW_MS`.
+    arrivals_per_s: f64,
 }
 
 impl Pool {
@@ -343,6 +365,9 @@ impl Pool {
             },
             skips: Skips::default(),
             last_limits: (u64::MAX, 0.0, 0.0),
+            arrivals_since_tick: 0,
+            last_tick_ms: None,
+            arrivals_per_s: 0.0,
         }
     }
 
@@ -376,6 +401,7 @@ impl Pool {
         };
         self.pending.push(entry, t.rtt_ms, t.players);
         self.n_waiting += 1;
+        self.arrivals_since_tick += 1;
         slot
     }
 
@@ -598,6 +624,7 @@ impl Pool {
         out: &mut Vec<crate::command::Event>,
     ) {
         self.reorganise();
+        self.update_arrival_rate(now_ms);
         if self.n_waiting < 2 {
             return;
         }
@@ -636,7 +663,12 @@ impl Pool {
             // Under load a failed anchor waits at least the re-search delay, even when a
             // neighbour becomes compatible sooner (see `research_at`).
             let mut retry_at_ms = self.retry_at_ms.max(self.research_at(now_ms));
-            if self.find_match(anchor, now_ms + RESERVE_HORIZON_MS) {
+            let horizon = if self.arrivals_per_s < SPARSE_ARRIVALS_PER_S {
+                RESERVE_HORIZON_MS.max(now_ms.saturating_sub(e.enqueued_at_ms) / SPARSE_HORIZON_WAIT_DIVISOR)
+            } else {
+                RESERVE_HORIZON_MS
+            };
+            if self.find_match(anchor, now_ms + horizon) {
                 // Starvation guard: the set this anchor could have in a moment is held for it,
                 // so younger tickets cannot pair those members off first. A ticket far from
                 // the crowd otherwise waits until some neighbour happens to age enough; the
@@ -662,6 +694,23 @@ impl Pool {
             self.sorted.entries[pos as usize].reserved = false;
         }
         self.reserved.clear();
+    }
+
+    /// Folds the arrivals since the last tick into `arrivals_per_s` (an exponential moving
+    /// average, so ticks of any period weigh by the time they cover).
+    fn update_arrival_rate(&mut self, now_ms: u64) {
+        if let Some(last) = self.last_tick_ms {
+            let elapsed_ms = now_ms.saturating_sub(last) as f64;
+            if elapsed_ms > 0.0 {
+                let weight = 1.0 - (-elapsed_ms / ARRIVAL_RATE_WINDOW_MS).exp();
+                let rate = f64::from(self.arrivals_since_tick) * 1000.0 / elapsed_ms;
+                self.arrivals_per_s += weight * (rate - self.arrivals_per_s);
+                self.arrivals_since_tick = 0;
+            }
+        } else {
+            self.arrivals_since_tick = 0;
+        }
+        self.last_tick_ms = Some(now_ms);
     }
 
     /// A retry time as `Aged::retry`: ms after the epoch, rounded down, saturating.

@@ -222,3 +222,50 @@ fn a_sleeping_old_ticket_still_gets_first_pick_of_new_arrivals() {
     "#]]
     .assert_eq(&render(s.rules(), &matches));
 }
+
+/// An old outlier, then four tickets near each other but 100–190 points above it: the
+/// youngest four could match at once, leaving the outlier alone for good.
+fn outlier_then_a_crowd_of_four(s: &mut rally_engine::Shard, at_ms: u64) -> Vec<rally_engine::Match> {
+    for (id, mmr) in [(2, 1600.0), (3, 1610.0), (4, 1620.0), (5, 1690.0)] {
+        enqueue(s, at_ms, ticket(id, "ffa4", vec![eu(id, mmr)]));
+    }
+    run_ticks(s, at_ms, at_ms + 10_000)
+}
+
+#[test]
+fn in_sparse_traffic_a_long_waiting_ticket_holds_the_set_it_will_have_in_a_while() {
+    let mut s = shard();
+    enqueue(&mut s, 0, ticket(1, "ffa4", vec![eu(1, 1500.0)]));
+    assert!(run_ticks(&mut s, 0, 99_900).is_empty());
+    // At 100 s ticket 1 looks 10 s ahead (a tenth of its wait): with tickets 2–4 its set
+    // spans 120 points, which their windows cover 2 s after they arrive. It holds them
+    // meanwhile, so ticket 5 waits instead of pairing them off.
+    let matches = outlier_then_a_crowd_of_four(&mut s, 100_000);
+    expect![[r#"
+        t=102000 ffa4 @eu-west [t1] vs [t2] vs [t3] vs [t4] spread=120.0 imbalance=120.0 worst_rtt=20.0 waits=102000,2000,2000,2000
+    "#]]
+    .assert_eq(&render(s.rules(), &matches));
+}
+
+#[test]
+fn in_dense_traffic_the_crowd_is_not_held_back_for_an_old_ticket() {
+    let mut s = shard();
+    enqueue(&mut s, 0, ticket(1, "ffa4", vec![eu(1, 1500.0)]));
+    // 40 arrivals a second, far above ticket 1's range, matching among themselves.
+    let mut id = 100;
+    for t in (0..100_000).step_by(100) {
+        if t >= 80_000 {
+            for _ in 0..4 {
+                enqueue(&mut s, t, ticket(id, "ffa4", vec![eu(id, 3000.0)]));
+                id += 1;
+            }
+        }
+        assert!(tick(&mut s, t).iter().all(|m| m.tickets.iter().all(|x| x.id.0 >= 100)));
+    }
+    // The guard looks only `RESERVE_HORIZON_MS` ahead here: tickets 2–5 match at once.
+    let matches = outlier_then_a_crowd_of_four(&mut s, 100_000);
+    expect![[r#"
+        t=100000 ffa4 @eu-west [t2] vs [t3] vs [t4] vs [t5] spread=90.0 imbalance=90.0 worst_rtt=20.0 waits=0,0,0,0
+    "#]]
+    .assert_eq(&render(s.rules(), &matches));
+}
