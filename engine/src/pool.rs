@@ -45,16 +45,20 @@ const RESERVE_HORIZON_MS: u64 = 600;
 /// strands for good: once their few neighbours are matched without them, no set is left
 /// (a 2,200 rating in free-for-all, say), and nobody like them arrives later. In denser
 /// traffic new neighbours keep coming, and holding sets that long only delays the crowd.
-/// Measured on mixed traffic, seeds 300–740 at 40–150/s (BENCHMARKS.md): more runs won on
-/// all three criteria at 40–120/s, as many at 150/s; a fifth or a twentieth of the wait
-/// did worse than a tenth, and so did gating on the pool's size instead of its arrivals.
+/// Measured on mixed traffic, 470 seeded runs at 40–500/s (BENCHMARKS.md): more runs won
+/// on all three criteria at 40–80/s (at 40/s 54–62% instead of 48%) and at 120/s, as many
+/// at 100/s, one fewer of 50 at 150/s, and a p95 lead about 200 ms smaller at 80–150/s. A fifth or a twentieth of the
+/// wait did worse than a tenth, and so did gating on the pool's size.
 const SPARSE_HORIZON_WAIT_DIVISOR: u64 = 10;
 /// Arrivals per second below which a pool counts as sparse (see
-/// `SPARSE_HORIZON_WAIT_DIVISOR`). Mixed traffic at 80 tickets/s brings each mode's pool
-/// about 20 a second, at 150/s about 37.
+/// `SPARSE_HORIZON_WAIT_DIVISOR`). With `examples/modes.toml`'s four modes, mixed traffic
+/// at 80 tickets/s brings each pool about 20 a second, and at 150/s about 37; this sits
+/// between, where the long look-ahead stopped paying. Not tuned finer than that.
 const SPARSE_ARRIVALS_PER_S: f64 = 25.0;
-/// The time constant of the arrival rate's moving average.
-const ARRIVAL_RATE_WINDOW_MS: f64 = 10_000.0;
+/// The time constant of the arrival rate's moving average: long enough that a quiet
+/// second in busy traffic does not flip a pool to sparse, short enough to follow a day's
+/// rise and fall.
+const ARRIVAL_RATE_TIME_CONSTANT_MS: f64 = 10_000.0;
 /// Node budget of the subset search per anchor.
 const SUBSET_BUDGET: u32 = 2_000;
 /// Node budget of the team-split search per candidate set.
@@ -322,8 +326,10 @@ pub(crate) struct Pool {
     last_limits: (u64, f64, f64),
     /// Tickets inserted since the last tick.
     arrivals_since_tick: u32,
-    last_tick_ms: Option<u64>,
-    /// Arrivals per second, averaged over about `ARRIVAL_RATE_WINDOW_MS`.
+    /// When the arrival rate was last updated (the previous tick).
+    rate_updated_ms: Option<u64>,
+    /// Arrivals per second, a moving average with time constant
+    /// `ARRIVAL_RATE_TIME_CONSTANT_MS`, starting from zero.
     arrivals_per_s: f64,
 }
 
@@ -366,7 +372,7 @@ impl Pool {
             skips: Skips::default(),
             last_limits: (u64::MAX, 0.0, 0.0),
             arrivals_since_tick: 0,
-            last_tick_ms: None,
+            rate_updated_ms: None,
             arrivals_per_s: 0.0,
         }
     }
@@ -696,21 +702,28 @@ impl Pool {
         self.reserved.clear();
     }
 
-    /// Folds the arrivals since the last tick into `arrivals_per_s` (an exponential moving
-    /// average, so ticks of any period weigh by the time they cover).
+    /// Folds the arrivals since the last tick into `arrivals_per_s`: an exponential moving
+    /// average, so ticks of any period weigh by the time they cover. It starts from zero,
+    /// so a new pool counts as sparse until the average catches up (about 10 s at 37
+    /// arrivals a second); no ticket has waited long enough by then for the look-ahead to
+    /// exceed `RESERVE_HORIZON_MS` by much. Starting from the first interval's own rate
+    /// instead did as well over the held-out quality runs (BENCHMARKS.md), and worse on
+    /// an asserted one. Arrivals before the first tick are not counted.
     fn update_arrival_rate(&mut self, now_ms: u64) {
-        if let Some(last) = self.last_tick_ms {
-            let elapsed_ms = now_ms.saturating_sub(last) as f64;
-            if elapsed_ms > 0.0 {
-                let weight = 1.0 - (-elapsed_ms / ARRIVAL_RATE_WINDOW_MS).exp();
-                let rate = f64::from(self.arrivals_since_tick) * 1000.0 / elapsed_ms;
-                self.arrivals_per_s += weight * (rate - self.arrivals_per_s);
-                self.arrivals_since_tick = 0;
-            }
-        } else {
+        let Some(last) = self.rate_updated_ms else {
+            self.rate_updated_ms = Some(now_ms);
             self.arrivals_since_tick = 0;
+            return;
+        };
+        let elapsed_ms = now_ms.saturating_sub(last) as f64;
+        if elapsed_ms == 0.0 {
+            return;
         }
-        self.last_tick_ms = Some(now_ms);
+        let rate = f64::from(self.arrivals_since_tick) * 1000.0 / elapsed_ms;
+        let weight = 1.0 - (-elapsed_ms / ARRIVAL_RATE_TIME_CONSTANT_MS).exp();
+        self.arrivals_per_s += weight * (rate - self.arrivals_per_s);
+        self.arrivals_since_tick = 0;
+        self.rate_updated_ms = Some(now_ms);
     }
 
     /// A retry time as `Aged::retry`: ms after the epoch, rounded down, saturating.

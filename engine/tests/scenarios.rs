@@ -223,8 +223,8 @@ fn a_sleeping_old_ticket_still_gets_first_pick_of_new_arrivals() {
     .assert_eq(&render(s.rules(), &matches));
 }
 
-/// An old outlier, then four tickets near each other but 100–190 points above it: the
-/// youngest four could match at once, leaving the outlier alone for good.
+/// Four tickets near each other, 100–190 points above ticket 1 (1500, already waiting):
+/// the four could match among themselves at once, leaving ticket 1 with nobody in range.
 fn outlier_then_a_crowd_of_four(s: &mut rally_engine::Shard, at_ms: u64) -> Vec<rally_engine::Match> {
     for (id, mmr) in [(2, 1600.0), (3, 1610.0), (4, 1620.0), (5, 1690.0)] {
         enqueue(s, at_ms, ticket(id, "ffa4", vec![eu(id, mmr)]));
