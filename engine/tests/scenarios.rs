@@ -247,25 +247,42 @@ fn in_sparse_traffic_a_long_waiting_ticket_holds_the_set_it_will_have_in_a_while
     .assert_eq(&render(s.rules(), &matches));
 }
 
-#[test]
-fn in_dense_traffic_the_crowd_is_not_held_back_for_an_old_ticket() {
-    let mut s = shard();
-    enqueue(&mut s, 0, ticket(1, "ffa4", vec![eu(1, 1500.0)]));
-    // 40 arrivals a second, far above ticket 1's range, matching among themselves.
+/// Ticks from 0 until `until_ms` with ticket 1 (1500) waiting, and 40 arrivals a second
+/// during `busy`, far above ticket 1's range and matching among themselves.
+fn old_ticket_through_a_busy_spell(s: &mut rally_engine::Shard, busy: std::ops::Range<u64>, until_ms: u64) {
+    enqueue(s, 0, ticket(1, "ffa4", vec![eu(1, 1500.0)]));
     let mut id = 100;
-    for t in (0..100_000).step_by(100) {
-        if t >= 80_000 {
+    for t in (0..until_ms).step_by(100) {
+        if busy.contains(&t) {
             for _ in 0..4 {
-                enqueue(&mut s, t, ticket(id, "ffa4", vec![eu(id, 3000.0)]));
+                enqueue(s, t, ticket(id, "ffa4", vec![eu(id, 3000.0)]));
                 id += 1;
             }
         }
-        assert!(tick(&mut s, t).iter().all(|m| m.tickets.iter().all(|x| x.id.0 >= 100)));
+        assert!(tick(s, t).iter().all(|m| m.tickets.iter().all(|x| x.id.0 >= 100)));
     }
+}
+
+#[test]
+fn in_dense_traffic_the_crowd_is_not_held_back_for_an_old_ticket() {
+    let mut s = shard();
+    old_ticket_through_a_busy_spell(&mut s, 80_000..100_000, 100_000);
     // The guard looks only `RESERVE_HORIZON_MS` ahead here: tickets 2–5 match at once.
     let matches = outlier_then_a_crowd_of_four(&mut s, 100_000);
     expect![[r#"
         t=100000 ffa4 @eu-west [t2] vs [t3] vs [t4] vs [t5] spread=90.0 imbalance=90.0 worst_rtt=20.0 waits=0,0,0,0
+    "#]]
+    .assert_eq(&render(s.rules(), &matches));
+}
+
+#[test]
+fn once_arrivals_die_down_the_pool_counts_as_sparse_again() {
+    let mut s = shard();
+    // The busy spell ends at 80 s; by 130 s the 10 s average is far below 25 a second.
+    old_ticket_through_a_busy_spell(&mut s, 60_000..80_000, 130_000);
+    let matches = outlier_then_a_crowd_of_four(&mut s, 130_000);
+    expect![[r#"
+        t=132000 ffa4 @eu-west [t1] vs [t2] vs [t3] vs [t4] spread=120.0 imbalance=120.0 worst_rtt=20.0 waits=132000,2000,2000,2000
     "#]]
     .assert_eq(&render(s.rules(), &matches));
 }
