@@ -47,8 +47,9 @@ const RESERVE_HORIZON_MS: u64 = 600;
 /// traffic new neighbours keep coming, and holding sets that long only delays the crowd.
 /// Measured on mixed traffic, 470 seeded runs at 40–500/s (BENCHMARKS.md): more runs won
 /// on all three criteria at 40–80/s (at 40/s 54–62% instead of 48%) and at 120/s, as many
-/// at 100/s, one fewer of 50 at 150/s, and a p95 lead about 200 ms smaller at 80–150/s. A fifth or a twentieth of the
-/// wait did worse than a tenth, and so did gating on the pool's size.
+/// at 100/s, one fewer of 50 at 150/s, and a p95 lead about 200 ms smaller at 80–150/s.
+/// A fifth or a twentieth of the wait did worse than a tenth, and so did gating on the
+/// pool's size.
 const SPARSE_HORIZON_WAIT_DIVISOR: u64 = 10;
 /// Arrivals per second below which a pool counts as sparse (see
 /// `SPARSE_HORIZON_WAIT_DIVISOR`). With `examples/modes.toml`'s four modes, mixed traffic

@@ -235,8 +235,7 @@ fn outlier_then_a_crowd_of_four(s: &mut rally_engine::Shard, at_ms: u64) -> Vec<
 #[test]
 fn in_sparse_traffic_a_long_waiting_ticket_holds_the_set_it_will_have_in_a_while() {
     let mut s = shard();
-    enqueue(&mut s, 0, ticket(1, "ffa4", vec![eu(1, 1500.0)]));
-    assert!(run_ticks(&mut s, 0, 99_900).is_empty());
+    old_ticket_through_a_busy_spell(&mut s, 0..0, 100_000);
     // At 100 s ticket 1 looks 10 s ahead (a tenth of its wait): with tickets 2–4 its set
     // spans 120 points, which their windows cover 2 s after they arrive. It holds them
     // meanwhile, so ticket 5 waits instead of pairing them off.
