@@ -30,9 +30,13 @@ fn engine_matches(rules: &Arc<Rules>, events: &str, drain_ms: u64) -> String {
 }
 
 fn compare(spec: &WorkloadSpec) -> (Quality, Quality) {
-    let rules = Arc::new(Rules::from_toml(RULES).unwrap());
+    compare_under(RULES, spec)
+}
+
+fn compare_under(rules: &str, spec: &WorkloadSpec) -> (Quality, Quality) {
+    let rules = Arc::new(Rules::from_toml(rules).unwrap());
     let events = generate(&rules, spec);
-    let drain = 30_000;
+    let drain = std::env::var("RALLY_QUALITY_DRAIN_MS").map_or(30_000, |v| v.parse().expect("RALLY_QUALITY_DRAIN_MS: ms"));
     let engine = evaluate(&rules, &events, &engine_matches(&rules, &events, drain)).expect("engine matches are valid");
     let greedy = evaluate(&rules, &events, &greedy::run(&rules, &events, drain)).expect("greedy matches are valid");
     (engine, greedy)
@@ -73,11 +77,17 @@ fn beats_greedy_at_150_tickets_per_s() {
 /// how many runs missed each criterion. Run it after changing the matcher:
 /// `cargo test --release -p rally-replay --test quality -- --ignored --nocapture`.
 /// `RALLY_QUALITY_SEEDS=FIRST..LAST` picks the seeds (default 5..25) and
-/// `RALLY_QUALITY_RATES=40,80` the arrival rates they cycle through (default 40 to 500/s).
+/// `RALLY_QUALITY_RATES=40,80` the arrival rates they cycle through (default 40 to 500/s),
+/// `RALLY_QUALITY_MODES=FILE.toml` other rules than `examples/modes.toml`, and
+/// `RALLY_QUALITY_DRAIN_MS` a drain other than 30 s after the last arrival.
 #[test]
 #[ignore = "minutes of replay; run by hand after matcher changes"]
 fn held_out_sweep() {
-    let rules = Rules::from_toml(RULES).unwrap();
+    let rules_text = match std::env::var("RALLY_QUALITY_MODES") {
+        Ok(path) => std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("RALLY_QUALITY_MODES={path}: {e}")),
+        Err(_) => RULES.to_owned(),
+    };
+    let rules = Rules::from_toml(&rules_text).unwrap();
     let seeds = std::env::var("RALLY_QUALITY_SEEDS").unwrap_or_else(|_| "5..25".to_owned());
     let (first, last) = seeds.split_once("..").expect("RALLY_QUALITY_SEEDS: FIRST..LAST");
     let (first, last): (u64, u64) = (first.parse().unwrap(), last.parse().unwrap());
@@ -90,7 +100,7 @@ fn held_out_sweep() {
     for seed in first..last {
         let rate = rates[seed as usize % rates.len()];
         let spec = WorkloadSpec::mixed(&rules, seed, rate, 60.0);
-        let (e, g) = compare(&spec);
+        let (e, g) = compare_under(&rules_text, &spec);
         runs += 1;
         fewer += usize::from(e.tickets_matched < g.tickets_matched);
         slower += usize::from(e.wait_p95_all_ms >= g.wait_p95_all_ms);
