@@ -566,6 +566,11 @@ async fn shutdown_closes_connected_clients() {
             }
             other => panic!("expected a close, got {other:?}"),
         }
+        // Over for good: a request gets the close that ended it, not a retryable error.
+        match timeout(client.ticket_status()).await {
+            Err(e @ ClientError::Closed { code: Some(CloseCode::ShuttingDown), .. }) => assert!(!e.is_retryable()),
+            other => panic!("expected the shutdown close, got {other:?}"),
+        }
     }
 }
 
@@ -653,7 +658,13 @@ async fn a_dropped_client_resumes_and_keeps_its_ticket() {
 
     relay.set_cut(true);
     assert_eq!(timeout(a.next_event()).await, Some(ClientEvent::Reconnecting));
-    relay.set_cut(false);
+    // A request made while it reconnects goes out once it has: it is answered, by the
+    // resumed session, though the network comes back only after the request was made.
+    let (status, ()) = tokio::join!(timeout(a.ticket_status()), async {
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        relay.set_cut(false);
+    });
+    assert_eq!(status.expect("answered after the resume").map(|t| t.ticket_id), Some(ticket));
     match timeout(a.next_event()).await {
         Some(ClientEvent::Resumed { ticket: Some(t) }) => assert_eq!(t.ticket_id, ticket),
         other => panic!("expected a resume with the ticket, got {other:?}"),

@@ -36,7 +36,8 @@ fn compare(spec: &WorkloadSpec) -> (Quality, Quality) {
 fn compare_under(rules: &str, spec: &WorkloadSpec) -> (Quality, Quality) {
     let rules = Arc::new(Rules::from_toml(rules).unwrap());
     let events = generate(&rules, spec);
-    let drain = std::env::var("RALLY_QUALITY_DRAIN_MS").map_or(30_000, |v| v.parse().expect("RALLY_QUALITY_DRAIN_MS: ms"));
+    let drain =
+        std::env::var("RALLY_QUALITY_DRAIN_MS").map_or(30_000, |v| v.parse().expect("RALLY_QUALITY_DRAIN_MS: ms"));
     let engine = evaluate(&rules, &events, &engine_matches(&rules, &events, drain)).expect("engine matches are valid");
     let greedy = evaluate(&rules, &events, &greedy::run(&rules, &events, drain)).expect("greedy matches are valid");
     (engine, greedy)

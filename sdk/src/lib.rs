@@ -8,7 +8,9 @@
 //!
 //! If the network drops, the client reconnects by itself within the edge's grace period
 //! and presents its resume token, so its ticket keeps its place in the queue. Requests in
-//! flight at the drop fail with [`ClientError::ConnectionLost`] (retryable).
+//! flight at the drop fail with [`ClientError::ConnectionLost`] (retryable); requests
+//! made while it reconnects go out once it has. Once the connection is over for good
+//! ([`ClientEvent::Closed`]), every request fails with the error that ended it.
 
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
@@ -17,8 +19,8 @@ mod tls;
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
-use std::sync::Arc;
 use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
 use quinn::{Connection, RecvStream, SendStream, VarInt};
@@ -174,6 +176,8 @@ pub enum ClientEvent {
 /// A connected client. Cheap to share behind an `Arc`; every method takes `&self`.
 pub struct Client {
     commands: mpsc::UnboundedSender<Command>,
+    /// Why the connection is over for good, once it is (set by the driver as it stops).
+    ended: Arc<OnceLock<ClientError>>,
     events: Mutex<mpsc::UnboundedReceiver<ClientEvent>>,
     next_request: AtomicU32,
     request_timeout: Duration,
@@ -206,7 +210,9 @@ impl Client {
         let (link, welcome) = Link::open(&endpoint, &config, None).await?;
         let (commands, commands_rx) = mpsc::unbounded_channel();
         let (events_tx, events) = mpsc::unbounded_channel();
+        let ended = Arc::new(OnceLock::new());
         let driver = Driver {
+            ended: ended.clone(),
             config: config.clone(),
             endpoint: endpoint.clone(),
             resume_token: welcome.resume_token.clone(),
@@ -219,6 +225,7 @@ impl Client {
         tokio::spawn(driver.run(commands_rx));
         let client = Client {
             commands,
+            ended,
             events: Mutex::new(events),
             next_request: AtomicU32::new(1),
             request_timeout: config.request_timeout,
@@ -233,14 +240,22 @@ impl Client {
     async fn request(&self, make: impl FnOnce(u32) -> ClientMsg) -> Result<ServerMsg, ClientError> {
         let request_id = self.next_request.fetch_add(1, Ordering::Relaxed);
         let (reply, answer) = oneshot::channel();
-        self.commands
-            .send(Command::Request { msg: make(request_id), reply })
-            .map_err(|_| ClientError::ConnectionLost)?;
+        if self.commands.send(Command::Request { msg: make(request_id), reply }).is_err() {
+            return Err(self.end_error());
+        }
         match tokio::time::timeout(self.request_timeout, answer).await {
             Ok(Ok(result)) => result,
-            Ok(Err(_)) => Err(ClientError::ConnectionLost),
+            // The driver stopped with the request unanswered.
+            Ok(Err(_)) => Err(self.end_error()),
             Err(_) => Err(ClientError::Timeout),
         }
+    }
+
+    /// What a request gets once the driver has stopped: the error that ended the
+    /// connection (not retryable unless the edge said so), rather than a `ConnectionLost`
+    /// that invites a retry nothing will answer.
+    fn end_error(&self) -> ClientError {
+        self.ended.get().cloned().unwrap_or(ClientError::ConnectionLost)
     }
 
     /// Queues for `mode` with measured RTTs (datacenter name, ms); returns the ticket id.
@@ -561,6 +576,7 @@ struct Driver {
     pings: HashMap<u32, (Instant, oneshot::Sender<Duration>)>,
     next_ping: u32,
     events: mpsc::UnboundedSender<ClientEvent>,
+    ended: Arc<OnceLock<ClientError>>,
 }
 
 impl Driver {
@@ -605,6 +621,9 @@ impl Driver {
                     } else {
                         error
                     };
+                    // Set before the command queue drops with the driver, so requests
+                    // still queued find it.
+                    let _ = self.ended.set(final_error.clone());
                     let _ = self.events.send(ClientEvent::Closed(final_error));
                     return;
                 }
