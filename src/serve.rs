@@ -175,10 +175,10 @@ pub struct LoadgenArgs {
 }
 
 /// How often live shards tick unless `--tick-ms` says otherwise. Measured at 5,000
-/// enqueues/s (BENCHMARKS.md): MatchFound delivery p99 1.6–3.2 ms at 5 ms, 4.2–5.4 ms at
-/// 20 ms, 14 ms at the rules' 100 ms; enqueue→ack p99 1.49–1.53 ms at 2 ms against
-/// 1.94–2.34 ms at 5 ms (alternated 60 s runs), since a tick's pushes go out in smaller
-/// bursts. Idle, `rally dev` uses 2.1% of a core at 2 ms and 1.6% at 5 ms.
+/// enqueues/s (BENCHMARKS.md), alternated 60 s runs on one machine: enqueue→ack p99
+/// 1.49–1.53 ms at 2 ms against 1.94–2.34 ms at 5 ms, since a tick's pushes go out in
+/// smaller bursts. (On an earlier machine 20 ms ticks, and the rules' 100 ms, missed the
+/// 5 ms delivery target.) Idle, `rally dev` uses 2.1% of a core at 2 ms and 1.6% at 5 ms.
 pub(crate) const LIVE_TICK_MS: u64 = 2;
 
 /// The rules at `path` (the embedded ones when absent), live shards ticking every `tick_ms`.

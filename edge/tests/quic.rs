@@ -566,7 +566,7 @@ async fn shutdown_closes_connected_clients() {
             }
             other => panic!("expected a close, got {other:?}"),
         }
-        // Over for good: a request gets the close that ended it, not a retryable error.
+        // Over for good: a request gets the close that ended it, not a retryable one.
         match timeout(client.ticket_status()).await {
             Err(e @ ClientError::Closed { code: Some(CloseCode::ShuttingDown), .. }) => assert!(!e.is_retryable()),
             other => panic!("expected the shutdown close, got {other:?}"),
@@ -658,12 +658,10 @@ async fn a_dropped_client_resumes_and_keeps_its_ticket() {
 
     relay.set_cut(true);
     assert_eq!(timeout(a.next_event()).await, Some(ClientEvent::Reconnecting));
-    // A request made while it reconnects goes out once it has: it is answered, by the
-    // resumed session, though the network comes back only after the request was made.
-    let (status, ()) = tokio::join!(timeout(a.ticket_status()), async {
-        tokio::time::sleep(Duration::from_millis(300)).await;
-        relay.set_cut(false);
-    });
+    // A request made while it reconnects goes out once it has, and the resumed session
+    // answers it. `join!` polls the request first, so it is queued before the network
+    // comes back.
+    let (status, ()) = tokio::join!(timeout(a.ticket_status()), async { relay.set_cut(false) });
     assert_eq!(status.expect("answered after the resume").map(|t| t.ticket_id), Some(ticket));
     match timeout(a.next_event()).await {
         Some(ClientEvent::Resumed { ticket: Some(t) }) => assert_eq!(t.ticket_id, ticket),
@@ -675,6 +673,32 @@ async fn a_dropped_client_resumes_and_keeps_its_ticket() {
     assert_eq!(next_match(&a).await.ticket_id, ticket);
     a.close().await;
     b.close().await;
+    edge.stop().await;
+}
+
+#[tokio::test]
+async fn a_client_that_cannot_resume_fails_its_requests_for_good() {
+    let edge = TestEdge::start(|c| c.idle_timeout = Duration::from_millis(800));
+    let relay = Relay::start(edge.edge().local_addr()).await;
+    let mut config = edge.config(1, 1500.0);
+    config.addr = relay.addr;
+    config.idle_timeout = Duration::from_millis(800);
+    config.keep_alive = Duration::from_millis(200);
+    config.resume_window = Duration::from_millis(1500);
+    let (a, _) = timeout(Client::connect(config)).await.unwrap();
+    timeout(a.enqueue("duel", &eu(20.0))).await.unwrap();
+
+    relay.set_cut(true);
+    assert_eq!(timeout(a.next_event()).await, Some(ClientEvent::Reconnecting));
+    // Queued while it tries, then the window runs out: the request gets the final error.
+    let (queued, closed) = tokio::join!(timeout(a.ticket_status()), timeout(a.next_event()));
+    let Some(ClientEvent::Closed(end @ ClientError::Connect(_))) = closed else {
+        panic!("expected a close after the resume window, got {closed:?}")
+    };
+    assert!(!end.is_retryable());
+    assert_eq!(queued, Err(end.clone()));
+    // And so does every request after it, at once.
+    assert_eq!(timeout(a.ticket_status()).await, Err(end));
     edge.stop().await;
 }
 

@@ -252,8 +252,8 @@ impl Client {
     }
 
     /// What a request gets once the driver has stopped: the error that ended the
-    /// connection (not retryable unless the edge said so), rather than a `ConnectionLost`
-    /// that invites a retry nothing will answer.
+    /// connection (never a retryable one), rather than a `ConnectionLost` that invites a
+    /// retry nothing will answer. Before that, `ConnectionLost`: a drop, retry once resumed.
     fn end_error(&self) -> ClientError {
         self.ended.get().cloned().unwrap_or(ClientError::ConnectionLost)
     }
@@ -308,10 +308,11 @@ impl Client {
     /// One datagram ping to the connected edge; the round-trip time.
     pub async fn ping(&self) -> Result<Duration, ClientError> {
         let (reply, answer) = oneshot::channel();
-        self.commands.send(Command::Ping { reply }).map_err(|_| ClientError::ConnectionLost)?;
+        self.commands.send(Command::Ping { reply }).map_err(|_| self.end_error())?;
         match tokio::time::timeout(Duration::from_secs(2), answer).await {
             Ok(Ok(rtt)) => Ok(rtt),
-            Ok(Err(_)) => Err(ClientError::ConnectionLost),
+            // Dropped by a drop (the ping is lost with it) or by the driver stopping.
+            Ok(Err(_)) => Err(self.end_error()),
             Err(_) => Err(ClientError::Timeout),
         }
     }
@@ -611,16 +612,16 @@ impl Driver {
                 },
             };
             if let Some(error) = lost {
+                // A network loss is resumed; anything else (the edge closed, or broke the
+                // protocol) is the end, and requests waiting are told which.
+                let dropped = matches!(error, ClientError::ConnectionLost);
+                let waiting_error = if dropped { ClientError::ConnectionLost } else { error.clone() };
                 for (_, reply) in self.pending.drain() {
-                    let _ = reply.send(Err(ClientError::ConnectionLost));
+                    let _ = reply.send(Err(waiting_error.clone()));
                 }
                 self.pings.clear();
-                if !matches!(error, ClientError::ConnectionLost) || !self.resume().await {
-                    let final_error = if matches!(error, ClientError::ConnectionLost) {
-                        ClientError::Connect("could not resume within the grace period".into())
-                    } else {
-                        error
-                    };
+                let outcome = if dropped { self.resume().await } else { Err(error) };
+                if let Err(final_error) = outcome {
                     // Set before the command queue drops with the driver, so requests
                     // still queued find it.
                     let _ = self.ended.set(final_error.clone());
@@ -637,6 +638,11 @@ impl Driver {
         msg: ClientMsg,
         reply: oneshot::Sender<Result<ServerMsg, ClientError>>,
     ) -> Option<ClientError> {
+        // Its caller gave up (timed out while the client reconnected, say): a request it
+        // was told failed must not happen after all.
+        if reply.is_closed() {
+            return None;
+        }
         let request_id = match &msg {
             ClientMsg::Enqueue(e) => e.request_id,
             ClientMsg::Cancel(c) => c.request_id,
@@ -709,8 +715,9 @@ impl Driver {
         }
     }
 
-    /// Reconnects with the resume token until the resume window closes.
-    async fn resume(&mut self) -> bool {
+    /// Reconnects with the resume token until the resume window closes; the error that
+    /// ends the connection if it cannot.
+    async fn resume(&mut self) -> Result<(), ClientError> {
         let _ = self.events.send(ClientEvent::Reconnecting);
         let deadline = Instant::now() + self.config.resume_window;
         let mut backoff = Duration::from_millis(100);
@@ -725,7 +732,7 @@ impl Driver {
                         ClientEvent::Restarted
                     };
                     let _ = self.events.send(event);
-                    return true;
+                    return Ok(());
                 }
                 Err(e) if e.is_retryable() || matches!(e, ClientError::Connect(_)) => {
                     tracing::debug!(error = %e, "resume attempt failed");
@@ -734,11 +741,11 @@ impl Driver {
                 }
                 Err(e) => {
                     tracing::debug!(error = %e, "resume refused");
-                    return false;
+                    return Err(e);
                 }
             }
         }
-        false
+        Err(ClientError::Connect("could not resume within the grace period".into()))
     }
 }
 
