@@ -641,6 +641,17 @@ impl Relay {
     }
 }
 
+/// Player 1's config through `relay`, noticing a cut within 800 ms (as the edges of these
+/// tests do) and trying to resume for `resume_window`.
+fn through_relay(edge: &TestEdge, relay: &Relay, resume_window: Duration) -> ClientConfig {
+    let mut config = edge.config(1, 1500.0);
+    config.addr = relay.addr;
+    config.idle_timeout = Duration::from_millis(800);
+    config.keep_alive = Duration::from_millis(200);
+    config.resume_window = resume_window;
+    config
+}
+
 #[tokio::test]
 async fn a_dropped_client_resumes_and_keeps_its_ticket() {
     let edge = TestEdge::start(|c| {
@@ -648,12 +659,7 @@ async fn a_dropped_client_resumes_and_keeps_its_ticket() {
         c.grace = Duration::from_secs(8);
     });
     let relay = Relay::start(edge.edge().local_addr()).await;
-    let mut config = edge.config(1, 1500.0);
-    config.addr = relay.addr;
-    config.idle_timeout = Duration::from_millis(800);
-    config.keep_alive = Duration::from_millis(200);
-    config.resume_window = Duration::from_secs(8);
-    let (a, _) = timeout(Client::connect(config)).await.unwrap();
+    let (a, _) = timeout(Client::connect(through_relay(&edge, &relay, Duration::from_secs(8)))).await.unwrap();
     let ticket = timeout(a.enqueue("duel", &eu(20.0))).await.unwrap();
 
     relay.set_cut(true);
@@ -680,12 +686,7 @@ async fn a_dropped_client_resumes_and_keeps_its_ticket() {
 async fn a_client_that_cannot_resume_fails_its_requests_for_good() {
     let edge = TestEdge::start(|c| c.idle_timeout = Duration::from_millis(800));
     let relay = Relay::start(edge.edge().local_addr()).await;
-    let mut config = edge.config(1, 1500.0);
-    config.addr = relay.addr;
-    config.idle_timeout = Duration::from_millis(800);
-    config.keep_alive = Duration::from_millis(200);
-    config.resume_window = Duration::from_millis(1500);
-    let (a, _) = timeout(Client::connect(config)).await.unwrap();
+    let (a, _) = timeout(Client::connect(through_relay(&edge, &relay, Duration::from_millis(1500)))).await.unwrap();
     timeout(a.enqueue("duel", &eu(20.0))).await.unwrap();
 
     relay.set_cut(true);

@@ -33,14 +33,13 @@ fn engine_matches(rules: &Arc<Rules>, events: &str, drain_ms: u64) -> String {
 const DRAIN_MS: u64 = 30_000;
 
 fn compare(spec: &WorkloadSpec) -> (Quality, Quality) {
-    compare_under(RULES, spec, DRAIN_MS)
+    compare_under(&Arc::new(Rules::from_toml(RULES).unwrap()), spec, DRAIN_MS)
 }
 
-fn compare_under(rules: &str, spec: &WorkloadSpec, drain: u64) -> (Quality, Quality) {
-    let rules = Arc::new(Rules::from_toml(rules).unwrap());
-    let events = generate(&rules, spec);
-    let engine = evaluate(&rules, &events, &engine_matches(&rules, &events, drain)).expect("engine matches are valid");
-    let greedy = evaluate(&rules, &events, &greedy::run(&rules, &events, drain)).expect("greedy matches are valid");
+fn compare_under(rules: &Arc<Rules>, spec: &WorkloadSpec, drain: u64) -> (Quality, Quality) {
+    let events = generate(rules, spec);
+    let engine = evaluate(rules, &events, &engine_matches(rules, &events, drain)).expect("engine matches are valid");
+    let greedy = evaluate(rules, &events, &greedy::run(rules, &events, drain)).expect("greedy matches are valid");
     (engine, greedy)
 }
 
@@ -89,7 +88,7 @@ fn held_out_sweep() {
         Ok(path) => std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("RALLY_QUALITY_MODES={path}: {e}")),
         Err(_) => RULES.to_owned(),
     };
-    let rules = Rules::from_toml(&rules_text).unwrap();
+    let rules = Arc::new(Rules::from_toml(&rules_text).unwrap());
     let drain =
         std::env::var("RALLY_QUALITY_DRAIN_MS").map_or(DRAIN_MS, |v| v.parse().expect("RALLY_QUALITY_DRAIN_MS: ms"));
     let seeds = std::env::var("RALLY_QUALITY_SEEDS").unwrap_or_else(|_| "5..25".to_owned());
@@ -104,7 +103,7 @@ fn held_out_sweep() {
     for seed in first..last {
         let rate = rates[seed as usize % rates.len()];
         let spec = WorkloadSpec::mixed(&rules, seed, rate, 60.0);
-        let (e, g) = compare_under(&rules_text, &spec, drain);
+        let (e, g) = compare_under(&rules, &spec, drain);
         runs += 1;
         fewer += usize::from(e.tickets_matched < g.tickets_matched);
         slower += usize::from(e.wait_p95_all_ms >= g.wait_p95_all_ms);

@@ -612,15 +612,14 @@ impl Driver {
                 },
             };
             if let Some(error) = lost {
-                // A network loss is resumed; anything else (the edge closed, or broke the
-                // protocol) is the end, and requests waiting are told which.
-                let dropped = matches!(error, ClientError::ConnectionLost);
-                let waiting_error = if dropped { ClientError::ConnectionLost } else { error.clone() };
+                // Requests waiting are told what happened: a network loss (`ConnectionLost`,
+                // retry once resumed), or the end (the edge closed, or broke the protocol).
                 for (_, reply) in self.pending.drain() {
-                    let _ = reply.send(Err(waiting_error.clone()));
+                    let _ = reply.send(Err(error.clone()));
                 }
                 self.pings.clear();
-                let outcome = if dropped { self.resume().await } else { Err(error) };
+                let outcome =
+                    if matches!(error, ClientError::ConnectionLost) { self.resume().await } else { Err(error) };
                 if let Err(final_error) = outcome {
                     // Set before the command queue drops with the driver, so requests
                     // still queued find it.
