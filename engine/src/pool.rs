@@ -19,7 +19,12 @@
 //! Starvation guard. An anchor that cannot match now but could in `RESERVE_HORIZON_MS`
 //! (once its neighbours' windows have grown; in sparse traffic, a tenth of its wait if
 //! that is longer) holds that set for the rest of the tick, so younger anchors do not pair
-//! its members off first.
+//! its members off first. The look-ahead runs first: limits only grow, so when it finds
+//! nothing, neither would a search at the tick's own time.
+//!
+//! Parties wider than their window. A party whose players' ratings lie further apart than
+//! its window cannot be in any set until the window has grown that far: as an anchor it
+//! sleeps until then, and under load it is left out of the neighbour scans meanwhile.
 //!
 //! Every search is bounded (neighbours scanned, nodes visited), so a tick is O(n log n) in
 //! the worst case and close to O(n) in the steady state. Buffers are kept between ticks.
@@ -77,8 +82,13 @@ const NONE: u32 = u32::MAX;
 const RESEARCH_GROWTH: f64 = 2.0;
 /// Shortest re-search delay under load.
 const RESEARCH_DELAY_MIN_MS: u64 = 100;
-/// Longest re-search delay under load.
-const RESEARCH_DELAY_MAX_MS: u64 = 2_000;
+/// Longest re-search delay under load. At 2 s it halved the delay of windows growing
+/// 0.5 points a second (`examples/narrow-windows.toml`), where a search 2 s later sees a
+/// window 1 point wider and nearly always fails again: the 240k-ticket replay took 7.8 s
+/// with 5 s against 12.0 s with 2 s (fastest of four runs each), matching 132 fewer of
+/// 195,853 tickets with a lower p95 wait (18.8 s) and the same p99. Windows growing 10
+/// points a second or more (the mixed-traffic rules) stay at 100–200 ms.
+const RESEARCH_DELAY_MAX_MS: u64 = 5_000;
 /// Pool size from which the re-search delay applies.
 const RESEARCH_DELAY_FROM_WAITING: usize = 1_500;
 
@@ -313,6 +323,11 @@ pub(crate) struct Pool {
     /// The datacenters every member of `chosen` (then `best_chosen`) accepts.
     best_dc_mask: u32,
     split: SplitSearch,
+    /// When the first party `skip_unfit_parties` took out of this tick's scans fits its own
+    /// window (`u64::MAX`: none taken out).
+    unfit_until_ms: u64,
+    /// The set the last successful look-ahead found, held if the anchor cannot match now.
+    look_ahead_set: Vec<u32>,
     /// Positions in `sorted` reserved during the current tick.
     reserved: Vec<u32>,
     /// Per-search scratch: positions of neighbours the anchor and they refused each other.
@@ -361,6 +376,8 @@ impl Pool {
             best_chosen: Vec::new(),
             best_dc_mask: 0,
             split: SplitSearch::default(),
+            look_ahead_set: Vec::new(),
+            unfit_until_ms: u64::MAX,
             reserved: Vec::new(),
             refused: Vec::new(),
             retry_at_ms: 0,
@@ -570,6 +587,16 @@ impl Pool {
         if self.n_waiting >= RESEARCH_DELAY_FROM_WAITING { now_ms + self.research_delay_ms } else { now_ms + 1 }
     }
 
+    /// How far ahead an anchor that has waited `wait_ms` looks for a set to hold (see
+    /// `RESERVE_HORIZON_MS` and `SPARSE_HORIZON_WAIT_DIVISOR`).
+    fn look_ahead_ms(&self, wait_ms: u64) -> u64 {
+        if self.arrivals_per_s < SPARSE_ARRIVALS_PER_S {
+            RESERVE_HORIZON_MS.max(wait_ms / SPARSE_HORIZON_WAIT_DIVISOR)
+        } else {
+            RESERVE_HORIZON_MS
+        }
+    }
+
     /// New tickets may complete sets for waiting ones that sleep on a retry time: wake the
     /// nearest few on each side of each arrival, within its window at arrival. Older
     /// anchors then get the first pick, as oldest-first promises. Runs after the merge.
@@ -636,6 +663,7 @@ impl Pool {
             return;
         }
         self.skips.reset(self.sorted.len());
+        self.skip_unfit_parties(now_ms);
         self.rebase_age_retries(now_ms);
         // Sleeping anchors are skipped on their `age` copy alone, unless copies are stale.
         let trust_copies = !self.age_retry_stale;
@@ -662,35 +690,38 @@ impl Pool {
                 // Nothing it could match has changed enough since its last search.
                 continue;
             }
-            if self.find_match(anchor, now_ms) {
-                let m = self.take_match(now_ms, region_dcs, shard_tag, next_match_seq, retire);
-                out.push(crate::command::Event::Matched(m));
-                continue;
-            }
-            // Under load a failed anchor waits at least the re-search delay, even when a
-            // neighbour becomes compatible sooner (see `research_at`).
-            let mut retry_at_ms = self.retry_at_ms.max(self.research_at(now_ms));
-            let horizon = if self.arrivals_per_s < SPARSE_ARRIVALS_PER_S {
-                RESERVE_HORIZON_MS.max(now_ms.saturating_sub(e.enqueued_at_ms) / SPARSE_HORIZON_WAIT_DIVISOR)
+            let horizon = self.look_ahead_ms(now_ms.saturating_sub(e.enqueued_at_ms));
+            // Windows and RTT limits only grow, so a set valid now is valid `horizon` later:
+            // when the look-ahead finds nothing, the search at `now_ms` would not either and
+            // is skipped. Most searches in a big pool fail, so this halves their cost.
+            let retry_at_ms = if !self.find_match(anchor, now_ms + horizon, now_ms) {
+                // The look-ahead can first succeed at the time it learned; searching again
+                // `horizon` before then keeps the starvation guard's head start.
+                self.retry_at_ms.saturating_sub(horizon).max(self.research_at(now_ms))
             } else {
-                RESERVE_HORIZON_MS
-            };
-            if self.find_match(anchor, now_ms + horizon) {
-                // Starvation guard: the set this anchor could have in a moment is held for it,
-                // so younger tickets cannot pair those members off first. A ticket far from
-                // the crowd otherwise waits until some neighbour happens to age enough; the
-                // same idea as reservations in EASY backfilling. Holds last one tick.
-                for i in 0..self.best_chosen.len() {
-                    let pos = self.best_chosen[i];
+                self.look_ahead_set.clone_from(&self.best_chosen);
+                if self.find_match(anchor, now_ms, now_ms) {
+                    let m = self.take_match(now_ms, region_dcs, shard_tag, next_match_seq, retire);
+                    out.push(crate::command::Event::Matched(m));
+                    continue;
+                }
+                // Starvation guard: the set this anchor could have in a moment is held for
+                // it, so younger tickets cannot pair those members off first. A ticket far
+                // from the crowd otherwise waits until some neighbour happens to age enough;
+                // the same idea as reservations in EASY backfilling. Holds last one tick.
+                for i in 0..self.look_ahead_set.len() {
+                    let pos = self.look_ahead_set[i];
                     self.sorted.entries[pos as usize].reserved = true;
                     self.reserved.push(pos);
                 }
                 // Reserve again next tick, whatever its own search said — except under load,
-                // where its own retry time stands (see `research_at`).
+                // where a failed anchor waits (see `research_at`).
                 if self.n_waiting < RESEARCH_DELAY_FROM_WAITING {
-                    retry_at_ms = now_ms + 1;
+                    now_ms + 1
+                } else {
+                    self.retry_at_ms.max(self.research_at(now_ms))
                 }
-            }
+            };
             self.sorted.entries[anchor].retry_at_ms = retry_at_ms;
             self.age[age_idx].retry = self.age_retry(retry_at_ms);
         }
@@ -701,6 +732,38 @@ impl Pool {
             self.sorted.entries[pos as usize].reserved = false;
         }
         self.reserved.clear();
+    }
+
+    /// Under load, takes the parties whose own ratings lie further apart than their window
+    /// allows out of this tick's neighbour scans, as if matched: no set can hold them yet,
+    /// and in a big party pool they pile up (a party waits minutes for its window to cover
+    /// its spread) until most neighbours an anchor scans are such parties. The test uses the
+    /// furthest look-ahead of the tick, which is `RESERVE_HORIZON_MS` in dense traffic; sparse
+    /// pools (longer look-aheads) and small ones are left as they are, searches are cheap
+    /// there. `unfit_until_ms` says when the first of them fits, so that no search that
+    /// skipped it sleeps past that.
+    fn skip_unfit_parties(&mut self, now_ms: u64) {
+        self.unfit_until_ms = u64::MAX;
+        if self.team_size == 1
+            || self.n_waiting < RESEARCH_DELAY_FROM_WAITING
+            || self.arrivals_per_s < SPARSE_ARRIVALS_PER_S
+        {
+            return;
+        }
+        let latest_search_ms = now_ms + RESERVE_HORIZON_MS;
+        for pos in 0..self.sorted.len() {
+            let e = &self.sorted.entries[pos];
+            if e.taken || e.n_players == 1 {
+                continue;
+            }
+            let own_spread = e.max_mmr - e.min_mmr;
+            if own_spread <= self.mmr_window.at(latest_search_ms.saturating_sub(e.enqueued_at_ms)) {
+                continue;
+            }
+            let fits_at = self.mmr_window.reached_at(e.enqueued_at_ms, own_spread);
+            self.unfit_until_ms = self.unfit_until_ms.min(fits_at);
+            self.skips.take(pos);
+        }
     }
 
     /// Folds the arrivals since the last tick into `arrivals_per_s`: an exponential moving
@@ -811,8 +874,16 @@ impl Pool {
     /// Looks for a match around the ticket at `sorted[anchor]`; on success its members
     /// (positions in `sorted`) are in `best_chosen`, on failure `retry_at_ms` says when
     /// searching from this anchor again could first succeed.
-    fn find_match(&mut self, anchor: usize, now_ms: u64) -> bool {
+    fn find_match(&mut self, anchor: usize, now_ms: u64, tick_ms: u64) -> bool {
         let a = self.candidate(anchor, now_ms);
+        let own_spread = a.max_mmr - a.min_mmr;
+        if own_spread > a.window {
+            // A party whose own ratings lie further apart than its window allows: no set
+            // can hold it until the window has grown that far.
+            let e = &self.sorted.entries[anchor];
+            self.retry_at_ms = self.mmr_window.reached_at(e.enqueued_at_ms, own_spread);
+            return false;
+        }
         if a.dc_mask == 0 {
             let e = &self.sorted.entries[anchor];
             let best = self.sorted.rtt(anchor).iter().fold(f64::INFINITY, |m, &r| m.min(r));
@@ -843,7 +914,7 @@ impl Pool {
         // among compatible candidates) is retried next tick — or, on a big pool, after
         // `research_delay_ms` even if a neighbour becomes compatible sooner: under load,
         // a failed anchor waits its turn (others still pick it, new tickets still find it).
-        let research_at = self.research_at(now_ms);
+        let research_at = self.research_at(tick_ms);
         self.retry_at_ms = u64::MAX;
         // Refused neighbours since the last time `retry_at_ms` was set outright; their
         // times are folded in only if the search fails.
@@ -933,6 +1004,8 @@ impl Pool {
                 self.refused.clear();
             }
             if exhausted {
+                // Parties skipped as unfit come back once they fit.
+                self.retry_at_ms = self.retry_at_ms.min(self.unfit_until_ms);
                 for i in 0..self.refused.len() {
                     let at = self.compatible_from(&a, self.refused[i] as usize, now_ms);
                     self.retry_at_ms = self.retry_at_ms.min(at);

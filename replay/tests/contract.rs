@@ -233,6 +233,31 @@ fn regions_split_into_shards_still_give_valid_matches() {
     evaluate(&split, &events, &out.matches).expect("every match is valid");
 }
 
+#[test]
+fn a_crowded_party_pool_gives_valid_matches() {
+    // Narrow windows at 1,000 tickets/s: thousands wait per mode, so the matcher works as
+    // under load (re-search delays, unfit parties left out of scans), and parties whose
+    // ratings lie further apart than the starting window wait for it to grow.
+    let rules = Arc::new(Rules::from_toml(include_str!("../../examples/narrow-windows.toml")).unwrap());
+    let events = generate(&rules, &WorkloadSpec::mixed(&rules, 21, 1_000.0, 20.0));
+    let out = replay_with(rules.clone(), events.as_bytes(), ReplayOptions::default()).unwrap();
+    evaluate(&rules, &events, &out.matches).expect("every match is valid");
+    assert!(out.summary.still_waiting > 1_500, "the pools never got crowded: {}", out.summary.still_waiting);
+    let spread_of = |line: &str| {
+        let players = line.split(r#""players":["#).nth(1).unwrap_or("");
+        let mmrs: Vec<f64> =
+            players.split(r#""mmr":"#).skip(1).map(|m| m.split(',').next().unwrap().parse().unwrap()).collect();
+        mmrs.iter().fold(f64::NEG_INFINITY, |a, &b| a.max(b)) - mmrs.iter().fold(f64::INFINITY, |a, &b| a.min(b))
+    };
+    let wide_parties: Vec<String> = events
+        .lines()
+        .filter(|l| l.contains("squad-5v5") && spread_of(l) > 20.0)
+        .map(|l| l.split(r#""ticket":""#).nth(1).unwrap().split('"').next().unwrap().to_owned())
+        .collect();
+    let matched = wide_parties.iter().filter(|t| out.matches.contains(&format!(r#""{t}""#))).count();
+    assert!(matched > 0, "none of {} parties wider than 20 points matched once their window grew", wide_parties.len());
+}
+
 /// Valid lines to mutate.
 fn seed_lines() -> Vec<String> {
     let rules = rules();
