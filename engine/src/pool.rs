@@ -691,15 +691,16 @@ impl Pool {
                 continue;
             }
             let horizon = self.look_ahead_ms(now_ms.saturating_sub(e.enqueued_at_ms));
-            let under_load = self.n_waiting >= RESEARCH_DELAY_FROM_WAITING;
             // Whether `look_ahead_set` holds a set this anchor could have within `horizon`.
             let mut held = false;
-            if under_load {
-                // Most searches in a big pool fail, and two per anchor were half its tick:
-                // there the look-ahead goes first. Limits only grow, so a set valid now is
-                // valid `horizon` later, and when the look-ahead finds nothing neither would
-                // a search now. Small pools search now first, as before: what that search
-                // learns sets a closer retry time, which won more held-out runs at 40/s.
+            // In a big pool, an anchor that has searched before (its retry time is set) and
+            // failed will most likely fail again, and two searches per anchor were half
+            // the tick: the look-ahead goes first. Limits only grow, so a set valid now is
+            // valid `horizon` later, and when the look-ahead finds nothing neither would a
+            // search now. New anchors (a burst) mostly match, so they search now first,
+            // once; so do small pools, where what the search now learns sets a closer
+            // retry time, which won more held-out runs at 40/s.
+            if self.n_waiting >= RESEARCH_DELAY_FROM_WAITING && e.retry_at_ms != 0 {
                 if !self.find_match(anchor, now_ms + horizon, now_ms) {
                     // The look-ahead can first succeed at the time it learned; searching
                     // `horizon` before then keeps the starvation guard's head start.
