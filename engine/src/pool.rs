@@ -889,7 +889,9 @@ impl Pool {
 
     /// Looks for a match around the ticket at `sorted[anchor]`; on success its members
     /// (positions in `sorted`) are in `best_chosen`, on failure `retry_at_ms` says when
-    /// searching from this anchor again could first succeed.
+    /// searching from this anchor again could first succeed — or any time up to
+    /// `research_at(tick_ms)`, which the caller waits for in any case. `now_ms` is the time
+    /// the limits are taken at: the tick's own, or later for a look-ahead.
     fn find_match(&mut self, anchor: usize, now_ms: u64, tick_ms: u64) -> bool {
         let a = self.candidate(anchor, now_ms);
         let own_spread = a.max_mmr - a.min_mmr;
@@ -1023,6 +1025,13 @@ impl Pool {
                 // Parties skipped as unfit come back once they fit.
                 self.retry_at_ms = self.retry_at_ms.min(self.unfit_until_ms);
                 for i in 0..self.refused.len() {
+                    // The anchor searches again no sooner than `research_at` anyway (the
+                    // caller sees to it), so once the retry time is there the rest of the
+                    // refused neighbours cannot move it (under load, that is 2 MMR points of
+                    // window growth away). Same output, a few percent less time, in noise.
+                    if self.retry_at_ms <= research_at {
+                        break;
+                    }
                     let at = self.compatible_from(&a, self.refused[i] as usize, now_ms);
                     self.retry_at_ms = self.retry_at_ms.min(at);
                 }
