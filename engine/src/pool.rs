@@ -19,8 +19,9 @@
 //! Starvation guard. An anchor that cannot match now but could in `RESERVE_HORIZON_MS`
 //! (once its neighbours' windows have grown; in sparse traffic, a tenth of its wait if
 //! that is longer) holds that set for the rest of the tick, so younger anchors do not pair
-//! its members off first. Under load the look-ahead runs first: limits only grow, so when
-//! it finds nothing, neither would a search at the tick's own time.
+//! its members off first. Under load an anchor that failed before looks ahead first:
+//! limits only grow, so when the look-ahead finds nothing, a search at the tick's own
+//! time almost never would (the searches are bounded; see `tick`).
 //!
 //! Parties wider than their window. A party whose players' ratings lie further apart than
 //! its window cannot be in any set until the window has grown that far: as an anchor it
@@ -696,14 +697,16 @@ impl Pool {
             // In a big pool, an anchor that has searched before (its retry time is set) and
             // failed will most likely fail again, and two searches per anchor were half
             // the tick: the look-ahead goes first. Limits only grow, so a set valid now is
-            // valid `horizon` later, and when the look-ahead finds nothing neither would a
-            // search now. New anchors (a burst) mostly match, so they search now first,
-            // once; so do small pools, where what the search now learns sets a closer
-            // retry time, which won more held-out runs at 40/s.
+            // valid `horizon` later, and when the look-ahead finds nothing a search now
+            // almost never would (only where more neighbours qualifying later crowd the
+            // bounded search: then it is found a re-search later). New anchors (a burst)
+            // mostly match, so they search now first, once; so do small pools, where what
+            // the search now learns sets a closer retry time, which won more held-out runs
+            // at 40/s.
             if self.n_waiting >= RESEARCH_DELAY_FROM_WAITING && e.retry_at_ms != 0 {
                 if !self.find_match(anchor, now_ms + horizon, now_ms) {
                     // The look-ahead can first succeed at the time it learned; searching
-                    // `horizon` before then keeps the starvation guard's head start.
+                    // `horizon` before then lets it hold the set before the set is valid.
                     let retry_at_ms = self.retry_at_ms.saturating_sub(horizon).max(self.research_at(now_ms));
                     self.sorted.entries[anchor].retry_at_ms = retry_at_ms;
                     self.age[age_idx].retry = self.age_retry(retry_at_ms);
@@ -723,9 +726,6 @@ impl Pool {
             if !held && self.find_match(anchor, now_ms + horizon, now_ms) {
                 self.look_ahead_set.clone_from(&self.best_chosen);
                 held = true;
-                // Reserve again next tick, whatever its own search said (small pools only:
-                // under load its own retry time stands).
-                retry_at_ms = now_ms + 1;
             }
             if held {
                 // Starvation guard: the set this anchor could have in a moment is held for
@@ -737,6 +737,14 @@ impl Pool {
                     self.sorted.entries[pos as usize].reserved = true;
                     self.reserved.push(pos);
                 }
+                // Small pools reserve again next tick, whatever the search said. Under load
+                // the re-search delay stands, but not past `horizon`: by then the set it
+                // holds is valid, and the anchor should be there to take it.
+                retry_at_ms = if self.n_waiting < RESEARCH_DELAY_FROM_WAITING {
+                    now_ms + 1
+                } else {
+                    retry_at_ms.min(now_ms + horizon)
+                };
             }
             self.sorted.entries[anchor].retry_at_ms = retry_at_ms;
             self.age[age_idx].retry = self.age_retry(retry_at_ms);
