@@ -561,7 +561,7 @@ impl Pool {
         }
 
         if arrivals > 0 {
-            if self.n_waiting < RESEARCH_DELAY_FROM_WAITING {
+            if !self.under_load() {
                 // Under load the arrivals' own searches find sleeping tickets instead:
                 // valid matches still, only not always the oldest anchor's pick.
                 self.wake_neighbours_of_pending();
@@ -585,17 +585,25 @@ impl Pool {
     /// When an anchor whose search failed for reasons time cannot bound searches again:
     /// next tick, or on a big pool after `research_delay_ms`.
     fn research_at(&self, now_ms: u64) -> u64 {
-        if self.n_waiting >= RESEARCH_DELAY_FROM_WAITING { now_ms + self.research_delay_ms } else { now_ms + 1 }
+        if self.under_load() { now_ms + self.research_delay_ms } else { now_ms + 1 }
+    }
+
+    /// A pool of at least `RESEARCH_DELAY_FROM_WAITING` tickets: failed anchors wait the
+    /// re-search delay, arrivals wake nobody, repeat failures look ahead first, and unfit
+    /// parties leave the scans.
+    fn under_load(&self) -> bool {
+        self.n_waiting >= RESEARCH_DELAY_FROM_WAITING
+    }
+
+    /// Fewer than `SPARSE_ARRIVALS_PER_S` arrivals a second: anchors look further ahead.
+    fn sparse(&self) -> bool {
+        self.arrivals_per_s < SPARSE_ARRIVALS_PER_S
     }
 
     /// How far ahead an anchor that has waited `wait_ms` looks for a set to hold (see
     /// `RESERVE_HORIZON_MS` and `SPARSE_HORIZON_WAIT_DIVISOR`).
     fn look_ahead_ms(&self, wait_ms: u64) -> u64 {
-        if self.arrivals_per_s < SPARSE_ARRIVALS_PER_S {
-            RESERVE_HORIZON_MS.max(wait_ms / SPARSE_HORIZON_WAIT_DIVISOR)
-        } else {
-            RESERVE_HORIZON_MS
-        }
+        if self.sparse() { RESERVE_HORIZON_MS.max(wait_ms / SPARSE_HORIZON_WAIT_DIVISOR) } else { RESERVE_HORIZON_MS }
     }
 
     /// New tickets may complete sets for waiting ones that sleep on a retry time: wake the
@@ -703,13 +711,12 @@ impl Pool {
             // mostly match, so they search now first, once; so do small pools, where what
             // the search now learns sets a closer retry time, which won more held-out runs
             // at 40/s.
-            if self.n_waiting >= RESEARCH_DELAY_FROM_WAITING && e.retry_at_ms != 0 {
+            if self.under_load() && e.retry_at_ms != 0 {
                 if !self.find_match(anchor, now_ms + horizon, now_ms) {
                     // The look-ahead can first succeed at the time it learned; searching
                     // `horizon` before then lets it hold the set before the set is valid.
                     let retry_at_ms = self.retry_at_ms.saturating_sub(horizon).max(self.research_at(now_ms));
-                    self.sorted.entries[anchor].retry_at_ms = retry_at_ms;
-                    self.age[age_idx].retry = self.age_retry(retry_at_ms);
+                    self.set_retry(anchor, age_idx, retry_at_ms);
                     continue;
                 }
                 self.look_ahead_set.clone_from(&self.best_chosen);
@@ -740,14 +747,9 @@ impl Pool {
                 // Small pools reserve again next tick, whatever the search said. Under load
                 // the re-search delay stands, but not past `horizon`: by then the set it
                 // holds is valid, and the anchor should be there to take it.
-                retry_at_ms = if self.n_waiting < RESEARCH_DELAY_FROM_WAITING {
-                    now_ms + 1
-                } else {
-                    retry_at_ms.min(now_ms + horizon)
-                };
+                retry_at_ms = if !self.under_load() { now_ms + 1 } else { retry_at_ms.min(now_ms + horizon) };
             }
-            self.sorted.entries[anchor].retry_at_ms = retry_at_ms;
-            self.age[age_idx].retry = self.age_retry(retry_at_ms);
+            self.set_retry(anchor, age_idx, retry_at_ms);
         }
         if visited_all {
             self.age_retry_stale = false;
@@ -768,10 +770,7 @@ impl Pool {
     /// skipped it sleeps past that.
     fn skip_unfit_parties(&mut self, now_ms: u64) {
         self.unfit_until_ms = u64::MAX;
-        if self.team_size == 1
-            || self.n_waiting < RESEARCH_DELAY_FROM_WAITING
-            || self.arrivals_per_s < SPARSE_ARRIVALS_PER_S
-        {
+        if self.team_size == 1 || !self.under_load() || self.sparse() {
             return;
         }
         let latest_search_ms = now_ms + RESERVE_HORIZON_MS;
@@ -812,6 +811,13 @@ impl Pool {
         self.arrivals_per_s += weight * (rate - self.arrivals_per_s);
         self.arrivals_since_tick = 0;
         self.rate_updated_ms = Some(now_ms);
+    }
+
+    /// Records when the anchor at `sorted[anchor]` (`age[age_idx]`) is next due: on its row,
+    /// and on the copy its `age` entry carries.
+    fn set_retry(&mut self, anchor: usize, age_idx: usize, retry_at_ms: u64) {
+        self.sorted.entries[anchor].retry_at_ms = retry_at_ms;
+        self.age[age_idx].retry = self.age_retry(retry_at_ms);
     }
 
     /// A retry time as `Aged::retry`: ms after the epoch, rounded down, saturating.
