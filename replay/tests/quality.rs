@@ -38,8 +38,18 @@ fn compare(spec: &WorkloadSpec) -> (Quality, Quality) {
 
 fn compare_under(rules: &Arc<Rules>, spec: &WorkloadSpec, drain: u64) -> (Quality, Quality) {
     let events = generate(rules, spec);
-    let engine = evaluate(rules, &events, &engine_matches(rules, &events, drain)).expect("engine matches are valid");
-    let greedy = evaluate(rules, &events, &greedy::run(rules, &events, drain)).expect("greedy matches are valid");
+    let (engine_out, greedy_out) = (engine_matches(rules, &events, drain), greedy::run(rules, &events, drain));
+    if let Ok(dir) = std::env::var("RALLY_QUALITY_DUMP") {
+        let write = |what: &str, text: &str| {
+            let path = format!("{dir}/seed{}-{what}.jsonl", spec.seed);
+            std::fs::write(&path, text).unwrap_or_else(|e| panic!("RALLY_QUALITY_DUMP: {path}: {e}"));
+        };
+        write("events", &events);
+        write("engine", &engine_out);
+        write("greedy", &greedy_out);
+    }
+    let engine = evaluate(rules, &events, &engine_out).expect("engine matches are valid");
+    let greedy = evaluate(rules, &events, &greedy_out).expect("greedy matches are valid");
     (engine, greedy)
 }
 
@@ -80,7 +90,9 @@ fn beats_greedy_at_150_tickets_per_s() {
 /// `RALLY_QUALITY_SEEDS=FIRST..LAST` picks the seeds (default 5..25) and
 /// `RALLY_QUALITY_RATES=40,80` the arrival rates they cycle through (default 40 to 500/s),
 /// `RALLY_QUALITY_MODES=FILE.toml` other rules than `examples/modes.toml`, and
-/// `RALLY_QUALITY_DRAIN_MS` a drain other than 30 s after the last arrival.
+/// `RALLY_QUALITY_DRAIN_MS` a drain other than 30 s after the last arrival, and
+/// `RALLY_QUALITY_DUMP=DIR` writes each run's events and both matchers' matches there
+/// (`seedN-events.jsonl`, `seedN-engine.jsonl`, `seedN-greedy.jsonl`) for a closer look.
 #[test]
 #[ignore = "minutes of replay; run by hand after matcher changes"]
 fn held_out_sweep() {
