@@ -246,6 +246,26 @@ fn in_sparse_traffic_a_long_waiting_ticket_holds_the_set_it_will_have_in_a_while
     .assert_eq(&render(s.rules(), &matches));
 }
 
+#[test]
+fn a_held_set_goes_to_a_younger_ticket_when_the_holder_has_another_in_reach() {
+    let mut s = shard();
+    old_ticket_through_a_busy_spell(&mut s, 0..0, 100_000);
+    // Ticket 1 cannot match at once: three of 2–4 with it span 112 points (windows cover
+    // that 1.2 s after they arrive), three of 6–8 span 114 (1.4 s). It holds 2–4 first.
+    // Ticket 5 can match with 2–4 now but with nobody else, and ticket 1 can wait for
+    // 6–8 as well: it gives 2–4 up to ticket 5 and holds 6–8. Holding 2–4 regardless
+    // would match ticket 1 0.2 s sooner and leave 5–8 waiting 11 s more.
+    for (id, mmr) in [(5, 1386.0), (2, 1388.0), (3, 1390.0), (4, 1392.0), (6, 1610.0), (7, 1612.0), (8, 1614.0)] {
+        enqueue(&mut s, 100_000, ticket(id, "ffa4", vec![eu(id, mmr)]));
+    }
+    let matches = run_ticks(&mut s, 100_000, 110_000);
+    expect![[r#"
+        t=100000 ffa4 @eu-west [t5] vs [t2] vs [t3] vs [t4] spread=6.0 imbalance=6.0 worst_rtt=20.0 waits=0,0,0,0
+        t=101400 ffa4 @eu-west [t1] vs [t6] vs [t7] vs [t8] spread=114.0 imbalance=114.0 worst_rtt=20.0 waits=101400,1400,1400,1400
+    "#]]
+    .assert_eq(&render(s.rules(), &matches));
+}
+
 /// Ticks from 0 until `until_ms` with ticket 1 (1500) waiting, and 40 arrivals a second
 /// during `busy`, far above ticket 1's range and matching among themselves.
 fn old_ticket_through_a_busy_spell(s: &mut rally_engine::Shard, busy: std::ops::Range<u64>, until_ms: u64) {
