@@ -272,6 +272,13 @@ struct Hold {
     released: bool,
 }
 
+/// Sets or clears the `reserved` flag of the rows at `positions`.
+fn mark_held(entries: &mut [Entry], positions: &[u32], held: bool) {
+    for &pos in positions {
+        entries[pos as usize].reserved = held;
+    }
+}
+
 /// A ticket's contribution to a candidate set, precomputed once per anchor.
 #[derive(Clone, Copy, Debug, Default)]
 struct Candidate {
@@ -785,9 +792,7 @@ impl Pool {
         if visited_all {
             self.age_retry_stale = false;
         }
-        for &pos in &self.reserved {
-            self.sorted.entries[pos as usize].reserved = false;
-        }
+        mark_held(&mut self.sorted.entries, &self.reserved, false);
         self.reserved.clear();
         self.holds.clear();
     }
@@ -795,11 +800,8 @@ impl Pool {
     /// Reserves `look_ahead_set` for the anchor at `sorted[anchor]` for the rest of the tick.
     fn hold_look_ahead_set(&mut self, anchor: usize, horizon_ms: u64) {
         let start = self.reserved.len();
-        for i in 0..self.look_ahead_set.len() {
-            let pos = self.look_ahead_set[i];
-            self.sorted.entries[pos as usize].reserved = true;
-            self.reserved.push(pos);
-        }
+        mark_held(&mut self.sorted.entries, &self.look_ahead_set, true);
+        self.reserved.extend_from_slice(&self.look_ahead_set);
         self.holds.push(Hold {
             anchor: anchor as u32,
             horizon_ms,
@@ -837,27 +839,19 @@ impl Pool {
         let hold = self.holds[h].clone();
         self.through_hold.clone_from(&self.best_chosen);
         let through_mask = self.best_dc_mask;
-        for i in hold.members.clone() {
-            self.sorted.entries[self.reserved[i] as usize].reserved = false;
-        }
+        mark_held(&mut self.sorted.entries, &self.reserved[hold.members.clone()], false);
         if self.through_hold.contains(&hold.anchor) {
             // The holder itself is in the younger anchor's set: matched now, not later.
             self.holds[h].released = true;
             return true;
         }
         // The holder looks ahead again as before, with the younger set held against it.
-        for &pos in &self.through_hold {
-            self.sorted.entries[pos as usize].reserved = true;
-        }
+        mark_held(&mut self.sorted.entries, &self.through_hold, true);
         let again = self.find_match(hold.anchor as usize, now_ms + hold.horizon_ms, now_ms);
-        for &pos in &self.through_hold {
-            self.sorted.entries[pos as usize].reserved = false;
-        }
+        mark_held(&mut self.sorted.entries, &self.through_hold, false);
         if !again {
             // No other way out: the hold stands.
-            for i in hold.members {
-                self.sorted.entries[self.reserved[i] as usize].reserved = true;
-            }
+            mark_held(&mut self.sorted.entries, &self.reserved[hold.members], true);
             return false;
         }
         self.holds[h].released = true;
