@@ -121,13 +121,16 @@ fn held_out_sweep() {
         slower += usize::from(e.wait_p95_all_ms >= g.wait_p95_all_ms);
         worse += usize::from(e.mean_imbalance >= g.mean_imbalance);
         eprintln!(
-            "seed {seed:>3} rate {rate:>3}: matched {} / {}, p95 wait {} / {} ms, imbalance {:.1} / {:.1}",
+            "seed {seed:>3} rate {rate:>3}: matched {} / {}, p95 wait {} / {} ms, imbalance {:.1} / {:.1}, \
+             p95 wait of matched {} / {} ms",
             e.tickets_matched,
             g.tickets_matched,
             e.wait_p95_all_ms,
             g.wait_p95_all_ms,
             e.mean_imbalance,
-            g.mean_imbalance
+            g.mean_imbalance,
+            e.wait_p95_ms,
+            g.wait_p95_ms
         );
     }
     eprintln!("{runs} runs: fewer matched in {fewer}, p95 wait not lower in {slower}, imbalance not lower in {worse}");
