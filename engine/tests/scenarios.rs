@@ -305,3 +305,72 @@ fn once_arrivals_die_down_the_pool_counts_as_sparse_again() {
     "#]]
     .assert_eq(&render(s.rules(), &matches));
 }
+
+/// Trio history for the pool's recent waits: 66 solos in 11 far-apart groups of six, each
+/// spanning 300 points, which their windows (200 +20/s) cover after 5 s. So the pool's
+/// recent p95 wait is 5 s by `until_ms`.
+fn trio_pool_that_waited_5_s(s: &mut rally_engine::Shard, until_ms: u64) {
+    for group in 0..11u64 {
+        for i in 0..6u64 {
+            let id = 1_000 + group * 6 + i;
+            enqueue(s, 0, ticket(id, "trio", vec![eu(id, 5_000.0 + group as f64 * 1_000.0 + i as f64 * 60.0)]));
+        }
+    }
+    let matches = run_ticks(s, 0, until_ms - 100);
+    assert_eq!(matches.len(), 11);
+    assert!(matches.iter().all(|m| m.tickets.iter().all(|t| t.wait_ms == 5_000)));
+}
+
+/// A pair spanning 260 points (its window covers that 3 s after it arrives) at `from_ms`,
+/// and a steady stream of solos inside its range: six a second, close enough to match
+/// among themselves at once. Ticks until `from_ms + 6 s`.
+fn wide_pair_in_a_stream_of_solos(s: &mut rally_engine::Shard, from_ms: u64) -> Vec<rally_engine::Match> {
+    enqueue(s, from_ms, ticket(1, "trio", vec![eu(1, 1_500.0), eu(2, 1_760.0)]));
+    let mut matches = Vec::new();
+    let mut id = 10;
+    for t in (from_ms..=from_ms + 6_000).step_by(100) {
+        if (t - from_ms) % 1_000 == 0 && t < from_ms + 5_000 {
+            for i in 0..6 {
+                enqueue(s, t, ticket(id, "trio", vec![eu(id, 1_600.0 + f64::from(i) * 10.0)]));
+                id += 1;
+            }
+        }
+        matches.extend(tick(s, t));
+    }
+    matches
+}
+
+#[test]
+fn a_wide_party_holds_young_tickets_until_they_can_join_it() {
+    let mut s = shard();
+    trio_pool_that_waited_5_s(&mut s, 10_000);
+    // The pair can only match with tickets whose windows have grown to 260 too, that is,
+    // that have waited 3 s. The stream's solos never wait that long by themselves; the
+    // pair's plan holds four of the first six until they have, and the rest match as they
+    // come, within a second (the held four wait 3 s, under the pool's recent p95 of 5 s).
+    let matches = wide_pair_in_a_stream_of_solos(&mut s, 10_000);
+    expect![[r#"
+        t=11000 trio @eu-west [t15 t14 t19] vs [t21 t20 t18] spread=30.0 imbalance=3.3 worst_rtt=20.0 waits=1000,1000,0,0,0,0
+        t=12000 trio @eu-west [t25 t23 t22] vs [t24 t17 t16] spread=30.0 imbalance=3.3 worst_rtt=20.0 waits=0,0,0,0,1000,1000
+        t=13000 trio @eu-west [t1 t10] vs [t13 t12 t11] spread=260.0 imbalance=0.0 worst_rtt=20.0 waits=3000,3000,3000,3000,3000
+        t=13000 trio @eu-west [t27 t26 t31] vs [t33 t32 t30] spread=30.0 imbalance=3.3 worst_rtt=20.0 waits=1000,1000,0,0,0,0
+        t=14000 trio @eu-west [t37 t35 t34] vs [t36 t29 t28] spread=30.0 imbalance=3.3 worst_rtt=20.0 waits=0,0,0,0,1000,1000
+    "#]]
+    .assert_eq(&render(s.rules(), &matches));
+}
+
+#[test]
+fn without_a_history_of_waits_a_wide_party_plans_nothing() {
+    let mut s = shard();
+    // The same stream in a pool that has matched nobody yet: no quantile to cap holds by,
+    // so no plan, and the pair waits the stream out.
+    let matches = wide_pair_in_a_stream_of_solos(&mut s, 10_000);
+    expect![[r#"
+        t=10000 trio @eu-west [t15 t12 t11] vs [t14 t13 t10] spread=50.0 imbalance=3.3 worst_rtt=20.0 waits=0,0,0,0,0,0
+        t=11000 trio @eu-west [t21 t18 t17] vs [t20 t19 t16] spread=50.0 imbalance=3.3 worst_rtt=20.0 waits=0,0,0,0,0,0
+        t=12000 trio @eu-west [t27 t24 t23] vs [t26 t25 t22] spread=50.0 imbalance=3.3 worst_rtt=20.0 waits=0,0,0,0,0,0
+        t=13000 trio @eu-west [t33 t30 t29] vs [t32 t31 t28] spread=50.0 imbalance=3.3 worst_rtt=20.0 waits=0,0,0,0,0,0
+        t=14000 trio @eu-west [t39 t36 t35] vs [t38 t37 t34] spread=50.0 imbalance=3.3 worst_rtt=20.0 waits=0,0,0,0,0,0
+    "#]]
+    .assert_eq(&render(s.rules(), &matches));
+}
