@@ -19,6 +19,7 @@
 mod command;
 mod pool;
 mod rating;
+mod recent_waits;
 mod route;
 mod router;
 mod rules;

@@ -75,15 +75,6 @@ const PLAN_STEP_MS: u64 = 500;
 /// How often plans are searched afresh; in between, the sets found are held again as they
 /// are, so a runtime ticking every few milliseconds does not search every tick.
 const PLAN_PERIOD_MS: u64 = 100;
-/// A plan holds no ticket past this quantile of the pool's recent waits: the held tickets
-/// wait longer than they would have, but stay out of the tail the p95 is taken over.
-/// Measured against fixed caps of 4–14 s (BENCHMARKS.md): the best fixed cap grew from
-/// 7 s at 150 tickets/s to 14 s at 40/s, about where this quantile lies.
-const PLAN_WAIT_QUANTILE: f64 = 0.95;
-/// Matched tickets whose waits `RecentWaits` keeps.
-const RECENT_WAITS: usize = 512;
-/// No plans until the pool has matched this many tickets (no quantile to go by yet).
-const PLAN_MIN_SAMPLES: usize = 64;
 /// Node budget of the subset search per anchor.
 const SUBSET_BUDGET: u32 = 2_000;
 /// Node budget of the team-split search per candidate set.
@@ -301,41 +292,6 @@ struct Plan {
     members: std::ops::Range<usize>,
 }
 
-/// The waits of the last `RECENT_WAITS` tickets a pool matched, in a ring.
-#[derive(Debug, Default)]
-struct RecentWaits {
-    ring: Vec<u32>,
-    next: usize,
-    scratch: Vec<u32>,
-}
-
-impl RecentWaits {
-    fn record(&mut self, wait_ms: u64) {
-        let wait = u32::try_from(wait_ms).unwrap_or(u32::MAX);
-        if self.ring.len() < RECENT_WAITS {
-            self.ring.push(wait);
-        } else {
-            self.ring[self.next] = wait;
-            self.next = (self.next + 1) % RECENT_WAITS;
-        }
-    }
-
-    /// The `q` quantile of the recorded waits, once there are `PLAN_MIN_SAMPLES` of them.
-    fn quantile(&mut self, q: f64) -> Option<u64> {
-        if self.ring.len() < PLAN_MIN_SAMPLES {
-            return None;
-        }
-        self.scratch.clone_from(&self.ring);
-        let k = ((self.scratch.len() as f64 * q) as usize).min(self.scratch.len() - 1);
-        let (_, at, _) = self.scratch.select_nth_unstable(k);
-        Some(u64::from(*at))
-    }
-
-    fn heap_bytes(&self) -> usize {
-        (self.ring.capacity() + self.scratch.capacity()) * std::mem::size_of::<u32>()
-    }
-}
-
 /// Sets or clears the `reserved` flag of the rows at `positions`.
 fn mark_held(entries: &mut [Entry], positions: &[u32], held: bool) {
     for &pos in positions {
@@ -425,8 +381,6 @@ pub(crate) struct Pool {
     plan_members: Vec<(u32, TicketId)>,
     /// When plans are next searched afresh.
     next_plan_ms: u64,
-    /// What plans may hold tickets up to (see `PLAN_WAIT_QUANTILE`).
-    recent_waits: RecentWaits,
     /// The last `find_match` skipped a held ticket.
     search_met_hold: bool,
     /// Scratch: the set a younger anchor found through a hold.
@@ -485,7 +439,6 @@ impl Pool {
             plans: Vec::new(),
             plan_members: Vec::new(),
             next_plan_ms: 0,
-            recent_waits: RecentWaits::default(),
             search_met_hold: false,
             through_hold: Vec::new(),
             refused: Vec::new(),
@@ -764,10 +717,14 @@ impl Pool {
         mask
     }
 
-    /// Forms every match it can at `now_ms`, oldest anchors first.
+    /// Forms every match it can at `now_ms`, oldest anchors first. `plan_wait_cap_ms` is how
+    /// long wide parties' plans may hold a ticket (see `plan_wide_parties`); `None`: no
+    /// plans.
+    #[allow(clippy::too_many_arguments)]
     pub(crate) fn tick(
         &mut self,
         now_ms: u64,
+        plan_wait_cap_ms: Option<u64>,
         region_dcs: &[DatacenterId],
         shard_tag: u64,
         next_match_seq: &mut u64,
@@ -782,7 +739,7 @@ impl Pool {
         self.skips.reset(self.sorted.len());
         self.skip_unfit_parties(now_ms);
         self.rebase_age_retries(now_ms);
-        self.plan_wide_parties(now_ms, region_dcs, shard_tag, next_match_seq, retire, out);
+        self.plan_wide_parties(now_ms, plan_wait_cap_ms, region_dcs, shard_tag, next_match_seq, retire, out);
         // Sleeping anchors are skipped on their `age` copy alone, unless copies are stale.
         let trust_copies = !self.age_retry_stale;
         let mut visited_all = true;
@@ -880,15 +837,18 @@ impl Pool {
     /// match with tickets whose windows have grown as wide as its own spread, that is, that
     /// have waited about as long as it had to: in a pool where most tickets match within a
     /// second or two, those are rare, and the party waits on for stragglers. Its plan holds
-    /// young tickets back until they are old enough. It holds no ticket past the pool's
-    /// recent p95 wait (`PLAN_WAIT_QUANTILE`), so the held ones wait longer but stay below
-    /// the tail. Measured on mixed traffic (BENCHMARKS.md): wide parties' mean wait fell
-    /// by a third, the p95 wait over matched tickets went from level with greedy's to
-    /// lower in most runs at 40–300/s. Small team-mode pools only: under load the searches
-    /// would be too many, and such parties leave the scans (`skip_unfit_parties`).
+    /// young tickets back until they are old enough. It holds no ticket past `wait_cap_ms`,
+    /// the shard's recent p95 wait (`crate::recent_waits::PLAN_WAIT_QUANTILE`), so the held
+    /// ones wait longer but stay out of the tail. Measured on mixed traffic (BENCHMARKS.md):
+    /// wide parties' mean wait fell by a fifth to a quarter, and the p95 wait over matched
+    /// tickets, level with greedy's before, is lower in most runs at 40–300/s. Small
+    /// team-mode pools only: under load the searches would be too many, and such parties
+    /// leave the scans there (`skip_unfit_parties`).
+    #[allow(clippy::too_many_arguments)]
     fn plan_wide_parties(
         &mut self,
         now_ms: u64,
+        wait_cap_ms: Option<u64>,
         region_dcs: &[DatacenterId],
         shard_tag: u64,
         next_match_seq: &mut u64,
@@ -906,7 +866,7 @@ impl Pool {
         self.next_plan_ms = now_ms.saturating_add(PLAN_PERIOD_MS);
         self.plans.clear();
         self.plan_members.clear();
-        let Some(wait_cap_ms) = self.recent_waits.quantile(PLAN_WAIT_QUANTILE) else { return };
+        let Some(wait_cap_ms) = wait_cap_ms else { return };
         let start_window = self.mmr_window.at(0);
         for age_idx in 0..self.age.len() {
             if self.n_waiting < 2 {
@@ -1578,14 +1538,12 @@ impl Pool {
             }
             team_players += u16::from(e.n_players);
             team_sum += e.sum_mmr;
-            let wait_ms = now_ms.saturating_sub(e.enqueued_at_ms);
-            self.recent_waits.record(wait_ms);
             tickets.push(MatchedTicket {
                 id: e.id,
                 team,
                 first_player: players.len() as u16,
                 n_players: u16::from(e.n_players),
-                wait_ms,
+                wait_ms: now_ms.saturating_sub(e.enqueued_at_ms),
             });
             players.extend_from_slice(self.sorted.players(pos));
             retire.retire(e.id, self.sorted.players(pos));
@@ -1625,7 +1583,6 @@ impl Pool {
             + self.skips.links.capacity() * 8
             + self.plans.capacity() * size_of::<Plan>()
             + self.plan_members.capacity() * size_of::<(u32, TicketId)>()
-            + self.recent_waits.heap_bytes()
     }
 }
 

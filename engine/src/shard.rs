@@ -11,6 +11,7 @@ use rustc_hash::FxHashMap;
 
 use crate::command::{Command, Event, PlayerEntry, PlayerId, Rejection, TicketId, TicketRequest};
 use crate::pool::{NewTicket, Pool, Retire};
+use crate::recent_waits::{PLAN_WAIT_QUANTILE, RecentWaits};
 use crate::rules::{DatacenterId, MAX_DATACENTERS_PER_SHARD, ModeId, Rules, ShardId};
 
 /// Per-shard settings.
@@ -84,6 +85,8 @@ pub struct Shard {
     finished_players: VecDeque<(u64, PlayerId, TicketId)>,
     next_match_seq: u64,
     last_tick_ms: Option<u64>,
+    /// Waits of the tickets matched lately, all modes: what wide parties' plans are capped by.
+    recent_waits: RecentWaits,
     // Enqueue scratch.
     rtt_scratch: Vec<f64>,
     player_scratch: Vec<PlayerId>,
@@ -111,6 +114,7 @@ impl Shard {
             finished_players: VecDeque::new(),
             next_match_seq: config.first_match_seq & ((1 << 48) - 1),
             last_tick_ms: None,
+            recent_waits: RecentWaits::default(),
             rtt_scratch: Vec::new(),
             player_scratch: Vec::new(),
         }
@@ -285,8 +289,17 @@ impl Shard {
             forgets: self.config.remember_ids_ms.is_some(),
             now_ms,
         };
+        let plan_wait_cap_ms = self.recent_waits.quantile(PLAN_WAIT_QUANTILE);
+        let first_new = out.len();
         for pool in &mut self.pools {
-            pool.tick(now_ms, dcs, shard_tag, &mut self.next_match_seq, &mut indexes, out);
+            pool.tick(now_ms, plan_wait_cap_ms, dcs, shard_tag, &mut self.next_match_seq, &mut indexes, out);
+        }
+        for event in &out[first_new..] {
+            if let Event::Matched(m) = event {
+                for t in &m.tickets {
+                    self.recent_waits.record(t.wait_ms);
+                }
+            }
         }
     }
 
@@ -318,6 +331,7 @@ impl Shard {
             m.capacity() * 8 / 7 * (std::mem::size_of::<(K, V)>() + 1)
         }
         self.pools.iter().map(Pool::heap_bytes).sum::<usize>()
+            + self.recent_waits.heap_bytes()
             + map_bytes(&self.tickets)
             + map_bytes(&self.players)
             + self.finished.capacity() * 16

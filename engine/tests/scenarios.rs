@@ -306,8 +306,8 @@ fn once_arrivals_die_down_the_pool_counts_as_sparse_again() {
     .assert_eq(&render(s.rules(), &matches));
 }
 
-/// Trio history for the pool's recent waits: 66 solos in 11 far-apart groups of six, each
-/// spanning 300 points, which their windows (200 +20/s) cover after 5 s. So the pool's
+/// Trio history for the shard's recent waits: 66 solos in 11 far-apart groups of six, each
+/// spanning 300 points, which their windows (200 +20/s) cover after 5 s. So the shard's
 /// recent p95 wait is 5 s by `until_ms`.
 fn trio_pool_that_waited_5_s(s: &mut rally_engine::Shard, until_ms: u64) {
     for group in 0..11u64 {
@@ -347,7 +347,7 @@ fn a_wide_party_holds_young_tickets_until_they_can_join_it() {
     // The pair can only match with tickets whose windows have grown to 260 too, that is,
     // that have waited 3 s. The stream's solos never wait that long by themselves; the
     // pair's plan holds four of the first six until they have, and the rest match as they
-    // come, within a second (the held four wait 3 s, under the pool's recent p95 of 5 s).
+    // come, within a second (the held four wait 3 s, under the shard's recent p95 of 5 s).
     let matches = wide_pair_in_a_stream_of_solos(&mut s, 10_000);
     expect![[r#"
         t=11000 trio @eu-west [t15 t14 t19] vs [t21 t20 t18] spread=30.0 imbalance=3.3 worst_rtt=20.0 waits=1000,1000,0,0,0,0
