@@ -3,8 +3,10 @@
 //!
 //! The p95 wait compared is over every ticket that was not cancelled, a ticket never
 //! matched counting as waiting forever (`Quality::wait_p95_all_ms`). The p95 over matched
-//! tickets only is printed too; it rewards leaving hard tickets unmatched, which the
-//! engine does not do (it matches more of them, late), so it is not the yardstick.
+//! tickets only is printed too, not asserted: it rewards leaving hard tickets unmatched,
+//! and the engine matches more of them. Since wide parties plan their sets it is lower
+//! than greedy's in most held-out runs as well (BENCHMARKS.md), but not in every asserted
+//! one (seed 4: 60 ms above).
 
 use std::sync::Arc;
 
