@@ -141,7 +141,12 @@ struct Entry {
     taken: bool,
     /// Held this tick for an older ticket that cannot match yet; younger anchors skip it.
     reserved: bool,
+    /// Holds a plan this tick (see `plan_wide_parties`): the plans' pass searches for it,
+    /// the anchor loop passes it by.
+    planning: bool,
 }
+
+const _: () = assert!(std::mem::size_of::<Entry>() == 56);
 
 impl Entry {
     fn key_cmp(&self, other: &Entry) -> std::cmp::Ordering {
@@ -484,6 +489,7 @@ impl Pool {
             n_players: t.players.len() as u8,
             taken: false,
             reserved: false,
+            planning: false,
         };
         self.pending.push(entry, t.rtt_ms, t.players);
         self.n_waiting += 1;
@@ -758,7 +764,7 @@ impl Pool {
             let anchor = aged.pos as usize;
             let e = self.sorted.entries[anchor];
             self.age[age_idx].retry = self.age_retry(e.retry_at_ms);
-            if e.taken || e.reserved {
+            if e.taken || e.reserved || e.planning {
                 continue;
             }
             if e.retry_at_ms > now_ms {
@@ -827,6 +833,9 @@ impl Pool {
             self.age_retry_stale = false;
         }
         mark_held(&mut self.sorted.entries, &self.reserved, false);
+        for hold in &self.holds {
+            self.sorted.entries[hold.anchor as usize].planning = false;
+        }
         self.reserved.clear();
         self.holds.clear();
     }
@@ -912,6 +921,7 @@ impl Pool {
         self.look_ahead_set.clear();
         self.look_ahead_set.extend(members);
         self.hold_look_ahead_set(holder, valid_at_ms - now_ms);
+        self.sorted.entries[holder].planning = true;
         let start = self.plan_members.len();
         for &m in &self.look_ahead_set {
             let e = &self.sorted.entries[m as usize];
@@ -922,8 +932,7 @@ impl Pool {
     }
 
     /// Between planning passes: holds each plan's set again while its holder and every
-    /// member still wait and the holder is not due to search itself this tick (then its
-    /// own search and look-ahead take over).
+    /// member still wait.
     fn hold_plans_again(&mut self, now_ms: u64) {
         let mut kept = 0;
         for p in 0..self.plans.len() {
@@ -933,9 +942,6 @@ impl Pool {
                 continue;
             }
             let holder = self.slots[slot as usize].pos as usize;
-            if self.sorted.entries[holder].retry_at_ms <= now_ms {
-                continue;
-            }
             let members = &self.plan_members[plan.members.clone()];
             if !members.iter().all(|&(slot, id)| self.holds(slot, id)) {
                 continue;
@@ -946,6 +952,7 @@ impl Pool {
                 continue;
             }
             self.hold_look_ahead_set(holder, plan.valid_at_ms.saturating_sub(now_ms));
+            self.sorted.entries[holder].planning = true;
             self.plans[kept] = plan;
             kept += 1;
         }

@@ -322,8 +322,8 @@ fn trio_pool_that_waited_5_s(s: &mut rally_engine::Shard, until_ms: u64) {
 }
 
 /// A pair spanning 260 points (its window covers that 3 s after it arrives) at `from_ms`,
-/// and a steady stream of solos inside its range: six a second, close enough to match
-/// among themselves at once. Ticks until `from_ms + 6 s`.
+/// and a steady stream of solos inside its range: six at the start of each second, close
+/// enough to match among themselves at once. Ticks until `from_ms + 6 s`.
 fn wide_pair_in_a_stream_of_solos(s: &mut rally_engine::Shard, from_ms: u64) -> Vec<rally_engine::Match> {
     enqueue(s, from_ms, ticket(1, "trio", vec![eu(1, 1_500.0), eu(2, 1_760.0)]));
     let mut matches = Vec::new();
@@ -371,6 +371,36 @@ fn without_a_history_of_waits_a_wide_party_plans_nothing() {
         t=12000 trio @eu-west [t27 t24 t23] vs [t26 t25 t22] spread=50.0 imbalance=3.3 worst_rtt=20.0 waits=0,0,0,0,0,0
         t=13000 trio @eu-west [t33 t30 t29] vs [t32 t31 t28] spread=50.0 imbalance=3.3 worst_rtt=20.0 waits=0,0,0,0,0,0
         t=14000 trio @eu-west [t39 t36 t35] vs [t38 t37 t34] spread=50.0 imbalance=3.3 worst_rtt=20.0 waits=0,0,0,0,0,0
+    "#]]
+    .assert_eq(&render(s.rules(), &matches));
+}
+
+#[test]
+fn plans_are_held_between_planning_passes_when_ticks_come_faster() {
+    let mut s = shard();
+    trio_pool_that_waited_5_s(&mut s, 10_000);
+    // Ticks every 10 ms; plans are searched every 100 ms and held again in the ticks
+    // between. Solos trickle in, one every 170 ms: the pass after each arrival finds it
+    // waiting. The pair's plan takes four of them, and the ticks between passes keep the
+    // later arrivals from pairing them off; the pair matches once they have waited 3 s.
+    enqueue(&mut s, 10_000, ticket(1, "trio", vec![eu(1, 1_500.0), eu(2, 1_760.0)]));
+    let mut matches = Vec::new();
+    let mut next_arrival = 10_050;
+    let mut id = 10;
+    for t in (10_000..=16_000).step_by(10) {
+        if t == next_arrival && t < 15_000 {
+            enqueue(&mut s, t, ticket(id, "trio", vec![eu(id, 1_600.0 + (id % 6) as f64 * 10.0)]));
+            next_arrival += 170;
+            id += 1;
+        }
+        matches.extend(tick(&mut s, t));
+    }
+    expect![[r#"
+        t=11580 trio @eu-west [t11 t10 t19] vs [t17 t16 t18] spread=50.0 imbalance=3.3 worst_rtt=20.0 waits=1360,1530,0,340,510,170
+        t=12600 trio @eu-west [t23 t20 t25] vs [t22 t21 t24] spread=50.0 imbalance=3.3 worst_rtt=20.0 waits=340,850,0,510,680,170
+        t=13620 trio @eu-west [t29 t26 t31] vs [t28 t27 t30] spread=50.0 imbalance=3.3 worst_rtt=20.0 waits=340,850,0,510,680,170
+        t=13950 trio @eu-west [t1 t12] vs [t15 t14 t13] spread=260.0 imbalance=0.0 worst_rtt=20.0 waits=3950,3560,3050,3220,3390
+        t=14640 trio @eu-west [t35 t32 t37] vs [t34 t33 t36] spread=50.0 imbalance=3.3 worst_rtt=20.0 waits=340,850,0,510,680,170
     "#]]
     .assert_eq(&render(s.rules(), &matches));
 }
