@@ -332,6 +332,18 @@ pub(crate) trait Retire {
     fn retire(&mut self, ticket: TicketId, players: &[PlayerId]);
 }
 
+/// Where a tick's matches go: what the pool needs to name them, the shard's indexes to
+/// retire their tickets from, and the event list.
+pub(crate) struct MatchSink<'a, R: Retire> {
+    /// The shard's datacenters, by local bit.
+    pub region_dcs: &'a [DatacenterId],
+    /// The shard's id in the top bits of every match id.
+    pub shard_tag: u64,
+    pub next_match_seq: &'a mut u64,
+    pub retire: &'a mut R,
+    pub out: &'a mut Vec<crate::command::Event>,
+}
+
 pub(crate) struct Pool {
     mode: ModeId,
     teams: u16,
@@ -726,17 +738,7 @@ impl Pool {
     /// Forms every match it can at `now_ms`, oldest anchors first. `plan_wait_cap_ms` is how
     /// long wide parties' plans may hold a ticket (see `plan_wide_parties`); `None`: no
     /// plans.
-    #[allow(clippy::too_many_arguments)]
-    pub(crate) fn tick(
-        &mut self,
-        now_ms: u64,
-        plan_wait_cap_ms: Option<u64>,
-        region_dcs: &[DatacenterId],
-        shard_tag: u64,
-        next_match_seq: &mut u64,
-        retire: &mut impl Retire,
-        out: &mut Vec<crate::command::Event>,
-    ) {
+    pub(crate) fn tick(&mut self, now_ms: u64, plan_wait_cap_ms: Option<u64>, sink: &mut MatchSink<'_, impl Retire>) {
         self.reorganise();
         self.update_arrival_rate(now_ms);
         if self.n_waiting < 2 {
@@ -745,7 +747,7 @@ impl Pool {
         self.skips.reset(self.sorted.len());
         self.skip_unfit_parties(now_ms);
         self.rebase_age_retries(now_ms);
-        self.plan_wide_parties(now_ms, plan_wait_cap_ms, region_dcs, shard_tag, next_match_seq, retire, out);
+        self.plan_wide_parties(now_ms, plan_wait_cap_ms, sink);
         // Sleeping anchors are skipped on their `age` copy alone, unless copies are stale.
         let trust_copies = !self.age_retry_stale;
         let mut visited_all = true;
@@ -795,8 +797,7 @@ impl Pool {
                 held = true;
             }
             if self.find_match(anchor, now_ms, now_ms) {
-                let m = self.take_match(now_ms, region_dcs, shard_tag, next_match_seq, retire);
-                out.push(crate::command::Event::Matched(m));
+                self.take_match(now_ms, sink);
                 continue;
             }
             // Under load a failed anchor waits at least the re-search delay, even when a
@@ -808,8 +809,7 @@ impl Pool {
             // 50 at 150/s either way. In dense pools, whose holds look only
             // `RESERVE_HORIZON_MS` ahead, it lost runs at 80–150/s.
             if self.search_met_hold && self.sparse() && !self.under_load() && self.take_from_hold(anchor, now_ms) {
-                let m = self.take_match(now_ms, region_dcs, shard_tag, next_match_seq, retire);
-                out.push(crate::command::Event::Matched(m));
+                self.take_match(now_ms, sink);
                 continue;
             }
             if !held && self.find_match(anchor, now_ms + horizon, now_ms) {
@@ -853,17 +853,7 @@ impl Pool {
     /// tickets, level with greedy's before, is lower in most runs at 40–300/s. Small
     /// team-mode pools only: under load the searches would be too many, and such parties
     /// leave the scans there (`skip_unfit_parties`).
-    #[allow(clippy::too_many_arguments)]
-    fn plan_wide_parties(
-        &mut self,
-        now_ms: u64,
-        wait_cap_ms: Option<u64>,
-        region_dcs: &[DatacenterId],
-        shard_tag: u64,
-        next_match_seq: &mut u64,
-        retire: &mut impl Retire,
-        out: &mut Vec<crate::command::Event>,
-    ) {
+    fn plan_wide_parties(&mut self, now_ms: u64, wait_cap_ms: Option<u64>, sink: &mut MatchSink<'_, impl Retire>) {
         if self.team_size == 1 || self.under_load() {
             self.plans.clear();
             return;
@@ -891,8 +881,7 @@ impl Pool {
                 continue;
             }
             if self.find_match(pos, now_ms, now_ms) {
-                let m = self.take_match(now_ms, region_dcs, shard_tag, next_match_seq, retire);
-                out.push(crate::command::Event::Matched(m));
+                self.take_match(now_ms, sink);
                 continue;
             }
             let first = fits_at.max(now_ms + PLAN_STEP_MS);
@@ -1494,15 +1483,8 @@ impl Pool {
         true
     }
 
-    /// Removes the tickets of `best_chosen` and builds their match.
-    fn take_match(
-        &mut self,
-        now_ms: u64,
-        region_dcs: &[DatacenterId],
-        shard_tag: u64,
-        next_match_seq: &mut u64,
-        retire: &mut impl Retire,
-    ) -> Match {
+    /// Removes the tickets of `best_chosen` and sends their match to `sink`.
+    fn take_match(&mut self, now_ms: u64, sink: &mut MatchSink<'_, impl Retire>) {
         // The datacenter everyone accepts with the lowest worst RTT; ties to the first listed.
         let dc_mask = self.best_dc_mask;
         debug_assert_ne!(dc_mask, 0);
@@ -1553,7 +1535,7 @@ impl Pool {
                 wait_ms: now_ms.saturating_sub(e.enqueued_at_ms),
             });
             players.extend_from_slice(self.sorted.players(pos));
-            retire.retire(e.id, self.sorted.players(pos));
+            sink.retire.retire(e.id, self.sorted.players(pos));
             // Its slot is freed at the next compaction.
             self.sorted.entries[pos].taken = true;
             self.n_waiting -= 1;
@@ -1563,11 +1545,11 @@ impl Pool {
         debug_assert_eq!(players.len(), self.players_per_match);
         let mean = team_sum / size;
         (min_mean, max_mean) = (min_mean.min(mean), max_mean.max(mean));
-        *next_match_seq += 1;
-        Match {
-            id: MatchId(shard_tag | *next_match_seq),
+        *sink.next_match_seq += 1;
+        sink.out.push(crate::command::Event::Matched(Match {
+            id: MatchId(sink.shard_tag | *sink.next_match_seq),
             mode: self.mode,
-            datacenter: region_dcs[best_dc],
+            datacenter: sink.region_dcs[best_dc],
             formed_at_ms: now_ms,
             n_teams: self.teams,
             tickets,
@@ -1575,7 +1557,7 @@ impl Pool {
             mmr_spread: hi - lo,
             team_imbalance: max_mean - min_mean,
             worst_rtt_ms: best_rtt,
-        }
+        }));
     }
 
     /// Bytes held by this pool's buffers (capacity, not length), for memory figures.
