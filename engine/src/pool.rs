@@ -885,8 +885,11 @@ impl Pool {
                 continue;
             }
             let first = fits_at.max(now_ms + PLAN_STEP_MS);
+            // Past `now_ms + wait_cap_ms` any set's members (all here now) would wait past
+            // the cap, and `hold_plan` would refuse it: not searched.
+            let last = (first + PLAN_BEYOND_FIT_MS).min(now_ms.saturating_add(wait_cap_ms));
             let mut at = first;
-            while at <= first + PLAN_BEYOND_FIT_MS {
+            while at <= last {
                 if self.find_match(pos, at, now_ms) {
                     self.hold_plan(pos, at, now_ms, wait_cap_ms);
                     break;
