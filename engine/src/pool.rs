@@ -291,7 +291,7 @@ struct Hold {
 #[derive(Clone, Debug)]
 struct Plan {
     holder: (u32, TicketId),
-    /// How far ahead of the planning pass the set is valid.
+    /// When the set becomes valid: the time the plan looked ahead to.
     valid_at_ms: u64,
     /// A range of `Pool::plan_members`.
     members: std::ops::Range<usize>,
@@ -849,7 +849,7 @@ impl Pool {
     /// young tickets back until they are old enough. It holds no ticket past `wait_cap_ms`,
     /// the shard's recent p95 wait (`crate::recent_waits::PLAN_WAIT_QUANTILE`), so the held
     /// ones wait longer but stay out of the tail. Measured on mixed traffic (BENCHMARKS.md):
-    /// wide parties' mean wait fell by a fifth to a quarter, and the p95 wait over matched
+    /// wide parties' mean wait fell by about a fifth at 300/s, and the p95 wait over matched
     /// tickets, level with greedy's before, is lower in most runs at 40–300/s. Small
     /// team-mode pools only: under load the searches would be too many, and such parties
     /// leave the scans there (`skip_unfit_parties`).
