@@ -31,6 +31,7 @@
 //! the worst case and close to O(n) in the steady state. Buffers are kept between ticks.
 
 use crate::command::{Match, MatchId, MatchedTicket, PlayerId, TicketId};
+use crate::recent_waits::{PLAN_WAIT_QUANTILE, RecentWaits};
 use crate::rules::{DatacenterId, Mode, ModeId, Widening};
 
 /// How many sorted neighbours an anchor looks at, at most, per match slot to fill.
@@ -333,15 +334,40 @@ pub(crate) trait Retire {
 }
 
 /// Where a tick's matches go: what the pool needs to name them, the shard's indexes to
-/// retire their tickets from, and the event list.
+/// retire their tickets from, and the event list; and the shard's recent waits, which cap
+/// wide parties' plans.
 pub(crate) struct MatchSink<'a, R: Retire> {
     /// The shard's datacenters, by local bit.
-    pub region_dcs: &'a [DatacenterId],
+    region_dcs: &'a [DatacenterId],
     /// The shard's id in the top bits of every match id.
-    pub shard_tag: u64,
-    pub next_match_seq: &'a mut u64,
-    pub retire: &'a mut R,
-    pub out: &'a mut Vec<crate::command::Event>,
+    shard_tag: u64,
+    next_match_seq: &'a mut u64,
+    retire: &'a mut R,
+    out: &'a mut Vec<crate::command::Event>,
+    /// Read only during the tick (the shard records the tick's waits after it).
+    recent_waits: &'a mut RecentWaits,
+    /// `plan_wait_cap_ms`, once a pool has asked this tick.
+    plan_wait_cap_ms: Option<Option<u64>>,
+}
+
+impl<'a, R: Retire> MatchSink<'a, R> {
+    pub(crate) fn new(
+        region_dcs: &'a [DatacenterId],
+        shard_tag: u64,
+        next_match_seq: &'a mut u64,
+        retire: &'a mut R,
+        out: &'a mut Vec<crate::command::Event>,
+        recent_waits: &'a mut RecentWaits,
+    ) -> Self {
+        MatchSink { region_dcs, shard_tag, next_match_seq, retire, out, recent_waits, plan_wait_cap_ms: None }
+    }
+
+    /// How long wide parties' plans may hold a ticket: the shard's recent p95 wait
+    /// (`PLAN_WAIT_QUANTILE`), worked out at most once a tick and only when a pool plans;
+    /// `None` until enough tickets have matched.
+    fn plan_wait_cap_ms(&mut self) -> Option<u64> {
+        *self.plan_wait_cap_ms.get_or_insert_with(|| self.recent_waits.quantile(PLAN_WAIT_QUANTILE))
+    }
 }
 
 pub(crate) struct Pool {
@@ -735,10 +761,8 @@ impl Pool {
         mask
     }
 
-    /// Forms every match it can at `now_ms`, oldest anchors first. `plan_wait_cap_ms` is how
-    /// long wide parties' plans may hold a ticket (see `plan_wide_parties`); `None`: no
-    /// plans.
-    pub(crate) fn tick(&mut self, now_ms: u64, plan_wait_cap_ms: Option<u64>, sink: &mut MatchSink<'_, impl Retire>) {
+    /// Forms every match it can at `now_ms`, oldest anchors first.
+    pub(crate) fn tick(&mut self, now_ms: u64, sink: &mut MatchSink<'_, impl Retire>) {
         self.reorganise();
         self.update_arrival_rate(now_ms);
         if self.n_waiting < 2 {
@@ -747,7 +771,7 @@ impl Pool {
         self.skips.reset(self.sorted.len());
         self.skip_unfit_parties(now_ms);
         self.rebase_age_retries(now_ms);
-        self.plan_wide_parties(now_ms, plan_wait_cap_ms, sink);
+        self.plan_wide_parties(now_ms, sink);
         // Sleeping anchors are skipped on their `age` copy alone, unless copies are stale.
         let trust_copies = !self.age_retry_stale;
         let mut visited_all = true;
@@ -846,14 +870,14 @@ impl Pool {
     /// match with tickets whose windows have grown as wide as its own spread, that is, that
     /// have waited about as long as it had to: in a pool where most tickets match within a
     /// second or two, those are rare, and the party waits on for stragglers. Its plan holds
-    /// young tickets back until they are old enough. It holds no ticket past `wait_cap_ms`,
-    /// the shard's recent p95 wait (`crate::recent_waits::PLAN_WAIT_QUANTILE`), so the held
-    /// ones wait longer but stay out of the tail. Measured on mixed traffic (BENCHMARKS.md):
+    /// young tickets back until they are old enough. It holds no ticket past the shard's
+    /// recent p95 wait (`MatchSink::plan_wait_cap_ms`), so the held ones wait longer but
+    /// stay out of the tail. Measured on mixed traffic (BENCHMARKS.md):
     /// wide parties' mean wait fell by about a fifth at 300/s, and the p95 wait over matched
     /// tickets, level with greedy's before, is lower in most runs at 40–300/s. Small
     /// team-mode pools only: under load the searches would be too many, and such parties
     /// leave the scans there (`skip_unfit_parties`).
-    fn plan_wide_parties(&mut self, now_ms: u64, wait_cap_ms: Option<u64>, sink: &mut MatchSink<'_, impl Retire>) {
+    fn plan_wide_parties(&mut self, now_ms: u64, sink: &mut MatchSink<'_, impl Retire>) {
         if self.team_size == 1 || self.under_load() {
             self.plans.clear();
             return;
@@ -865,7 +889,7 @@ impl Pool {
         self.next_plan_ms = now_ms.saturating_add(PLAN_PERIOD_MS);
         self.plans.clear();
         self.plan_members.clear();
-        let Some(wait_cap_ms) = wait_cap_ms else { return };
+        let Some(wait_cap_ms) = sink.plan_wait_cap_ms() else { return };
         let start_window = self.mmr_window.at(0);
         for age_idx in 0..self.age.len() {
             if self.n_waiting < 2 {

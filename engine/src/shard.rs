@@ -11,7 +11,7 @@ use rustc_hash::FxHashMap;
 
 use crate::command::{Command, Event, PlayerEntry, PlayerId, Rejection, TicketId, TicketRequest};
 use crate::pool::{MatchSink, NewTicket, Pool, Retire};
-use crate::recent_waits::{PLAN_WAIT_QUANTILE, RecentWaits};
+use crate::recent_waits::RecentWaits;
 use crate::rules::{DatacenterId, MAX_DATACENTERS_PER_SHARD, ModeId, Rules, ShardId};
 
 /// Per-shard settings.
@@ -289,17 +289,11 @@ impl Shard {
             forgets: self.config.remember_ids_ms.is_some(),
             now_ms,
         };
-        let plan_wait_cap_ms = self.recent_waits.quantile(PLAN_WAIT_QUANTILE);
         let first_new = out.len();
-        let mut sink = MatchSink {
-            region_dcs: dcs,
-            shard_tag,
-            next_match_seq: &mut self.next_match_seq,
-            retire: &mut indexes,
-            out,
-        };
+        let mut sink =
+            MatchSink::new(dcs, shard_tag, &mut self.next_match_seq, &mut indexes, out, &mut self.recent_waits);
         for pool in &mut self.pools {
-            pool.tick(now_ms, plan_wait_cap_ms, &mut sink);
+            pool.tick(now_ms, &mut sink);
         }
         for event in &out[first_new..] {
             if let Event::Matched(m) = event {
