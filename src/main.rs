@@ -146,7 +146,7 @@ fn replay(args: ReplayArgs) -> Result<ExitCode> {
     let rules = load_rules(&args.modes)?;
     let mut input = open_input(&args.input)?;
     let mut output = open_output(&args.output)?;
-    let options = ReplayOptions { drain_ms: args.drain_ms, strict: args.strict };
+    let options = ReplayOptions { drain_ms: args.drain_ms, strict: args.strict, ..ReplayOptions::default() };
     let mut diag = BufWriter::new(io::stderr().lock());
     let summary = match rally_replay::run(rules, options, &mut input, &mut output, &mut diag) {
         Ok(summary) => summary,

@@ -99,7 +99,7 @@ const RESEARCH_DELAY_MIN_MS: u64 = 100;
 /// with 5 s against 12.0 s with 2 s (fastest of four runs each), matching 132 fewer of
 /// 195,853 tickets with a lower p95 wait (18.8 s) and the same p99. Windows growing 10
 /// points a second or more (the mixed-traffic rules) stay at 100–200 ms.
-const RESEARCH_DELAY_MAX_MS: u64 = 5_000;
+pub(crate) const RESEARCH_DELAY_MAX_MS: u64 = 5_000;
 /// Pool size from which the re-search delay applies.
 const RESEARCH_DELAY_FROM_WAITING: usize = 1_500;
 
@@ -192,6 +192,11 @@ impl Rows {
         let at = self.players.len();
         self.players.resize(at + self.stride, PlayerId(0));
         self.players[at..][..players.len()].copy_from_slice(players);
+    }
+
+    /// Indexes of the rows not taken.
+    fn waiting(&self) -> impl Iterator<Item = usize> + '_ {
+        (0..self.len()).filter(|&i| !self.entries[i].taken)
     }
 
     #[inline]
@@ -543,6 +548,33 @@ impl Pool {
             SlotState::Pending => Some((&self.pending, s.pos as usize)),
             SlotState::Sorted => Some((&self.sorted, s.pos as usize)),
         }
+    }
+
+    /// When, with no new tickets, waiting longer stops making new sets valid here: every
+    /// waiting ticket's MMR window then covers the pool's whole rating range and its RTT
+    /// limit every RTT the pool holds (or each is at its max). `None` when nothing waits.
+    /// Reads every row: for a caller that has seen a quiet stretch (`Shard::is_idle`), not
+    /// for every tick.
+    pub(crate) fn limits_settle_at_ms(&self) -> Option<u64> {
+        let (mut low, mut high, mut worst_rtt) = (f64::INFINITY, f64::NEG_INFINITY, f64::NEG_INFINITY);
+        for rows in [&self.sorted, &self.pending] {
+            for i in rows.waiting() {
+                let e = &rows.entries[i];
+                low = low.min(e.min_mmr);
+                high = high.max(e.max_mmr);
+                // An unreachable datacenter is infinitely far: no limit ever covers it.
+                worst_rtt = rows.rtt(i).iter().copied().filter(|r| r.is_finite()).fold(worst_rtt, f64::max);
+            }
+        }
+        let mut settled_at = None;
+        for rows in [&self.sorted, &self.pending] {
+            for i in rows.waiting() {
+                let since = rows.entries[i].enqueued_at_ms;
+                let at = self.mmr_window.covers_at(since, high - low).max(self.max_rtt.covers_at(since, worst_rtt));
+                settled_at = settled_at.max(Some(at));
+            }
+        }
+        settled_at
     }
 
     /// Whether `slot` holds waiting ticket `id` (a slot is reused once its ticket leaves).

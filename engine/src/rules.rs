@@ -68,6 +68,17 @@ impl Widening {
         since_ms.saturating_add(((value - self.start) * 1000.0 / self.growth_per_s) as u64)
     }
 
+    /// When (ms, on the clock `since_ms` is on) the limit of a ticket that started waiting
+    /// at `since_ms` covers `value` or has stopped growing short of it, rounded up: from
+    /// then on, growing further changes nothing that `value` bounds.
+    pub(crate) fn covers_at(&self, since_ms: u64, value: f64) -> u64 {
+        let value = value.min(self.max);
+        if value <= self.start || self.growth_per_s <= 0.0 {
+            return since_ms;
+        }
+        since_ms.saturating_add(((value - self.start) * 1000.0 / self.growth_per_s).ceil() as u64)
+    }
+
     fn validate(&self, mode: &str, field: &'static str) -> Result<(), RulesError> {
         let bad = |reason: &'static str| RulesError::BadWidening { mode: mode.to_owned(), field, reason };
         if !(self.start.is_finite() && self.growth_per_s.is_finite() && self.max.is_finite()) {

@@ -11,8 +11,8 @@
 //! A service can instead hand in a sink that applies events directly, saving a thread
 //! hop per event, as long as it never blocks for long.
 
-use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, PoisonError, RwLock};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
@@ -131,7 +131,10 @@ impl EventSink for Sender<RuntimeEvent> {
 pub struct ShardHandle {
     shard: ShardId,
     tx: Sender<Command>,
-    stopping: Arc<AtomicBool>,
+    /// Whether the runtime takes commands. A submit holds it (read) across its send, and
+    /// shutdown closes it (write) before telling the shards to stop: so every command a
+    /// submit accepted is in a mailbox before its shard's last drain.
+    accepting: Arc<RwLock<bool>>,
 }
 
 impl ShardHandle {
@@ -142,7 +145,8 @@ impl ShardHandle {
 
     /// Queues a command without blocking.
     pub fn try_submit(&self, cmd: Command) -> Result<(), SubmitError> {
-        if self.stopping.load(Ordering::Acquire) {
+        let accepting = self.accepting.read().unwrap_or_else(PoisonError::into_inner);
+        if !*accepting {
             return Err(SubmitError::ShuttingDown);
         }
         self.tx.try_send(cmd).map_err(|e| match e {
@@ -156,6 +160,7 @@ impl ShardHandle {
 pub struct Runtime {
     handles: Vec<ShardHandle>,
     threads: Vec<JoinHandle<()>>,
+    accepting: Arc<RwLock<bool>>,
     stopping: Arc<AtomicBool>,
 }
 
@@ -164,6 +169,7 @@ impl Runtime {
     pub fn start(rules: Arc<Rules>, config: RuntimeConfig, events: impl EventSink) -> std::io::Result<Self> {
         let events: Arc<dyn EventSink> = Arc::new(events);
         let stopping = Arc::new(AtomicBool::new(false));
+        let accepting = Arc::new(RwLock::new(true));
         let started = Instant::now();
         let mut handles = Vec::new();
         let mut threads = Vec::new();
@@ -188,9 +194,9 @@ impl Runtime {
                 }
                 worker.run()
             })?);
-            handles.push(ShardHandle { shard: id, tx, stopping: stopping.clone() });
+            handles.push(ShardHandle { shard: id, tx, accepting: accepting.clone() });
         }
-        Ok(Runtime { handles, threads, stopping })
+        Ok(Runtime { handles, threads, accepting, stopping })
     }
 
     /// The handle of shard `id`.
@@ -210,6 +216,8 @@ impl Runtime {
     }
 
     fn stop_and_join(&mut self) {
+        // Waits for submits in flight; none starts after.
+        *self.accepting.write().unwrap_or_else(PoisonError::into_inner) = false;
         self.stopping.store(true, Ordering::Release);
         for t in self.threads.drain(..) {
             // A panicking shard already reported through the panic hook.

@@ -10,9 +10,18 @@ use std::sync::Arc;
 use rustc_hash::FxHashMap;
 
 use crate::command::{Command, Event, PlayerEntry, PlayerId, Rejection, TicketId, TicketRequest};
-use crate::pool::{MatchSink, NewTicket, Pool, Retire};
+use crate::pool::{MatchSink, NewTicket, Pool, RESEARCH_DELAY_MAX_MS, Retire};
 use crate::recent_waits::RecentWaits;
 use crate::rules::{DatacenterId, MAX_DATACENTERS_PER_SHARD, ModeId, Rules, ShardId};
+
+/// How long a shard must go without a command or a match, after its waiting tickets' limits
+/// have settled (`Pool::limits_settle_at_ms`), before it counts as idle (`Shard::is_idle`).
+/// Once limits have settled, the sets that are valid stay valid and no new one appears; what
+/// the pools still do over time is search again, each failed anchor at most
+/// `RESEARCH_DELAY_MAX_MS` after its last search, deterministically from the same state.
+/// Six of those delays: every anchor has searched again, more than once, and found nothing.
+const IDLE_AFTER_QUIET_MS: u64 = 30_000;
+const _: () = assert!(IDLE_AFTER_QUIET_MS >= 2 * RESEARCH_DELAY_MAX_MS);
 
 /// Per-shard settings.
 #[derive(Clone, Copy, Debug, PartialEq)]
@@ -85,6 +94,11 @@ pub struct Shard {
     finished_players: VecDeque<(u64, PlayerId, TicketId)>,
     next_match_seq: u64,
     last_tick_ms: Option<u64>,
+    /// When a command last changed the waiting tickets or a tick last formed a match.
+    last_change_ms: u64,
+    /// When the waiting tickets' limits settle (see `is_idle`), once a quiet stretch asked;
+    /// forgotten at every change.
+    limits_settle_at_ms: Option<u64>,
     /// Waits of the tickets matched lately, all modes: what wide parties' plans are capped by.
     recent_waits: RecentWaits,
     // Enqueue scratch.
@@ -114,6 +128,8 @@ impl Shard {
             finished_players: VecDeque::new(),
             next_match_seq: config.first_match_seq & ((1 << 48) - 1),
             last_tick_ms: None,
+            last_change_ms: 0,
+            limits_settle_at_ms: None,
             recent_waits: RecentWaits::default(),
             rtt_scratch: Vec::new(),
             player_scratch: Vec::new(),
@@ -145,6 +161,24 @@ impl Shard {
     /// with nothing to do.
     pub fn poll_timeout(&self) -> Option<u64> {
         Some(self.last_tick_ms.map_or(0, |t| t + self.rules.tick_ms))
+    }
+
+    /// Whether no tick can form a match before the next command: nothing waits, or the
+    /// waiting tickets' limits have settled (waiting longer makes no new set valid) and the
+    /// shard has since ticked through `IDLE_AFTER_QUIET_MS` without a command or a match.
+    /// A caller may then skip ticks until its next command, as `rally replay` does over a
+    /// long gap in the input.
+    pub fn is_idle(&self) -> bool {
+        if self.waiting_total() == 0 {
+            return true;
+        }
+        let (Some(now), Some(settled)) = (self.last_tick_ms, self.limits_settle_at_ms) else { return false };
+        now >= settled.max(self.last_change_ms).saturating_add(IDLE_AFTER_QUIET_MS)
+    }
+
+    fn changed(&mut self, now_ms: u64) {
+        self.last_change_ms = now_ms;
+        self.limits_settle_at_ms = None;
     }
 
     /// Applies one command at `now_ms`, reporting its outcome into `out`.
@@ -259,6 +293,7 @@ impl Shard {
             // Replaces a stale entry of the player's last matched ticket, if any.
             self.players.insert(p.id, req.id);
         }
+        self.changed(now_ms);
         Ok(())
     }
 
@@ -274,6 +309,7 @@ impl Shard {
         pool.remove(slot);
         self.tickets.insert(id, TicketState::Done);
         self.finished.push_back((now_ms, id));
+        self.changed(now_ms);
         Event::Cancelled(id)
     }
 
@@ -301,6 +337,15 @@ impl Shard {
                     self.recent_waits.record(t.wait_ms);
                 }
             }
+        }
+        if out.len() > first_new {
+            self.changed(now_ms);
+        } else if self.limits_settle_at_ms.is_none()
+            && now_ms >= self.last_change_ms.saturating_add(IDLE_AFTER_QUIET_MS)
+            && self.waiting_total() > 0
+        {
+            // A quiet stretch: worth one pass over the rows to learn when it may end.
+            self.limits_settle_at_ms = self.pools.iter().filter_map(Pool::limits_settle_at_ms).max();
         }
     }
 

@@ -87,6 +87,38 @@ fn shutdown_applies_what_was_queued_then_refuses_more() {
 }
 
 #[test]
+fn every_command_accepted_while_shutdown_begins_is_applied() {
+    let (tx, rx) = crossbeam_channel::unbounded();
+    let config = RuntimeConfig { mailbox_capacity: 1 << 16, ..RuntimeConfig::default() };
+    let runtime = Runtime::start(rules(), config, tx).unwrap();
+    // Submitters race the shutdown: each counts the commands the runtime accepted.
+    let submitters: Vec<_> = (0..3u64)
+        .map(|k| {
+            let shard = runtime.shard(ShardId(0)).unwrap().clone();
+            std::thread::spawn(move || {
+                let mut accepted = 0u64;
+                for n in 0.. {
+                    let id = k << 32 | n;
+                    match shard.try_submit(Command::Enqueue(ticket(id, "trio", vec![eu(id, 1000.0)]))) {
+                        Ok(()) => accepted += 1,
+                        Err(SubmitError::MailboxFull) => std::thread::yield_now(),
+                        Err(SubmitError::ShuttingDown) => return accepted,
+                        Err(e) => panic!("{e}"),
+                    }
+                }
+                unreachable!()
+            })
+        })
+        .collect();
+    wait_for(&rx, |e| matches!(e, RuntimeEvent::Shard { event: Event::Enqueued(_), .. }).then_some(()));
+    runtime.shutdown();
+    let accepted: u64 = submitters.into_iter().map(|s| s.join().unwrap()).sum();
+    let answered =
+        1 + rx.try_iter().filter(|e| matches!(e, RuntimeEvent::Shard { event: Event::Enqueued(_), .. })).count();
+    assert_eq!(answered as u64, accepted, "every accepted command is applied before the shard stops");
+}
+
+#[test]
 fn an_unknown_shard_is_a_typed_error() {
     let (tx, _rx) = crossbeam_channel::unbounded();
     let runtime = Runtime::start(rules(), RuntimeConfig::default(), tx).unwrap();

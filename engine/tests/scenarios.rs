@@ -404,3 +404,44 @@ fn plans_are_held_between_planning_passes_when_ticks_come_faster() {
     "#]]
     .assert_eq(&render(s.rules(), &matches));
 }
+
+#[test]
+fn a_shard_whose_tickets_can_never_match_turns_idle_after_a_quiet_stretch() {
+    let mut s = shard();
+    assert!(s.is_idle(), "nothing waits");
+    // 400 apart: past the duel window's max (300), reached at 25 s.
+    enqueue(&mut s, 0, ticket(1, "duel", vec![eu(1, 1500.0)]));
+    enqueue(&mut s, 0, ticket(2, "duel", vec![eu(2, 1900.0)]));
+    for t in (0..55_000).step_by(100) {
+        assert!(tick(&mut s, t).is_empty());
+        assert!(!s.is_idle(), "at {t} ms");
+    }
+    // Limits settled at 25 s, and 30 s have passed since without a command or a match.
+    tick(&mut s, 55_000);
+    assert!(s.is_idle());
+    // A command ends it: a ticket 200 from both, whose window covers that after 15 s.
+    enqueue(&mut s, 55_050, ticket(3, "duel", vec![eu(3, 1700.0)]));
+    assert!(!s.is_idle());
+    let matches = run_ticks(&mut s, 55_100, 80_000);
+    expect![[r#"
+        t=70100 duel @eu-west [t1] vs [t3] spread=200.0 imbalance=200.0 worst_rtt=20.0 waits=70100,15050
+    "#]]
+    .assert_eq(&render(s.rules(), &matches));
+}
+
+#[test]
+fn a_quiet_shard_is_not_idle_while_windows_still_grow() {
+    // Windows growing 1 point a second: two duelists 60 apart match only after 50 s, long
+    // after a 30 s quiet stretch.
+    let slow = RULES.replacen("start = 50.0, growth_per_s = 10.0", "start = 10.0, growth_per_s = 1.0", 1);
+    let rules = std::sync::Arc::new(rally_engine::Rules::from_toml(&slow).unwrap());
+    let mut s = rally_engine::Shard::new(rules, rally_engine::ShardId(0), Default::default());
+    enqueue(&mut s, 0, ticket(1, "duel", vec![eu(1, 1500.0)]));
+    enqueue(&mut s, 0, ticket(2, "duel", vec![eu(2, 1560.0)]));
+    for t in (0..50_000).step_by(100) {
+        assert!(tick(&mut s, t).is_empty());
+        assert!(!s.is_idle(), "at {t} ms");
+    }
+    assert_eq!(tick(&mut s, 50_000).len(), 1);
+    assert!(s.is_idle(), "nothing waits");
+}

@@ -1,7 +1,7 @@
 //! An independent checker of match files against the replay contract, and the quality
 //! figures the tests compare matchers by.
 //!
-//! It shares nothing with the engine but the line parser: admission (which tickets were
+//! It shares nothing with the engine but the line parser and the parsed rules: admission (which tickets were
 //! accepted), waiting state and every validity rule are re-implemented here from the
 //! contract's text, so an engine bug cannot hide behind itself.
 //!

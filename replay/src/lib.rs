@@ -34,6 +34,14 @@ use rustc_hash::{FxHashMap, FxHashSet};
 pub use input::{InputEvent, InputPlayer, LineError, MAX_TICKET_ID_BYTES, parse_line};
 pub use summary::{Percentiles, Summary};
 
+/// The shortest stretch of virtual time the replay skips when every shard is idle
+/// (`Shard::is_idle`: no tick can form a match before the next event). A gap of hours in
+/// recorded traffic, or an `at_ms` of 10¹⁵, would otherwise be ticked through 100 ms at a
+/// time, for as long as it takes. An hour is 36,000 ticks at the default `tick_ms`, tens of
+/// milliseconds of wall time: shorter stretches are ticked through, so ordinary drains and
+/// their tick statistics are as they were.
+pub const IDLE_SKIP_MIN_MS: u64 = 3_600_000;
+
 /// Replay settings.
 #[derive(Clone, Debug, PartialEq)]
 pub struct ReplayOptions {
@@ -41,11 +49,15 @@ pub struct ReplayOptions {
     pub drain_ms: u64,
     /// Stop at the first bad line.
     pub strict: bool,
+    /// Skip long stretches of ticks in which no shard can form a match (see
+    /// `IDLE_SKIP_MIN_MS`). On by default; the output is the same either way, and turning
+    /// it off is how the tests show that.
+    pub skip_idle: bool,
 }
 
 impl Default for ReplayOptions {
     fn default() -> Self {
-        ReplayOptions { drain_ms: 60_000, strict: false }
+        ReplayOptions { drain_ms: 60_000, strict: false, skip_idle: true }
     }
 }
 
@@ -100,7 +112,8 @@ struct Replayer<'o, W: Write, D: Write> {
     /// With more than one shard, the players waiting and their tickets: a shard only knows
     /// its own, and the contract forbids waiting twice anywhere.
     across_shards: Option<AcrossShards>,
-    next_tick_ms: u64,
+    /// When the next tick runs; `None` once the clock is past the last tick a `u64` holds.
+    next_tick_ms: Option<u64>,
     last_at_ms: u64,
     events: Vec<Event>,
     out: &'o mut W,
@@ -157,7 +170,7 @@ pub fn run(
         ticket_shard: Vec::new(),
         player_ids: FxHashMap::default(),
         across_shards,
-        next_tick_ms: 0,
+        next_tick_ms: Some(0),
         last_at_ms: 0,
         events: Vec::new(),
         out: output,
@@ -219,21 +232,40 @@ impl<W: Write, D: Write> Replayer<'_, W, D> {
 
     /// Runs every tick strictly before `at_ms`, so events at `at_ms` land before its tick.
     fn run_ticks_before(&mut self, at_ms: u64) -> Result<(), ReplayError> {
-        while self.next_tick_ms < at_ms {
-            self.tick()?;
+        while let Some(now) = self.next_tick_ms.filter(|&t| t < at_ms) {
+            if self.may_skip_idle(now, at_ms) {
+                self.next_tick_ms = self.first_tick_from(at_ms);
+                break;
+            }
+            self.tick(now)?;
         }
         Ok(())
     }
 
+    /// Runs every tick up to and including `end_ms`.
     fn run_ticks_through(&mut self, end_ms: u64) -> Result<(), ReplayError> {
-        while self.next_tick_ms <= end_ms {
-            self.tick()?;
+        while let Some(now) = self.next_tick_ms.filter(|&t| t <= end_ms) {
+            if self.may_skip_idle(now, end_ms) {
+                self.next_tick_ms = end_ms.checked_add(1).and_then(|t| self.first_tick_from(t));
+                break;
+            }
+            self.tick(now)?;
         }
         Ok(())
     }
 
-    fn tick(&mut self) -> Result<(), ReplayError> {
-        let now = self.next_tick_ms;
+    /// Whether the ticks from `now_ms` to `until_ms` may be skipped: a stretch of at least
+    /// `IDLE_SKIP_MIN_MS` with no event in it, over which no shard can form a match.
+    fn may_skip_idle(&self, now_ms: u64, until_ms: u64) -> bool {
+        self.options.skip_idle && until_ms - now_ms >= IDLE_SKIP_MIN_MS && self.shards.iter().all(Shard::is_idle)
+    }
+
+    /// The first tick at or after `at_ms`, if a `u64` holds it.
+    fn first_tick_from(&self, at_ms: u64) -> Option<u64> {
+        at_ms.div_ceil(self.rules.tick_ms).checked_mul(self.rules.tick_ms)
+    }
+
+    fn tick(&mut self, now: u64) -> Result<(), ReplayError> {
         let started = Instant::now();
         for shard in &mut self.shards {
             shard.tick(now, &mut self.events);
@@ -251,7 +283,7 @@ impl<W: Write, D: Write> Replayer<'_, W, D> {
             }
         }
         self.events = events;
-        self.next_tick_ms = now.saturating_add(self.rules.tick_ms);
+        self.next_tick_ms = now.checked_add(self.rules.tick_ms);
         Ok(())
     }
 

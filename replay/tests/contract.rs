@@ -28,7 +28,7 @@ fn replay_with(rules: Arc<Rules>, input: &[u8], options: ReplayOptions) -> Resul
 }
 
 fn replay(input: &str) -> Outcome {
-    replay_with(rules(), input.as_bytes(), ReplayOptions { drain_ms: 10_000, strict: false }).unwrap()
+    replay_with(rules(), input.as_bytes(), ReplayOptions { drain_ms: 10_000, ..ReplayOptions::default() }).unwrap()
 }
 
 fn solo(at_ms: u64, ticket: &str, player: &str, mmr: f64) -> String {
@@ -201,6 +201,88 @@ fn cancelling_a_ticket_no_longer_waiting_is_counted_not_an_error() {
     assert_eq!(out.summary.still_waiting, 0);
 }
 
+/// A duel ticket whose one player reaches only `dc`.
+fn solo_at(at_ms: u64, ticket: &str, dc: &str, mmr: f64) -> String {
+    format!(
+        r#"{{"at_ms":{at_ms},"op":"enqueue","ticket":"{ticket}","mode":"duel-1v1","players":[{{"id":"p-{ticket}","mmr":{mmr},"rtt_ms":{{"{dc}":20.0}}}}]}}"#
+    )
+}
+
+#[test]
+fn a_far_future_event_is_reached_without_ticking_through_the_gap() {
+    const FAR_MS: u64 = 1_000_000_000_000_000; // 10¹⁵ ms, about 31,700 years
+    let input = [
+        // Two tickets that never match (no datacenter in common), waiting through the gap.
+        solo_at(0, "eu", "eu-west", 1500.0),
+        solo_at(0, "na", "na-east", 1500.0),
+        solo_at(FAR_MS, "late-1", "ap-southeast", 1500.0),
+        solo_at(FAR_MS, "late-2", "ap-southeast", 1510.0),
+        // The last tick a u64 holds is before this one: the event is applied, no tick follows.
+        solo_at(u64::MAX, "last", "ap-southeast", 1500.0),
+    ]
+    .join("\n");
+    let out = replay_with(rules(), input.as_bytes(), ReplayOptions::default()).unwrap();
+    assert_eq!(out.summary.rejected_total(), 0, "{}", out.diag);
+    let formed: Vec<(u64, String)> = out
+        .matches
+        .lines()
+        .map(|l| {
+            let m: serde_json::Value = serde_json::from_str(l).unwrap();
+            (m["formed_at_ms"].as_u64().unwrap(), m["teams"].to_string())
+        })
+        .collect();
+    assert_eq!(formed, [(FAR_MS, r#"[["late-1"],["late-2"]]"#.to_owned())]);
+    assert_eq!(out.summary.still_waiting, 3);
+    // Ticked until the two stranded tickets' limits settled and a quiet stretch passed
+    // (about a minute of virtual time), then at the far event; not 10¹³ ticks.
+    assert!(out.summary.ticks < 2_000, "{} ticks", out.summary.ticks);
+}
+
+#[test]
+fn skipping_idle_stretches_changes_no_match() {
+    // Wide windows (leftovers settle within a minute) and narrow ones (within the hour).
+    skipping_changes_no_match(rules(), 13, 100.0, 20.0);
+    skipping_changes_no_match(
+        Arc::new(Rules::from_toml(include_str!("../../examples/narrow-windows.toml")).unwrap()),
+        14,
+        40.0,
+        5.0,
+    );
+}
+
+/// Mixed traffic, then the same traffic again (new names) three hours later, while the
+/// first burst's leftovers still wait; the clock drains five hours after that. Skipping
+/// the idle stretches must give the very matches that ticking through them gives.
+fn skipping_changes_no_match(rules: Arc<Rules>, seed: u64, rate: f64, duration_s: f64) {
+    let first = generate(&rules, &WorkloadSpec::mixed(&rules, seed, rate, duration_s));
+    let later_ms = 3 * 3_600_000;
+    let mut events = first.clone();
+    for line in first.lines() {
+        let mut e: serde_json::Value = serde_json::from_str(line).unwrap();
+        e["at_ms"] = (e["at_ms"].as_u64().unwrap() + later_ms).into();
+        e["ticket"] = format!("again-{}", e["ticket"].as_str().unwrap()).into();
+        if let Some(players) = e["players"].as_array_mut() {
+            for p in players {
+                p["id"] = format!("again-{}", p["id"].as_str().unwrap()).into();
+            }
+        }
+        events.push_str(&e.to_string());
+        events.push('\n');
+    }
+    let run = |skip_idle| {
+        let options = ReplayOptions { drain_ms: 5 * 3_600_000, skip_idle, ..ReplayOptions::default() };
+        replay_with(rules.clone(), events.as_bytes(), options).unwrap()
+    };
+    let (skipping, ticking) = (run(true), run(false));
+    assert!(skipping.summary.still_waiting > 0, "leftovers wait through both gaps");
+    assert_eq!(skipping.matches, ticking.matches);
+    evaluate(&rules, &events, &skipping.matches).expect("every match is valid");
+    let hours_of_ticks = 8 * 36_000;
+    eprintln!("seed {seed}: {} ticks skipping, {} ticking", skipping.summary.ticks, ticking.summary.ticks);
+    assert!(ticking.summary.ticks > hours_of_ticks);
+    assert!(skipping.summary.ticks < hours_of_ticks / 2, "{} ticks", skipping.summary.ticks);
+}
+
 #[test]
 fn same_input_gives_byte_identical_output() {
     let rules = rules();
@@ -322,7 +404,7 @@ proptest! {
 
     #[test]
     fn random_bytes_never_panic(input in prop::collection::vec(any::<u8>(), 0..2_000), strict in any::<bool>()) {
-        let result = replay_with(rules(), &input, ReplayOptions { drain_ms: 5_000, strict });
+        let result = replay_with(rules(), &input, ReplayOptions { drain_ms: 5_000, strict, ..ReplayOptions::default() });
         let ok = matches!(result, Ok(_) | Err(ReplayError::Strict { .. }));
         prop_assert!(ok, "an i/o error from in-memory buffers");
     }
@@ -337,7 +419,7 @@ proptest! {
             input.extend(mutate(&seeds[pick % seeds.len()], edits));
             input.push(b'\n');
         }
-        let out = replay_with(rules(), &input, ReplayOptions { drain_ms: 5_000, strict: false });
+        let out = replay_with(rules(), &input, ReplayOptions { drain_ms: 5_000, ..ReplayOptions::default() });
         let out = out.map_err(|e| TestCaseError::fail(e.to_string()))?;
         if let Ok(text) = std::str::from_utf8(&input) {
             evaluate(&rules(), text, &out.matches).map_err(TestCaseError::fail)?;

@@ -22,7 +22,7 @@ fn engine_matches(rules: &Arc<Rules>, events: &str, drain_ms: u64) -> String {
     let mut diag = Vec::new();
     rally_replay::run(
         rules.clone(),
-        ReplayOptions { drain_ms, strict: false },
+        ReplayOptions { drain_ms, ..ReplayOptions::default() },
         &mut events.as_bytes(),
         &mut out,
         &mut diag,
