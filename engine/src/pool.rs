@@ -279,17 +279,27 @@ struct Aged {
     retry: u32,
 }
 
-/// A set held this tick for an anchor that cannot match yet.
+/// A set held this tick for an anchor that cannot match yet (20 bytes: a burst holds one
+/// for about every other ticket, and the buffer stays for the next burst).
 #[derive(Clone, Debug)]
 struct Hold {
     /// The holder's position in `sorted`.
     anchor: u32,
-    /// How far ahead the holder looked.
-    horizon_ms: u64,
-    /// Its members: a range of `Pool::reserved`.
-    members: std::ops::Range<usize>,
+    /// How far ahead the holder looked, ms (saturating).
+    horizon_ms: u32,
+    /// Its members: `reserved[members_from..members_to]`.
+    members_from: u32,
+    members_to: u32,
     /// Given up for another set (or matched): its members are no longer held.
     released: bool,
+}
+
+const _: () = assert!(std::mem::size_of::<Hold>() == 20);
+
+impl Hold {
+    fn members(&self) -> std::ops::Range<usize> {
+        self.members_from as usize..self.members_to as usize
+    }
 }
 
 /// A wide party's planned set, kept between planning passes by slot and id: positions move
@@ -423,6 +433,11 @@ pub(crate) struct Pool {
     holds: Vec<Hold>,
     /// Set while a younger anchor searches as if nothing were held (see `take_from_hold`).
     ignore_holds: bool,
+    /// Whether this tick keeps a `Hold` per held set: only small pools need them (plans and
+    /// `take_from_hold`). Decided once a tick, as the pool's size moves while it matches; a
+    /// burst under load holds a set for about every other ticket, and the records would
+    /// stay behind as memory (16 bytes per waiting ticket at 10k).
+    record_holds: bool,
     /// Wide parties' planned sets, held every tick until the next planning pass.
     plans: Vec<Plan>,
     /// Their members.
@@ -484,6 +499,7 @@ impl Pool {
             reserved: Vec::new(),
             holds: Vec::new(),
             ignore_holds: false,
+            record_holds: false,
             plans: Vec::new(),
             plan_members: Vec::new(),
             next_plan_ms: 0,
@@ -801,6 +817,7 @@ impl Pool {
             return;
         }
         self.skips.reset(self.sorted.len());
+        self.record_holds = !self.under_load();
         self.skip_unfit_parties(now_ms);
         self.rebase_age_retries(now_ms);
         self.plan_wide_parties(now_ms, sink);
@@ -864,7 +881,12 @@ impl Pool {
             // won all three criteria instead of 181; 83 of 110 at 80/s instead of 85, 48 of
             // 50 at 150/s either way. In dense pools, whose holds look only
             // `RESERVE_HORIZON_MS` ahead, it lost runs at 80–150/s.
-            if self.search_met_hold && self.sparse() && !self.under_load() && self.take_from_hold(anchor, now_ms) {
+            if self.search_met_hold
+                && self.sparse()
+                && self.record_holds
+                && !self.under_load()
+                && self.take_from_hold(anchor, now_ms)
+            {
                 self.take_match(now_ms, sink);
                 continue;
             }
@@ -1012,10 +1034,14 @@ impl Pool {
         let start = self.reserved.len();
         mark_held(&mut self.sorted.entries, &self.look_ahead_set, true);
         self.reserved.extend_from_slice(&self.look_ahead_set);
+        if !self.record_holds {
+            return;
+        }
         self.holds.push(Hold {
             anchor: anchor as u32,
-            horizon_ms,
-            members: start..self.reserved.len(),
+            horizon_ms: u32::try_from(horizon_ms).unwrap_or(u32::MAX),
+            members_from: start as u32,
+            members_to: self.reserved.len() as u32,
             released: false,
         });
     }
@@ -1036,7 +1062,7 @@ impl Pool {
         // way, which is not tried.
         let mut hit = None;
         for (h, hold) in self.holds.iter().enumerate() {
-            let members = &self.reserved[hold.members.clone()];
+            let members = &self.reserved[hold.members()];
             if !hold.released && members.iter().any(|p| self.best_chosen.contains(p)) {
                 if hit.is_some() {
                     return false;
@@ -1049,7 +1075,7 @@ impl Pool {
         let hold = self.holds[h].clone();
         self.through_hold.clone_from(&self.best_chosen);
         let through_mask = self.best_dc_mask;
-        mark_held(&mut self.sorted.entries, &self.reserved[hold.members.clone()], false);
+        mark_held(&mut self.sorted.entries, &self.reserved[hold.members()], false);
         if self.through_hold.contains(&hold.anchor) {
             // The holder itself is in the younger anchor's set: matched now, not later.
             self.holds[h].released = true;
@@ -1057,16 +1083,17 @@ impl Pool {
         }
         // The holder looks ahead again as before, with the younger set held against it.
         mark_held(&mut self.sorted.entries, &self.through_hold, true);
-        let again = self.find_match(hold.anchor as usize, now_ms + hold.horizon_ms, now_ms);
+        let horizon_ms = u64::from(hold.horizon_ms);
+        let again = self.find_match(hold.anchor as usize, now_ms + horizon_ms, now_ms);
         mark_held(&mut self.sorted.entries, &self.through_hold, false);
         if !again {
             // No other way out: the hold stands.
-            mark_held(&mut self.sorted.entries, &self.reserved[hold.members], true);
+            mark_held(&mut self.sorted.entries, &self.reserved[hold.members()], true);
             return false;
         }
         self.holds[h].released = true;
         self.look_ahead_set.clone_from(&self.best_chosen);
-        self.hold_look_ahead_set(hold.anchor as usize, hold.horizon_ms);
+        self.hold_look_ahead_set(hold.anchor as usize, horizon_ms);
         std::mem::swap(&mut self.best_chosen, &mut self.through_hold);
         self.best_dc_mask = through_mask;
         true
@@ -1630,6 +1657,8 @@ impl Pool {
             + self.age.capacity() * size_of::<Aged>()
             + self.skips.links.capacity() * 8
             + self.plans.capacity() * size_of::<Plan>()
+            + self.holds.capacity() * size_of::<Hold>()
+            + self.reserved.capacity() * 4
             + self.plan_members.capacity() * size_of::<(u32, TicketId)>()
     }
 }
