@@ -43,34 +43,7 @@ static GLOBAL: counting_alloc::Counting = counting_alloc::Counting;
 
 /// The shape of `examples/modes.toml`, with windows that start at zero so the setup tick
 /// forms nothing; growth 10/s gives a 50-point window at the timed tick.
-const RULES: &str = r#"
-[regions]
-eu = ["eu-west", "eu-central", "eu-north"]
-na = ["na-east", "na-west"]
-ap = ["ap-southeast", "ap-northeast"]
-
-[[mode]]
-name = "duel-1v1"
-teams = 2
-team_size = 1
-mmr_window = { start = 0.0, growth_per_s = 10.0, max = 400.0 }
-max_rtt_ms = { start = 60.0, growth_per_s = 5.0, max = 150.0 }
-
-[[mode]]
-name = "squad-5v5"
-teams = 2
-team_size = 5
-mmr_window = { start = 0.0, growth_per_s = 10.0, max = 500.0 }
-max_rtt_ms = { start = 80.0, growth_per_s = 8.0, max = 180.0 }
-
-# The steady shape: a window that never opens, so only equal ratings match.
-[[mode]]
-name = "duel-steady"
-teams = 2
-team_size = 1
-mmr_window = { start = 0.0, growth_per_s = 0.0, max = 0.0 }
-max_rtt_ms = { start = 60.0, growth_per_s = 5.0, max = 150.0 }
-"#;
+const RULES: &str = include_str!("tick-rules.toml");
 
 const SETUP_TICK_MS: u64 = 30_000;
 const TIMED_TICK_MS: u64 = 35_000;

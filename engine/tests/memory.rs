@@ -16,27 +16,16 @@ mod counting_alloc;
 #[global_allocator]
 static GLOBAL: counting_alloc::Counting = counting_alloc::Counting;
 
-/// Seven datacenters in three regions, as `examples/modes.toml`; a window that starts shut,
-/// so the tick that merges the tickets forms nothing but looks ahead and holds sets.
-const RULES: &str = r#"
-[regions]
-eu = ["eu-west", "eu-central", "eu-north"]
-na = ["na-east", "na-west"]
-ap = ["ap-southeast", "ap-northeast"]
-
-[[mode]]
-name = "duel"
-teams = 2
-team_size = 1
-mmr_window = { start = 0.0, growth_per_s = 10.0, max = 400.0 }
-max_rtt_ms = { start = 60.0, growth_per_s = 5.0, max = 150.0 }
-"#;
+/// The tick benchmark's rules: seven datacenters in three regions, as
+/// `examples/modes.toml`, and a 1v1 window that starts shut, so the tick that merges the
+/// tickets forms nothing but looks ahead and holds sets, as the benchmark's setup tick does.
+const RULES: &str = include_str!("../benches/tick-rules.toml");
 
 #[test]
 fn a_waiting_solo_ticket_costs_at_most_256_heap_bytes() {
     const N: u64 = 10_000;
     let rules = Arc::new(Rules::from_toml(RULES).unwrap());
-    let mode = rules.mode_id("duel").unwrap();
+    let mode = rules.mode_id("duel-1v1").unwrap();
     let requests: Vec<TicketRequest> = (0..N)
         .map(|i| {
             let rtt_ms =
