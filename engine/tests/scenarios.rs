@@ -445,3 +445,55 @@ fn a_quiet_shard_is_not_idle_while_windows_still_grow() {
     assert_eq!(tick(&mut s, 50_000).len(), 1);
     assert!(s.is_idle(), "nothing waits");
 }
+
+/// Tickets that can never match (ratings 1,000 apart, far above everyone): six a tick, so
+/// the trio pool counts as dense, without a wait recorded for any of them.
+fn unmatchable_trickle(s: &mut rally_engine::Shard, at_ms: u64, next_id: &mut u64) {
+    for _ in 0..6 {
+        enqueue(s, at_ms, ticket(*next_id, "trio", vec![eu(*next_id, 100_000.0 + 1_000.0 * *next_id as f64)]));
+        *next_id += 1;
+    }
+}
+
+#[test]
+fn in_a_dense_pool_a_wide_party_that_found_no_plan_searches_again_later() {
+    let mut s = shard();
+    let mut id = 100_000;
+    let mut matches = Vec::new();
+    for t in (0..=16_000).step_by(100) {
+        unmatchable_trickle(&mut s, t, &mut id);
+        if t == 10_000 {
+            // A pair spanning 260 points: it fits its window at 13 s. Nobody in its range yet,
+            // so its plan search finds nothing.
+            enqueue(&mut s, t, ticket(1, "trio", vec![eu(1, 1_500.0), eu(2, 1_760.0)]));
+        }
+        if t == 10_300 {
+            // Six solos inside the pair's range, more than the start window above its lowest
+            // rating, so their arrival does not wake it: they match among themselves at once,
+            // before the pair searches again (2 s after its failed search). That is the
+            // price of the delay: searching every pass, the pair would hold four of them and
+            // match at 13.3 s. Measured, the delay pays at 500–1,000/s (BENCHMARKS.md).
+            for i in 0..6 {
+                enqueue(&mut s, t, ticket(10 + i, "trio", vec![eu(10 + i, 1_720.0 + 10.0 * i as f64)]));
+            }
+        }
+        matches.extend(tick(&mut s, t).into_iter().filter(|m| m.formed_at_ms >= 10_000));
+        if t == 0 {
+            // A history of 66 waits of 5 s, which the plans' cap is taken from.
+            for group in 0..11u64 {
+                for i in 0..6u64 {
+                    let id = 1_000 + group * 6 + i;
+                    enqueue(
+                        &mut s,
+                        0,
+                        ticket(id, "trio", vec![eu(id, 5_000.0 + group as f64 * 1_000.0 + i as f64 * 60.0)]),
+                    );
+                }
+            }
+        }
+    }
+    expect![[r#"
+        t=10300 trio @eu-west [t15 t12 t11] vs [t14 t13 t10] spread=50.0 imbalance=3.3 worst_rtt=20.0 waits=0,0,0,0,0,0
+    "#]]
+    .assert_eq(&render(s.rules(), &matches));
+}
