@@ -87,7 +87,7 @@ const PLAN_PERIOD_MS: u64 = 100;
 /// 1,000/s; about 40 fewer of 30,000 tickets matched a run at 500/s, still about 450 more
 /// than greedy. Sparse pools (40–80/s) are unchanged. 0.5 s and 1 s did less, 5 s little
 /// more.
-const PLAN_RETRY_DENSE_MS: u64 = 2_000;
+pub(crate) const PLAN_RETRY_DENSE_MS: u64 = 2_000;
 /// Node budget of the subset search per anchor.
 const SUBSET_BUDGET: u32 = 2_000;
 /// Node budget of the team-split search per candidate set.

@@ -10,7 +10,7 @@ use std::sync::Arc;
 use rustc_hash::FxHashMap;
 
 use crate::command::{Command, Event, PlayerEntry, PlayerId, Rejection, TicketId, TicketRequest};
-use crate::pool::{MatchSink, NewTicket, Pool, RESEARCH_DELAY_MAX_MS, Retire};
+use crate::pool::{MatchSink, NewTicket, PLAN_RETRY_DENSE_MS, Pool, RESEARCH_DELAY_MAX_MS, Retire};
 use crate::recent_waits::RecentWaits;
 use crate::rules::{DatacenterId, MAX_DATACENTERS_PER_SHARD, ModeId, Rules, ShardId};
 
@@ -18,10 +18,12 @@ use crate::rules::{DatacenterId, MAX_DATACENTERS_PER_SHARD, ModeId, Rules, Shard
 /// have settled (`Pool::limits_settle_at_ms`), before it counts as idle (`Shard::is_idle`).
 /// Once limits have settled, the sets that are valid stay valid and no new one appears; what
 /// the pools still do over time is search again, each failed anchor at most
-/// `RESEARCH_DELAY_MAX_MS` after its last search, deterministically from the same state.
-/// Six of those delays: every anchor has searched again, more than once, and found nothing.
+/// `RESEARCH_DELAY_MAX_MS` after its last search (a wide party's plan at most
+/// `PLAN_RETRY_DENSE_MS` after), deterministically from the same state. Six of those
+/// delays: every anchor has searched again, more than once, and found nothing.
 const IDLE_AFTER_QUIET_MS: u64 = 30_000;
-const _: () = assert!(IDLE_AFTER_QUIET_MS >= 2 * RESEARCH_DELAY_MAX_MS);
+const _: () =
+    assert!(IDLE_AFTER_QUIET_MS >= 2 * RESEARCH_DELAY_MAX_MS && IDLE_AFTER_QUIET_MS >= 2 * PLAN_RETRY_DENSE_MS);
 
 /// Per-shard settings.
 #[derive(Clone, Copy, Debug, PartialEq)]
