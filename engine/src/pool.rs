@@ -965,6 +965,7 @@ impl Pool {
         self.plan_members.clear();
         let Some(wait_cap_ms) = sink.plan_wait_cap_ms() else { return };
         let start_window = self.mmr_window.at(0);
+        let dense = !self.sparse();
         for age_idx in 0..self.age.len() {
             if self.n_waiting < 2 {
                 break;
@@ -974,7 +975,6 @@ impl Pool {
             if e.taken || e.reserved || e.n_players == 1 || e.max_mmr - e.min_mmr <= start_window {
                 continue;
             }
-            let dense = !self.sparse();
             // An arrival nearby wakes it (its retry time set back to 0) for a search now.
             let woken = e.retry_at_ms == 0;
             if dense && !woken && self.plan_not_before_ms.get(e.slot as usize).is_some_and(|&t| t > now_ms) {
@@ -995,23 +995,24 @@ impl Pool {
             // the cap, and `hold_plan` would refuse it: not searched.
             let last = (first + PLAN_BEYOND_FIT_MS).min(now_ms.saturating_add(wait_cap_ms));
             let mut at = first;
-            let mut planned = false;
+            let mut found = false;
             while at <= last {
                 if self.find_match(pos, at, now_ms) {
                     self.hold_plan(pos, at, now_ms, wait_cap_ms);
-                    planned = true;
+                    found = true;
                     break;
                 }
                 at += PLAN_STEP_MS;
             }
-            if dense && !planned {
+            if dense && !found {
                 let slot = e.slot as usize;
                 if self.plan_not_before_ms.len() <= slot {
                     self.plan_not_before_ms.resize(self.slots.len(), 0);
                 }
                 self.plan_not_before_ms[slot] = now_ms + PLAN_RETRY_DENSE_MS;
             } else if let Some(not_before) = self.plan_not_before_ms.get_mut(e.slot as usize) {
-                // Planned (or sparse): searched again at the next pass.
+                // A set found (held, or refused for the cap), or sparse: searched again at the
+                // next pass.
                 *not_before = 0;
             }
             // Searched this tick: the anchor loop passes it by.

@@ -11,7 +11,6 @@
 //! A service can instead hand in a sink that applies events directly, saving a thread
 //! hop per event, as long as it never blocks for long.
 
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, PoisonError, RwLock};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
@@ -161,14 +160,12 @@ pub struct Runtime {
     handles: Vec<ShardHandle>,
     threads: Vec<JoinHandle<()>>,
     accepting: Arc<RwLock<bool>>,
-    stopping: Arc<AtomicBool>,
 }
 
 impl Runtime {
     /// Starts one thread per shard of `rules`; events go to `events`.
     pub fn start(rules: Arc<Rules>, config: RuntimeConfig, events: impl EventSink) -> std::io::Result<Self> {
         let events: Arc<dyn EventSink> = Arc::new(events);
-        let stopping = Arc::new(AtomicBool::new(false));
         let accepting = Arc::new(RwLock::new(true));
         let started = Instant::now();
         let mut handles = Vec::new();
@@ -181,7 +178,7 @@ impl Runtime {
                 shard,
                 rx,
                 events: events.clone(),
-                stopping: stopping.clone(),
+                accepting: accepting.clone(),
                 started,
                 tick_ms: rules.tick_ms,
                 max_batch: config.max_batch.max(1),
@@ -196,7 +193,7 @@ impl Runtime {
             })?);
             handles.push(ShardHandle { shard: id, tx, accepting: accepting.clone() });
         }
-        Ok(Runtime { handles, threads, accepting, stopping })
+        Ok(Runtime { handles, threads, accepting })
     }
 
     /// The handle of shard `id`.
@@ -216,9 +213,8 @@ impl Runtime {
     }
 
     fn stop_and_join(&mut self) {
-        // Waits for submits in flight; none starts after.
+        // Waits for submits in flight; none starts after, and the shards see it closed.
         *self.accepting.write().unwrap_or_else(PoisonError::into_inner) = false;
-        self.stopping.store(true, Ordering::Release);
         for t in self.threads.drain(..) {
             // A panicking shard already reported through the panic hook.
             let _ = t.join();
@@ -253,7 +249,8 @@ struct Worker {
     shard: Shard,
     rx: Receiver<Command>,
     events: Arc<dyn EventSink>,
-    stopping: Arc<AtomicBool>,
+    /// The runtime's `accepting` gate: once closed, the shard drains its mailbox and stops.
+    accepting: Arc<RwLock<bool>>,
     started: Instant,
     tick_ms: u64,
     max_batch: usize,
@@ -285,7 +282,7 @@ impl Worker {
                 });
                 next_tick_ms = next_tick_at(next_tick_ms, now, self.tick_ms, duration);
             }
-            if self.stopping.load(Ordering::Acquire) {
+            if !*self.accepting.read().unwrap_or_else(PoisonError::into_inner) {
                 self.drain_mailbox(&mut out);
                 return;
             }
