@@ -497,3 +497,22 @@ fn in_a_dense_pool_a_wide_party_that_found_no_plan_searches_again_later() {
     "#]]
     .assert_eq(&render(s.rules(), &matches));
 }
+
+#[test]
+fn duos_wait_for_solo_players_to_complete_their_teams() {
+    let mut s = shard();
+    // Teams of three: duos cannot complete each other, however close they are.
+    for id in 1..=4 {
+        enqueue(&mut s, 0, ticket(id, "trio", vec![eu(10 * id, 1500.0 + id as f64), eu(10 * id + 1, 1510.0)]));
+    }
+    assert!(run_ticks(&mut s, 0, 2_000).is_empty());
+    enqueue(&mut s, 2_000, ticket(5, "trio", vec![eu(50, 1505.0)]));
+    assert!(tick(&mut s, 2_000).is_empty(), "one solo player completes one team only");
+    enqueue(&mut s, 2_100, ticket(6, "trio", vec![eu(60, 1495.0)]));
+    let matches = tick(&mut s, 2_100);
+    expect![[r#"
+        t=2100 trio @eu-west [t2 t6] vs [t1 t5] spread=15.0 imbalance=3.0 worst_rtt=20.0 waits=2100,0,2100,100
+    "#]]
+    .assert_eq(&render(s.rules(), &matches));
+    assert_eq!(s.waiting_total(), 2);
+}
