@@ -56,6 +56,20 @@ impl WorkloadSpec {
     }
 }
 
+impl WorkloadSpec {
+    /// Like `mixed`, with team modes twice as frequent as solo ones and parties mostly of
+    /// sizes that cannot complete each other in teams of 5 (3 and 4): a shape an
+    /// independent check found the engine slow and its team imbalance weak on
+    /// (BENCHMARKS.md). `RALLY_QUALITY_SHAPE=party-heavy` runs the held-out sweep on it.
+    pub fn party_heavy(rules: &Rules, seed: u64, tickets_per_s: f64, duration_s: f64) -> Self {
+        WorkloadSpec {
+            modes: rules.modes.iter().map(|m| (m.name.clone(), if m.team_size > 1 { 2.0 } else { 1.0 })).collect(),
+            party_size_weights: vec![0.15, 0.1, 0.3, 0.4, 0.05],
+            ..Self::mixed(rules, seed, tickets_per_s, duration_s)
+        }
+    }
+}
+
 /// Generates the events as JSONL text, in `at_ms` order.
 pub fn generate(rules: &Rules, spec: &WorkloadSpec) -> String {
     let mut rng = SmallRng::seed_from_u64(spec.seed);

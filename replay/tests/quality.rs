@@ -93,7 +93,8 @@ fn beats_greedy_at_150_tickets_per_s() {
 /// `RALLY_QUALITY_SEEDS=FIRST..LAST` picks the seeds (default 5..25) and
 /// `RALLY_QUALITY_RATES=40,80` the arrival rates they cycle through (default 40 to 500/s),
 /// `RALLY_QUALITY_MODES=FILE.toml` other rules than `examples/modes.toml`, and
-/// `RALLY_QUALITY_DRAIN_MS` a drain other than 30 s after the last arrival, and
+/// `RALLY_QUALITY_DRAIN_MS` a drain other than 30 s after the last arrival,
+/// `RALLY_QUALITY_SHAPE=party-heavy` the traffic of `WorkloadSpec::party_heavy`, and
 /// `RALLY_QUALITY_DUMP=DIR` writes each run's events and both matchers' matches there
 /// (`seedN-events.jsonl`, `seedN-engine.jsonl`, `seedN-greedy.jsonl`) for a closer look.
 #[test]
@@ -114,10 +115,19 @@ fn held_out_sweep() {
         .split(',')
         .map(|r| r.trim().parse().expect("RALLY_QUALITY_RATES: numbers"))
         .collect();
+    let party_heavy = match std::env::var("RALLY_QUALITY_SHAPE").as_deref() {
+        Err(_) | Ok("mixed") => false,
+        Ok("party-heavy") => true,
+        Ok(other) => panic!("RALLY_QUALITY_SHAPE={other}: mixed or party-heavy"),
+    };
     let (mut runs, mut fewer, mut slower, mut worse) = (0, 0, 0, 0);
     for seed in first..last {
         let rate = rates[seed as usize % rates.len()];
-        let spec = WorkloadSpec::mixed(&rules, seed, rate, 60.0);
+        let spec = if party_heavy {
+            WorkloadSpec::party_heavy(&rules, seed, rate, 60.0)
+        } else {
+            WorkloadSpec::mixed(&rules, seed, rate, 60.0)
+        };
         let (e, g) = compare_under(&rules, &spec, drain);
         runs += 1;
         fewer += usize::from(e.tickets_matched < g.tickets_matched);
