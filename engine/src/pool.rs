@@ -901,12 +901,8 @@ impl Pool {
             // won all three criteria instead of 181; 83 of 110 at 80/s instead of 85, 48 of
             // 50 at 150/s either way. In dense pools, whose holds look only
             // `RESERVE_HORIZON_MS` ahead, it lost runs at 80–150/s.
-            if self.search_met_hold
-                && self.sparse()
-                && self.record_holds
-                && !self.under_load()
-                && self.take_from_hold(anchor, now_ms)
-            {
+            // `record_holds` also means not under load: a pool only shrinks during its tick.
+            if self.search_met_hold && self.sparse() && self.record_holds && self.take_from_hold(anchor, now_ms) {
                 self.take_match(now_ms, sink);
                 continue;
             }

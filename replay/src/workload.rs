@@ -54,9 +54,7 @@ impl WorkloadSpec {
             missing_rtt_fraction: 0.05,
         }
     }
-}
 
-impl WorkloadSpec {
     /// Like `mixed`, with team modes twice as frequent as solo ones and parties mostly of
     /// sizes that cannot complete each other in teams of 5 (3 and 4): a shape an
     /// independent check found the engine slow and its team imbalance weak on

@@ -115,19 +115,15 @@ fn held_out_sweep() {
         .split(',')
         .map(|r| r.trim().parse().expect("RALLY_QUALITY_RATES: numbers"))
         .collect();
-    let party_heavy = match std::env::var("RALLY_QUALITY_SHAPE").as_deref() {
-        Err(_) | Ok("mixed") => false,
-        Ok("party-heavy") => true,
+    let shape: fn(&Rules, u64, f64, f64) -> WorkloadSpec = match std::env::var("RALLY_QUALITY_SHAPE").as_deref() {
+        Err(_) | Ok("mixed") => WorkloadSpec::mixed,
+        Ok("party-heavy") => WorkloadSpec::party_heavy,
         Ok(other) => panic!("RALLY_QUALITY_SHAPE={other}: mixed or party-heavy"),
     };
     let (mut runs, mut fewer, mut slower, mut worse) = (0, 0, 0, 0);
     for seed in first..last {
         let rate = rates[seed as usize % rates.len()];
-        let spec = if party_heavy {
-            WorkloadSpec::party_heavy(&rules, seed, rate, 60.0)
-        } else {
-            WorkloadSpec::mixed(&rules, seed, rate, 60.0)
-        };
+        let spec = shape(&rules, seed, rate, 60.0);
         let (e, g) = compare_under(&rules, &spec, drain);
         runs += 1;
         fewer += usize::from(e.tickets_matched < g.tickets_matched);
