@@ -350,11 +350,11 @@ fn a_wide_party_holds_young_tickets_until_they_can_join_it() {
     // come, within a second (the held four wait 3 s, under the shard's recent p95 of 5 s).
     let matches = wide_pair_in_a_stream_of_solos(&mut s, 10_000);
     expect![[r#"
-        t=11000 trio @eu-west [t15 t14 t19] vs [t21 t20 t18] spread=30.0 imbalance=3.3 worst_rtt=20.0 waits=1000,1000,0,0,0,0
-        t=12000 trio @eu-west [t25 t23 t22] vs [t24 t17 t16] spread=30.0 imbalance=3.3 worst_rtt=20.0 waits=0,0,0,0,1000,1000
+        t=11000 trio @eu-west [t15 t21 t17] vs [t14 t20 t19] spread=40.0 imbalance=0.0 worst_rtt=20.0 waits=1000,0,0,1000,0,0
+        t=12000 trio @eu-west [t25 t23 t16] vs [t18 t24 t22] spread=30.0 imbalance=0.0 worst_rtt=20.0 waits=0,0,1000,1000,0,0
         t=13000 trio @eu-west [t1 t10] vs [t13 t12 t11] spread=260.0 imbalance=0.0 worst_rtt=20.0 waits=3000,3000,3000,3000,3000
-        t=13000 trio @eu-west [t27 t26 t31] vs [t33 t32 t30] spread=30.0 imbalance=3.3 worst_rtt=20.0 waits=1000,1000,0,0,0,0
-        t=14000 trio @eu-west [t37 t35 t34] vs [t36 t29 t28] spread=30.0 imbalance=3.3 worst_rtt=20.0 waits=0,0,0,0,1000,1000
+        t=13000 trio @eu-west [t27 t33 t29] vs [t26 t32 t31] spread=40.0 imbalance=0.0 worst_rtt=20.0 waits=1000,0,0,1000,0,0
+        t=14000 trio @eu-west [t37 t35 t28] vs [t30 t36 t34] spread=30.0 imbalance=0.0 worst_rtt=20.0 waits=0,0,1000,1000,0,0
     "#]]
     .assert_eq(&render(s.rules(), &matches));
 }
@@ -511,8 +511,26 @@ fn duos_wait_for_solo_players_to_complete_their_teams() {
     enqueue(&mut s, 2_100, ticket(6, "trio", vec![eu(60, 1495.0)]));
     let matches = tick(&mut s, 2_100);
     expect![[r#"
-        t=2100 trio @eu-west [t2 t6] vs [t1 t5] spread=15.0 imbalance=3.0 worst_rtt=20.0 waits=2100,0,2100,100
+        t=2100 trio @eu-west [t4 t6] vs [t1 t5] spread=15.0 imbalance=2.3 worst_rtt=20.0 waits=2100,0,2100,100
     "#]]
     .assert_eq(&render(s.rules(), &matches));
     assert_eq!(s.waiting_total(), 2);
+}
+
+#[test]
+fn of_several_sets_the_best_balanced_one_forms() {
+    let mut s = shard();
+    enqueue(&mut s, 0, ticket(1, "trio", vec![eu(10, 1500.0), eu(11, 1500.0), eu(12, 1500.0)]));
+    assert!(tick(&mut s, 0).is_empty());
+    // Two trios could complete the match. Ticket 2's lowest rating is the nearest to the
+    // anchor's, but its mean is 65 points off; ticket 3's mean is the anchor's own. Two
+    // trios leave one split each: only choosing the set balances the teams.
+    enqueue(&mut s, 100, ticket(2, "trio", vec![eu(20, 1495.0), eu(21, 1600.0), eu(22, 1600.0)]));
+    enqueue(&mut s, 100, ticket(3, "trio", vec![eu(30, 1450.0), eu(31, 1520.0), eu(32, 1530.0)]));
+    let matches = tick(&mut s, 100);
+    expect![[r#"
+        t=100 trio @eu-west [t3] vs [t1] spread=80.0 imbalance=0.0 worst_rtt=20.0 waits=0,100
+    "#]]
+    .assert_eq(&render(s.rules(), &matches));
+    assert_eq!(s.waiting_total(), 1);
 }
