@@ -411,6 +411,8 @@ pub(crate) struct Pool {
     teams: u16,
     team_size: u16,
     players_per_match: usize,
+    /// `None` where `sizes_can_fill_teams` leaves the sizes to the search.
+    team_fill_rooms: Option<TeamFillRooms>,
     mmr_window: Widening,
     max_rtt: Widening,
     n_dc: usize,
@@ -508,6 +510,7 @@ impl Pool {
             teams: mode.teams,
             team_size: mode.team_size,
             players_per_match: mode.players_per_match(),
+            team_fill_rooms: TeamFillRooms::new(mode.teams, mode.team_size),
             mmr_window: mode.mmr_window,
             max_rtt: mode.max_rtt_ms,
             n_dc,
@@ -1613,19 +1616,13 @@ impl Pool {
     /// second team) fills are bits of a `u128`, row by row; true for more than two teams or
     /// teams over 10 (the search decides those).
     fn sizes_can_fill_teams(&self) -> bool {
-        let size = u32::from(self.team_size);
-        if self.teams != 2 || size > 10 {
-            return true;
-        }
-        let row = size + 1;
-        let full = size * row + size;
-        // Bits of the fills whose second team has room for `k` more, and whose first has.
-        let room_second = |k: u32| (0..row).fold(0u128, |m, f1| m | (((1u128 << (size - k + 1)) - 1) << (f1 * row)));
-        let room_first = |k: u32| (1u128 << ((size - k + 1) * row)) - 1;
+        let Some(room) = &self.team_fill_rooms else { return true };
+        let row = u32::from(self.team_size) + 1;
+        let full = u32::from(self.team_size) * row + u32::from(self.team_size);
         let mut fills = 1u128 << (u32::from(self.candidates[0].n_players) * row);
         for c in &self.candidates[1..] {
-            let k = u32::from(c.n_players);
-            fills |= ((fills & room_first(k)) << (k * row)) | ((fills & room_second(k)) << k);
+            let k = usize::from(c.n_players);
+            fills |= ((fills & room.first[k]) << (k as u32 * row)) | ((fills & room.second[k]) << k);
             if fills >> full & 1 == 1 {
                 return true;
             }
@@ -1836,6 +1833,32 @@ impl Skips {
             j = next;
         }
         j.checked_sub(1)
+    }
+}
+
+/// For `Pool::sizes_can_fill_teams`, by party size `k`: the bits of the (first team,
+/// second team) fills whose first team, or second, has room for `k` more players. Built
+/// once per pool: building them per candidate was a third of the tick on a pool of parties
+/// that cannot complete each other (BENCHMARKS.md).
+struct TeamFillRooms {
+    first: [u128; 11],
+    second: [u128; 11],
+}
+
+impl TeamFillRooms {
+    /// Two teams of at most 10 only: the fills of a larger mode do not fit a `u128`.
+    fn new(teams: u16, team_size: u16) -> Option<Self> {
+        if teams != 2 || team_size > 10 {
+            return None;
+        }
+        let size = u32::from(team_size);
+        let row = size + 1;
+        let (mut first, mut second) = ([0u128; 11], [0u128; 11]);
+        for k in 1..=size {
+            first[k as usize] = (1u128 << ((size - k + 1) * row)) - 1;
+            second[k as usize] = (0..row).fold(0u128, |m, f1| m | (((1u128 << (size - k + 1)) - 1) << (f1 * row)));
+        }
+        Some(TeamFillRooms { first, second })
     }
 }
 
