@@ -1517,9 +1517,9 @@ impl Pool {
         self.split_teams()
     }
 
-    /// The first set of candidates that fills the match, that every member accepts, and that
-    /// packs into teams; none, without searching, when their party sizes cannot fill the
-    /// teams.
+    /// A set of candidates that fills the match, that every member accepts, and that packs
+    /// into teams: the best balanced of the first few found (`SUBSET_LEAVES`; under load,
+    /// the first); none, without searching, when their party sizes cannot fill the teams.
     fn search_subset(&mut self) -> bool {
         if !self.sizes_can_fill_teams() {
             debug_assert!(!self.subset_dfs_from_anchor(), "the sizes check refused a set the search finds");
