@@ -442,10 +442,12 @@ pub(crate) struct Pool {
     suffix_players: Vec<u32>,
     chosen: Vec<u32>,
     best_chosen: Vec<u32>,
-    /// The datacenters every member of `chosen` (then `best_chosen`) accepts.
+    /// The datacenters every member of `best_chosen` accepts (while a search runs, of the
+    /// set it is splitting).
     best_dc_mask: u32,
-    /// The gap between the team means of the last split (`split_teams`).
-    chosen_gap: f64,
+    /// The gap between the team means of `best_chosen` (while the subset search runs, of
+    /// the last set it split).
+    best_gap: f64,
     /// The subset search's best full set so far (as `best_chosen`), its datacenters,
     /// its imbalance, and how many full sets it has split.
     subset_best: Vec<u32>,
@@ -528,7 +530,7 @@ impl Pool {
             suffix_players: Vec::new(),
             chosen: Vec::new(),
             best_chosen: Vec::new(),
-            chosen_gap: 0.0,
+            best_gap: 0.0,
             subset_best: Vec::new(),
             subset_best_dc_mask: 0,
             subset_best_gap: f64::INFINITY,
@@ -1455,7 +1457,7 @@ impl Pool {
                 return false;
             }
             // The nearest ones do not fit together: gather every candidate the limits allow
-            // and search once more (nearest first still, so tight sets still come first).
+            // and search once more (nearest first still, so tight sets are still found first).
             target = usize::MAX;
         }
     }
@@ -1529,8 +1531,8 @@ impl Pool {
     }
 
     /// Depth-first over the candidates, nearest first, the anchor always in; of the first
-    /// `SUBSET_LEAVES` full sets that split into teams, the best balanced goes to
-    /// `best_chosen`.
+    /// `SUBSET_LEAVES` full sets that split into teams (under load, the first; a perfectly
+    /// balanced one ends the search), the best balanced goes to `best_chosen`.
     fn subset_dfs_from_anchor(&mut self) -> bool {
         let n = self.candidates.len();
         self.suffix_players.clear();
@@ -1556,9 +1558,12 @@ impl Pool {
         if self.subset_leaves == 0 {
             return false;
         }
+        // Ratings are finite (the shard checks), so any split set has a finite gap and was
+        // kept: `subset_best` is this search's, not a stale one.
+        debug_assert!(self.subset_best_gap.is_finite());
         std::mem::swap(&mut self.best_chosen, &mut self.subset_best);
         self.best_dc_mask = self.subset_best_dc_mask;
-        self.chosen_gap = self.subset_best_gap;
+        self.best_gap = self.subset_best_gap;
         true
     }
 
@@ -1570,7 +1575,7 @@ impl Pool {
             if !self.split_teams() {
                 return false;
             }
-            let gap = self.chosen_gap;
+            let gap = self.best_gap;
             self.subset_leaves += 1;
             if gap < self.subset_best_gap {
                 self.subset_best_gap = gap;
@@ -1653,7 +1658,7 @@ impl Pool {
 
     /// Splits the chosen candidates into teams of exactly `team_size`, minimising the gap
     /// between team means. On success `best_chosen` holds sorted positions, team by team,
-    /// `split.best` the team of each, and `chosen_gap` the gap.
+    /// `split.best` the team of each, and `best_gap` the gap.
     fn split_teams(&mut self) -> bool {
         if self.team_size == 1 {
             // One ticket per team: every split is the same match, and the gap between team
@@ -1664,7 +1669,7 @@ impl Pool {
             let (lo, hi) = chosen.iter().fold((f64::INFINITY, f64::NEG_INFINITY), |(lo, hi), &ci| {
                 (lo.min(candidates[ci as usize].min_mmr), hi.max(candidates[ci as usize].max_mmr))
             });
-            self.chosen_gap = hi - lo;
+            self.best_gap = hi - lo;
             return true;
         }
         let split = &mut self.split;
@@ -1684,7 +1689,7 @@ impl Pool {
         if !split.run(self.teams, self.team_size) {
             return false;
         }
-        self.chosen_gap = split.best_gap;
+        self.best_gap = split.best_gap;
         self.best_chosen.clear();
         for team in 0..self.teams {
             for (item, &t) in split.items.iter().zip(&split.best) {
