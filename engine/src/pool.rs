@@ -442,12 +442,8 @@ pub(crate) struct Pool {
     suffix_players: Vec<u32>,
     chosen: Vec<u32>,
     best_chosen: Vec<u32>,
-    /// The datacenters every member of `best_chosen` accepts (while a search runs, of the
-    /// set it is splitting).
+    /// The datacenters every member of `best_chosen` accepts.
     best_dc_mask: u32,
-    /// The gap between the team means of `best_chosen` (while the subset search runs, of
-    /// the last set it split).
-    best_gap: f64,
     /// The subset search's best full set so far (as `best_chosen`), its datacenters,
     /// its imbalance, and how many full sets it has split.
     subset_best: Vec<u32>,
@@ -530,7 +526,6 @@ impl Pool {
             suffix_players: Vec::new(),
             chosen: Vec::new(),
             best_chosen: Vec::new(),
-            best_gap: 0.0,
             subset_best: Vec::new(),
             subset_best_dc_mask: 0,
             subset_best_gap: f64::INFINITY,
@@ -1563,7 +1558,6 @@ impl Pool {
         debug_assert!(self.subset_best_gap.is_finite());
         std::mem::swap(&mut self.best_chosen, &mut self.subset_best);
         self.best_dc_mask = self.subset_best_dc_mask;
-        self.best_gap = self.subset_best_gap;
         true
     }
 
@@ -1571,11 +1565,11 @@ impl Pool {
     fn subset_dfs(&mut self, next: usize, st: SubsetState, budget: &mut u32) -> bool {
         let need = self.players_per_match as u32;
         if st.players == need {
-            self.best_dc_mask = st.dc_mask;
             if !self.split_teams() {
                 return false;
             }
-            let gap = self.best_gap;
+            // The gap between team means; for teams of one, the set's spread.
+            let gap = if self.team_size == 1 { st.hi - st.lo } else { self.split.best_gap };
             self.subset_leaves += 1;
             if gap < self.subset_best_gap {
                 self.subset_best_gap = gap;
@@ -1658,18 +1652,13 @@ impl Pool {
 
     /// Splits the chosen candidates into teams of exactly `team_size`, minimising the gap
     /// between team means. On success `best_chosen` holds sorted positions, team by team,
-    /// `split.best` the team of each, and `best_gap` the gap.
+    /// and `split.best` the team of each (`split.best_gap` the gap).
     fn split_teams(&mut self) -> bool {
         if self.team_size == 1 {
-            // One ticket per team: every split is the same match, and the gap between team
-            // means is the spread.
+            // One ticket per team: every split is the same match.
             let (chosen, candidates) = (&self.chosen, &self.candidates);
             self.best_chosen.clear();
             self.best_chosen.extend(chosen.iter().map(|&ci| candidates[ci as usize].pos));
-            let (lo, hi) = chosen.iter().fold((f64::INFINITY, f64::NEG_INFINITY), |(lo, hi), &ci| {
-                (lo.min(candidates[ci as usize].min_mmr), hi.max(candidates[ci as usize].max_mmr))
-            });
-            self.best_gap = hi - lo;
             return true;
         }
         let split = &mut self.split;
@@ -1689,7 +1678,6 @@ impl Pool {
         if !split.run(self.teams, self.team_size) {
             return false;
         }
-        self.best_gap = split.best_gap;
         self.best_chosen.clear();
         for team in 0..self.teams {
             for (item, &t) in split.items.iter().zip(&split.best) {
