@@ -31,7 +31,7 @@
 //! the worst case and close to O(n) in the steady state. Buffers are kept between ticks.
 
 use crate::command::{Match, MatchId, MatchedTicket, PlayerId, TicketId};
-use crate::recent_waits::{PLAN_WAIT_QUANTILE, RecentWaits};
+use crate::recent_waits::{DUEL_PATIENCE_QUANTILE, PLAN_WAIT_QUANTILE, RecentWaits};
 use crate::rules::{DatacenterId, Mode, ModeId, Widening};
 
 /// How many sorted neighbours an anchor looks at, at most, per match slot to fill.
@@ -99,6 +99,18 @@ const SUBSET_BUDGET: u32 = 2_000;
 /// on three criteria instead of 57; party-heavy traffic, mean imbalance 39.7 → 38.4. 64
 /// did no better. Under load the first set stands (see `subset_dfs`).
 const SUBSET_LEAVES: u32 = 16;
+/// Duels (two teams of one) in a small pool: a pair further apart than this fraction of
+/// the older ticket's MMR window waits for a closer opponent, while that ticket's wait is
+/// under the shard's recent `DUEL_PATIENCE_QUANTILE` wait. A duel's imbalance is the gap
+/// between its two ratings, and the first valid pair is set by the window alone: in sparse
+/// traffic it is nearly as wide as the window. The target grows with the window, so a
+/// ticket with nobody closer still matches, at most at the quantile; the cap keeps the
+/// wait out of the tail the p95 is taken over, also where duels are all the traffic.
+/// Measured on the held-out sweep (BENCHMARKS.md): duels' mean imbalance about a quarter
+/// lower, and mixed traffic with parties of every size equally likely, which lost on
+/// imbalance in 33 of 40 runs at 40/s, lost in 3. 0.4 and 0.6, a fixed 6–20 s cap and
+/// the median as cap did worse on one criterion or another.
+const DUEL_PATIENCE_FRACTION: f64 = 0.5;
 /// Node budget of the team-split search per candidate set.
 const SPLIT_BUDGET: u32 = 4_000;
 
@@ -384,6 +396,8 @@ pub(crate) struct MatchSink<'a, R: Retire> {
     recent_waits: &'a mut RecentWaits,
     /// `plan_wait_cap_ms`, once a pool has asked this tick.
     plan_wait_cap_ms: Option<Option<u64>>,
+    /// `duel_patience_ms`, once a pool has asked this tick.
+    duel_patience_ms: Option<Option<u64>>,
 }
 
 impl<'a, R: Retire> MatchSink<'a, R> {
@@ -395,7 +409,16 @@ impl<'a, R: Retire> MatchSink<'a, R> {
         out: &'a mut Vec<crate::command::Event>,
         recent_waits: &'a mut RecentWaits,
     ) -> Self {
-        MatchSink { region_dcs, shard_tag, next_match_seq, retire, out, recent_waits, plan_wait_cap_ms: None }
+        MatchSink {
+            region_dcs,
+            shard_tag,
+            next_match_seq,
+            retire,
+            out,
+            recent_waits,
+            plan_wait_cap_ms: None,
+            duel_patience_ms: None,
+        }
     }
 
     /// How long wide parties' plans may hold a ticket: the shard's recent p95 wait
@@ -404,6 +427,13 @@ impl<'a, R: Retire> MatchSink<'a, R> {
     fn plan_wait_cap_ms(&mut self) -> Option<u64> {
         *self.plan_wait_cap_ms.get_or_insert_with(|| self.recent_waits.quantile(PLAN_WAIT_QUANTILE))
     }
+
+    /// How long a duel ticket may wait for a closer opponent (see `DUEL_PATIENCE_FRACTION`):
+    /// the shard's recent `DUEL_PATIENCE_QUANTILE` wait, worked out at most once a tick and
+    /// only when a pair is wide enough to ask; `None` until enough tickets have matched.
+    fn duel_patience_ms(&mut self) -> Option<u64> {
+        *self.duel_patience_ms.get_or_insert_with(|| self.recent_waits.quantile(DUEL_PATIENCE_QUANTILE))
+    }
 }
 
 pub(crate) struct Pool {
@@ -411,6 +441,8 @@ pub(crate) struct Pool {
     teams: u16,
     team_size: u16,
     players_per_match: usize,
+    /// Two teams of one: no holds, and wide pairs wait (`DUEL_PATIENCE_FRACTION`).
+    duel: bool,
     /// `None` where `sizes_can_fill_teams` leaves the sizes to the search.
     team_fill_rooms: Option<TeamFillRooms>,
     mmr_window: Widening,
@@ -508,6 +540,7 @@ impl Pool {
             teams: mode.teams,
             team_size: mode.team_size,
             players_per_match: mode.players_per_match(),
+            duel: mode.teams == 2 && mode.team_size == 1,
             team_fill_rooms: TeamFillRooms::new(mode.teams, mode.team_size),
             mmr_window: mode.mmr_window,
             max_rtt: mode.max_rtt_ms,
@@ -912,6 +945,10 @@ impl Pool {
                 held = true;
             }
             if self.find_match(anchor, now_ms, now_ms) {
+                if self.duel && !self.under_load() && self.waits_for_closer_opponent(now_ms, e.enqueued_at_ms, sink) {
+                    self.set_retry(anchor, age_idx, now_ms + 1);
+                    continue;
+                }
                 self.take_match(now_ms, sink);
                 continue;
             }
@@ -928,7 +965,12 @@ impl Pool {
                 self.take_match(now_ms, sink);
                 continue;
             }
-            if !held && self.find_match(anchor, now_ms + horizon, now_ms) {
+            // Duels hold nothing: one opponent is all an old ticket needs, and holding the
+            // nearest for it paired it wider than a younger ticket would have been. Measured
+            // (BENCHMARKS.md): duels' mean imbalance a little lower, other criteria alike.
+            if self.duel && held {
+                held = false;
+            } else if !held && !self.duel && self.find_match(anchor, now_ms + horizon, now_ms) {
                 self.look_ahead_set.clone_from(&self.best_chosen);
                 held = true;
             }
@@ -954,6 +996,23 @@ impl Pool {
         }
         self.reserved.clear();
         self.holds.clear();
+    }
+
+    /// Whether the duel pair in `best_chosen`, found for an anchor enqueued at
+    /// `enqueued_at_ms`, should wait for a closer opponent (see `DUEL_PATIENCE_FRACTION`).
+    fn waits_for_closer_opponent(
+        &self,
+        now_ms: u64,
+        enqueued_at_ms: u64,
+        sink: &mut MatchSink<'_, impl Retire>,
+    ) -> bool {
+        let (lo, hi) = self.best_chosen.iter().fold((f64::INFINITY, f64::NEG_INFINITY), |(lo, hi), &m| {
+            let c = &self.sorted.entries[m as usize];
+            (lo.min(c.min_mmr), hi.max(c.max_mmr))
+        });
+        let wait_ms = now_ms.saturating_sub(enqueued_at_ms);
+        hi - lo > DUEL_PATIENCE_FRACTION * self.mmr_window.at(wait_ms)
+            && sink.duel_patience_ms().is_some_and(|patience| wait_ms < patience)
     }
 
     /// Wide parties (own ratings further apart than the window a new ticket starts with)

@@ -1,4 +1,5 @@
-//! The waits of a shard's recently matched tickets, for the cap on wide parties' plans.
+//! The waits of a shard's recently matched tickets, for the caps on wide parties' plans
+//! and on duels' patience.
 
 /// Matched tickets whose waits are kept: at 100 matched tickets a second, the last 10 s.
 const RECENT_WAITS: usize = 1_024;
@@ -12,6 +13,9 @@ const MIN_SAMPLES: usize = 64;
 /// (BENCHMARKS.md) against fixed caps of 4–14 s, whose best value grew from 7 s at 150
 /// tickets/s to 14 s at 40/s, and against each mode's own p90 and p95.
 pub(crate) const PLAN_WAIT_QUANTILE: f64 = 0.95;
+/// Duel tickets wait for a closer opponent only while their wait is under this quantile
+/// of the shard's recent waits (see `pool::DUEL_PATIENCE_FRACTION`).
+pub(crate) const DUEL_PATIENCE_QUANTILE: f64 = 0.75;
 
 /// The last `RECENT_WAITS` waits, in a ring.
 #[derive(Debug, Default)]

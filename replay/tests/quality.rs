@@ -58,7 +58,11 @@ fn compare_under(rules: &Arc<Rules>, spec: &WorkloadSpec, drain: u64) -> (Qualit
 /// One seeded minute of mixed traffic at `rate` tickets per second.
 fn engine_beats_greedy(seed: u64, rate: f64) {
     let rules = Rules::from_toml(RULES).unwrap();
-    let spec = WorkloadSpec::mixed(&rules, seed, rate, 60.0);
+    engine_beats_greedy_on(WorkloadSpec::mixed(&rules, seed, rate, 60.0));
+}
+
+fn engine_beats_greedy_on(spec: WorkloadSpec) {
+    let (seed, rate) = (spec.seed, spec.tickets_per_s);
     let (engine, greedy) = compare(&spec);
     eprintln!("seed {seed} rate {rate}\n  engine {engine:?}\n  greedy {greedy:?}");
     assert!(engine.tickets_matched >= greedy.tickets_matched, "seed {seed}: fewer tickets matched");
@@ -87,6 +91,15 @@ fn beats_greedy_at_150_tickets_per_s() {
     engine_beats_greedy(4, 150.0);
 }
 
+/// Parties of every size equally likely (the mixed shape's are mostly solo): more trios,
+/// quads and full stacks, whose sizes leave one way to split a set into teams.
+#[test]
+fn beats_greedy_with_parties_of_every_size_equally_likely() {
+    let rules = Rules::from_toml(RULES).unwrap();
+    let spec = WorkloadSpec { party_size_weights: vec![0.2; 5], ..WorkloadSpec::mixed(&rules, 5, 40.0, 60.0) };
+    engine_beats_greedy_on(spec);
+}
+
 /// Held-out seeds and rates, beyond the four asserted above: prints one line per run and
 /// how many runs missed each criterion. Run it after changing the matcher:
 /// `cargo test --release -p rally-replay --test quality -- --ignored --nocapture`.
@@ -94,7 +107,10 @@ fn beats_greedy_at_150_tickets_per_s() {
 /// `RALLY_QUALITY_RATES=40,80` the arrival rates they cycle through (default 40 to 500/s),
 /// `RALLY_QUALITY_MODES=FILE.toml` other rules than `examples/modes.toml`, and
 /// `RALLY_QUALITY_DRAIN_MS` a drain other than 30 s after the last arrival,
-/// `RALLY_QUALITY_SHAPE=party-heavy` the traffic of `WorkloadSpec::party_heavy`, and
+/// `RALLY_QUALITY_SHAPE=party-heavy` the traffic of `WorkloadSpec::party_heavy`,
+/// `RALLY_QUALITY_PARTY_WEIGHTS=0.2,0.2,0.2,0.2,0.2` other weights of party sizes 1, 2, …,
+/// `RALLY_QUALITY_MODE_WEIGHTS=1,0,0,0` other weights of the modes (in the rules' order),
+/// `RALLY_QUALITY_CANCEL=0.1` another fraction of tickets that cancel, and
 /// `RALLY_QUALITY_DUMP=DIR` writes each run's events and both matchers' matches there
 /// (`seedN-events.jsonl`, `seedN-engine.jsonl`, `seedN-greedy.jsonl`) for a closer look.
 #[test]
@@ -123,7 +139,19 @@ fn held_out_sweep() {
     let (mut runs, mut fewer, mut slower, mut worse) = (0, 0, 0, 0);
     for seed in first..last {
         let rate = rates[seed as usize % rates.len()];
-        let spec = shape(&rules, seed, rate, 60.0);
+        let mut spec = shape(&rules, seed, rate, 60.0);
+        if let Ok(weights) = std::env::var("RALLY_QUALITY_PARTY_WEIGHTS") {
+            spec.party_size_weights =
+                weights.split(',').map(|w| w.trim().parse().expect("RALLY_QUALITY_PARTY_WEIGHTS: numbers")).collect();
+        }
+        if let Ok(weights) = std::env::var("RALLY_QUALITY_MODE_WEIGHTS") {
+            for ((_, w), new) in spec.modes.iter_mut().zip(weights.split(',')) {
+                *w = new.trim().parse().expect("RALLY_QUALITY_MODE_WEIGHTS: numbers");
+            }
+        }
+        if let Ok(fraction) = std::env::var("RALLY_QUALITY_CANCEL") {
+            spec.cancel_fraction = fraction.parse().expect("RALLY_QUALITY_CANCEL: a fraction");
+        }
         let (e, g) = compare_under(&rules, &spec, drain);
         runs += 1;
         fewer += usize::from(e.tickets_matched < g.tickets_matched);
