@@ -100,17 +100,22 @@ const SUBSET_BUDGET: u32 = 2_000;
 /// did no better. Under load the first set stands (see `subset_dfs`).
 const SUBSET_LEAVES: u32 = 16;
 /// Duels (two teams of one) in a small pool: a pair further apart than this fraction of
-/// the older ticket's MMR window waits for a closer opponent, while that ticket's wait is
-/// under the shard's recent `DUEL_PATIENCE_QUANTILE` wait. A duel's imbalance is the gap
-/// between its two ratings, and the first valid pair is set by the window alone: in sparse
-/// traffic it is nearly as wide as the window. The target grows with the window, so a
-/// ticket with nobody closer still matches, at most at the quantile; the cap keeps the
-/// wait out of the tail the p95 is taken over, also where duels are all the traffic.
-/// Measured on the held-out sweep (BENCHMARKS.md): duels' mean imbalance about a quarter
-/// lower, and mixed traffic with parties of every size equally likely, which lost on
-/// imbalance in 33 of 40 runs at 40/s, lost in 3. 0.4 and 0.6, a fixed 6–20 s cap and
-/// the median as cap did worse on one criterion or another.
+/// its older ticket's MMR window waits for a closer opponent, while that ticket's wait is
+/// under the shard's recent `DUEL_PATIENCE_QUANTILE` wait (and `DUEL_PATIENCE_MAX_MS`). A
+/// duel's imbalance is the gap between its two ratings, and the first valid pair is set by
+/// the window alone: in sparse traffic it is nearly as wide as the window. The target grows
+/// with the window, so a ticket with nobody closer still matches, at the latest at the
+/// cap. The cap keeps the added wait under most tickets' (a fixed cap put duel-only
+/// traffic's p95 above greedy's in every run). Measured on the held-out sweep
+/// (BENCHMARKS.md): on mixed traffic at 40/s duels' mean imbalance 34.7 → 26.5 with a 10 s
+/// cap, all matches' 40.2 → 37.1 with this one; with parties of every size equally likely,
+/// imbalance lost to greedy's in 3 of 40 runs instead of 33. The cost is tickets: a duel
+/// ticket that waits longer is more often cancelled first.
 const DUEL_PATIENCE_FRACTION: f64 = 0.5;
+/// The longest a duel ticket waits for a closer opponent, whatever the recent waits: under
+/// `shard::IDLE_AFTER_QUIET_MS`, so a pair declined for patience forms before its shard
+/// can count as idle (`Shard::is_idle`).
+pub(crate) const DUEL_PATIENCE_MAX_MS: u64 = 20_000;
 /// Node budget of the team-split search per candidate set.
 const SPLIT_BUDGET: u32 = 4_000;
 
@@ -941,11 +946,16 @@ impl Pool {
                     self.set_retry(anchor, age_idx, retry_at_ms);
                     continue;
                 }
-                self.look_ahead_set.clone_from(&self.best_chosen);
-                held = true;
+                // Duels hold nothing (below); under load their look-ahead only filters.
+                if !self.duel {
+                    self.look_ahead_set.clone_from(&self.best_chosen);
+                    held = true;
+                }
             }
             if self.find_match(anchor, now_ms, now_ms) {
-                if self.duel && !self.under_load() && self.waits_for_closer_opponent(now_ms, e.enqueued_at_ms, sink) {
+                if self.duel && !self.under_load() && self.waits_for_closer_opponent(now_ms, sink) {
+                    // Searched again next tick: the target grows with the window, and the
+                    // wait may reach the cap at any tick.
                     self.set_retry(anchor, age_idx, now_ms + 1);
                     continue;
                 }
@@ -965,12 +975,13 @@ impl Pool {
                 self.take_match(now_ms, sink);
                 continue;
             }
-            // Duels hold nothing: one opponent is all an old ticket needs, and holding the
-            // nearest for it paired it wider than a younger ticket would have been. Measured
-            // (BENCHMARKS.md): duels' mean imbalance a little lower, other criteria alike.
-            if self.duel && held {
-                held = false;
-            } else if !held && !self.duel && self.find_match(anchor, now_ms + horizon, now_ms) {
+            // Duels hold nothing: one opponent is all an old ticket needs, and holding its
+            // nearest opponent paired it wider than a younger ticket would later have been
+            // paired. Measured (BENCHMARKS.md): duels' mean imbalance a little lower, other
+            // criteria alike. (Under load a duel anchor whose look-ahead succeeded but whose
+            // search now failed so sleeps its re-search delay; its partner's search still
+            // finds it.)
+            if !held && !self.duel && self.find_match(anchor, now_ms + horizon, now_ms) {
                 self.look_ahead_set.clone_from(&self.best_chosen);
                 held = true;
             }
@@ -998,21 +1009,17 @@ impl Pool {
         self.holds.clear();
     }
 
-    /// Whether the duel pair in `best_chosen`, found for an anchor enqueued at
-    /// `enqueued_at_ms`, should wait for a closer opponent (see `DUEL_PATIENCE_FRACTION`).
-    fn waits_for_closer_opponent(
-        &self,
-        now_ms: u64,
-        enqueued_at_ms: u64,
-        sink: &mut MatchSink<'_, impl Retire>,
-    ) -> bool {
-        let (lo, hi) = self.best_chosen.iter().fold((f64::INFINITY, f64::NEG_INFINITY), |(lo, hi), &m| {
-            let c = &self.sorted.entries[m as usize];
-            (lo.min(c.min_mmr), hi.max(c.max_mmr))
-        });
-        let wait_ms = now_ms.saturating_sub(enqueued_at_ms);
+    /// Whether the duel pair in `best_chosen` should wait for a closer opponent (see
+    /// `DUEL_PATIENCE_FRACTION`). Judged by the pair's older ticket, whichever searched.
+    fn waits_for_closer_opponent(&self, now_ms: u64, sink: &mut MatchSink<'_, impl Retire>) -> bool {
+        let (lo, hi, oldest_ms) =
+            self.best_chosen.iter().fold((f64::INFINITY, f64::NEG_INFINITY, u64::MAX), |(lo, hi, oldest), &m| {
+                let c = &self.sorted.entries[m as usize];
+                (lo.min(c.min_mmr), hi.max(c.max_mmr), oldest.min(c.enqueued_at_ms))
+            });
+        let wait_ms = now_ms.saturating_sub(oldest_ms);
         hi - lo > DUEL_PATIENCE_FRACTION * self.mmr_window.at(wait_ms)
-            && sink.duel_patience_ms().is_some_and(|patience| wait_ms < patience)
+            && sink.duel_patience_ms().is_some_and(|patience| wait_ms < patience.min(DUEL_PATIENCE_MAX_MS))
     }
 
     /// Wide parties (own ratings further apart than the window a new ticket starts with)

@@ -3,7 +3,7 @@
 
 /// Matched tickets whose waits are kept: at 100 matched tickets a second, the last 10 s.
 const RECENT_WAITS: usize = 1_024;
-/// No quantile (so no plans) until this many tickets have matched.
+/// No quantile (so no plans and no duel patience) until this many tickets have matched.
 const MIN_SAMPLES: usize = 64;
 /// Wide parties' plans hold no ticket past this quantile of the shard's recent waits: the
 /// held tickets wait longer than they would have, but stay out of the tail the p95 wait is

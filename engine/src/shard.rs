@@ -10,7 +10,9 @@ use std::sync::Arc;
 use rustc_hash::FxHashMap;
 
 use crate::command::{Command, Event, PlayerEntry, PlayerId, Rejection, TicketId, TicketRequest};
-use crate::pool::{MatchSink, NewTicket, PLAN_RETRY_DENSE_MS, Pool, RESEARCH_DELAY_MAX_MS, Retire};
+use crate::pool::{
+    DUEL_PATIENCE_MAX_MS, MatchSink, NewTicket, PLAN_RETRY_DENSE_MS, Pool, RESEARCH_DELAY_MAX_MS, Retire,
+};
 use crate::recent_waits::RecentWaits;
 use crate::rules::{DatacenterId, MAX_DATACENTERS_PER_SHARD, ModeId, Rules, ShardId};
 
@@ -20,10 +22,15 @@ use crate::rules::{DatacenterId, MAX_DATACENTERS_PER_SHARD, ModeId, Rules, Shard
 /// the pools still do over time is search again, each failed anchor at most
 /// `RESEARCH_DELAY_MAX_MS` after its last search (a wide party's plan at most
 /// `PLAN_RETRY_DENSE_MS` after), deterministically from the same state. Six of those
-/// delays: every anchor has searched again, more than once, and found nothing.
+/// delays: every anchor has searched again, more than once, and found nothing. A duel pair
+/// declined for patience forms at most `DUEL_PATIENCE_MAX_MS` after its older ticket's
+/// enqueue, a change, so before the quiet stretch ends.
 const IDLE_AFTER_QUIET_MS: u64 = 30_000;
-const _: () =
-    assert!(IDLE_AFTER_QUIET_MS >= 2 * RESEARCH_DELAY_MAX_MS && IDLE_AFTER_QUIET_MS >= 2 * PLAN_RETRY_DENSE_MS);
+const _: () = assert!(
+    IDLE_AFTER_QUIET_MS >= 2 * RESEARCH_DELAY_MAX_MS
+        && IDLE_AFTER_QUIET_MS >= 2 * PLAN_RETRY_DENSE_MS
+        && IDLE_AFTER_QUIET_MS > DUEL_PATIENCE_MAX_MS
+);
 
 /// Per-shard settings.
 #[derive(Clone, Copy, Debug, PartialEq)]
@@ -101,7 +108,8 @@ pub struct Shard {
     /// When the waiting tickets' limits settle (see `is_idle`), once a quiet stretch asked;
     /// forgotten at every change.
     limits_settle_at_ms: Option<u64>,
-    /// Waits of the tickets matched lately, all modes: what wide parties' plans are capped by.
+    /// Waits of the tickets matched lately, all modes: what wide parties' plans and duels'
+    /// patience are capped by.
     recent_waits: RecentWaits,
     // Enqueue scratch.
     rtt_scratch: Vec<f64>,

@@ -556,4 +556,5 @@ fn a_duel_pair_wider_than_half_the_window_waits_for_a_closer_opponent_up_to_the_
         t=16000 duel @eu-west [t2] vs [t4] spread=60.0 imbalance=60.0 worst_rtt=20.0 waits=5000,4000
     "#]]
     .assert_eq(&render(s.rules(), &matches));
+    assert_eq!(s.waiting_total(), 0);
 }

@@ -145,12 +145,15 @@ fn held_out_sweep() {
                 weights.split(',').map(|w| w.trim().parse().expect("RALLY_QUALITY_PARTY_WEIGHTS: numbers")).collect();
         }
         if let Ok(weights) = std::env::var("RALLY_QUALITY_MODE_WEIGHTS") {
-            for ((_, w), new) in spec.modes.iter_mut().zip(weights.split(',')) {
-                *w = new.trim().parse().expect("RALLY_QUALITY_MODE_WEIGHTS: numbers");
+            let weights: Vec<f64> =
+                weights.split(',').map(|w| w.trim().parse().expect("RALLY_QUALITY_MODE_WEIGHTS: numbers")).collect();
+            assert_eq!(weights.len(), spec.modes.len(), "RALLY_QUALITY_MODE_WEIGHTS: one weight per mode");
+            for ((_, w), new) in spec.modes.iter_mut().zip(weights) {
+                *w = new;
             }
         }
         if let Ok(fraction) = std::env::var("RALLY_QUALITY_CANCEL") {
-            spec.cancel_fraction = fraction.parse().expect("RALLY_QUALITY_CANCEL: a fraction");
+            spec.cancel_fraction = fraction.trim().parse().expect("RALLY_QUALITY_CANCEL: a fraction");
         }
         let (e, g) = compare_under(&rules, &spec, drain);
         runs += 1;
