@@ -107,11 +107,11 @@ const SUBSET_LEAVES: u32 = 16;
 /// with the window, so a ticket with nobody closer still matches, at the latest at the
 /// cap. The cap keeps the added wait under most tickets' (a fixed cap put duel-only
 /// traffic's p95 above greedy's in every run). Measured on the held-out sweep
-/// (BENCHMARKS.md): on mixed traffic at 40/s duels' mean imbalance 34.7 → 26.5 with a 10 s
-/// cap, all matches' 40.2 → 37.1 with this one; with parties of every size equally likely,
-/// imbalance lost to greedy's in 3 of 40 runs instead of 33. The cost is tickets: a duel
-/// ticket that waits longer is more often cancelled first.
-const DUEL_PATIENCE_FRACTION: f64 = 0.5;
+/// (BENCHMARKS.md): on mixed traffic at 40/s all matches' mean imbalance 40.2 → 36.5; with
+/// parties of every size equally likely, imbalance lost to greedy's in 1 of 40 runs
+/// instead of 33. 0.5 did a little worse on both. The cost is tickets: a duel ticket that
+/// waits longer is more often cancelled first.
+const DUEL_PATIENCE_FRACTION: f64 = 0.4;
 /// The longest a duel ticket waits for a closer opponent, whatever the recent waits: under
 /// `shard::IDLE_AFTER_QUIET_MS`, so a pair declined for patience forms before its shard
 /// can count as idle (`Shard::is_idle`).

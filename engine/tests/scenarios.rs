@@ -536,19 +536,19 @@ fn of_several_sets_the_best_balanced_one_forms() {
 }
 
 #[test]
-fn a_duel_pair_wider_than_half_the_window_waits_for_a_closer_opponent_up_to_the_cap() {
+fn a_wide_duel_pair_waits_for_a_closer_opponent_up_to_the_cap() {
     let mut s = shard();
     // 66 tickets matched after 5 s: the shard's recent p75 wait, the cap, is 5 s.
     trio_pool_that_waited_5_s(&mut s, 10_000);
     enqueue(&mut s, 10_000, ticket(1, "duel", vec![eu(1, 1_500.0)]));
     let mut matches = run_ticks(&mut s, 10_000, 10_900);
-    // Valid at once (40 is inside both windows), but wider than half of ticket 1's (60).
+    // Valid at once (40 is inside both windows), but wider than 0.4 of ticket 1's (60).
     enqueue(&mut s, 11_000, ticket(2, "duel", vec![eu(2, 1_540.0)]));
     matches.extend(run_ticks(&mut s, 11_000, 11_900));
     // A closer opponent a second later takes ticket 1.
     enqueue(&mut s, 12_000, ticket(3, "duel", vec![eu(3, 1_510.0)]));
-    // Nobody closer comes for ticket 2: its target (half its window) would reach 60 only
-    // after 7 s, so it matches at the cap, 5 s after it arrived.
+    // Nobody closer comes for ticket 2: its target (0.4 of its window) would reach 60 only
+    // after 10 s, so it matches at the cap, 5 s after it arrived.
     enqueue(&mut s, 12_000, ticket(4, "duel", vec![eu(4, 1_600.0)]));
     matches.extend(run_ticks(&mut s, 12_000, 20_000));
     expect![[r#"
