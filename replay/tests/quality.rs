@@ -126,11 +126,14 @@ fn held_out_sweep() {
     let seeds = std::env::var("RALLY_QUALITY_SEEDS").unwrap_or_else(|_| "5..25".to_owned());
     let (first, last) = seeds.split_once("..").expect("RALLY_QUALITY_SEEDS: FIRST..LAST");
     let (first, last): (u64, u64) = (first.parse().unwrap(), last.parse().unwrap());
-    let rates: Vec<f64> = std::env::var("RALLY_QUALITY_RATES")
-        .unwrap_or_else(|_| "40,80,150,300,500".to_owned())
-        .split(',')
-        .map(|r| r.trim().parse().expect("RALLY_QUALITY_RATES: numbers"))
-        .collect();
+    let rates = env_numbers("RALLY_QUALITY_RATES").unwrap_or_else(|| vec![40.0, 80.0, 150.0, 300.0, 500.0]);
+    let party_weights = env_numbers("RALLY_QUALITY_PARTY_WEIGHTS");
+    let mode_weights = env_numbers("RALLY_QUALITY_MODE_WEIGHTS");
+    if let Some(weights) = &mode_weights {
+        assert_eq!(weights.len(), rules.modes.len(), "RALLY_QUALITY_MODE_WEIGHTS: one weight per mode");
+    }
+    let cancel_fraction: Option<f64> =
+        std::env::var("RALLY_QUALITY_CANCEL").ok().map(|f| f.trim().parse().expect("RALLY_QUALITY_CANCEL: a fraction"));
     let shape: fn(&Rules, u64, f64, f64) -> WorkloadSpec = match std::env::var("RALLY_QUALITY_SHAPE").as_deref() {
         Err(_) | Ok("mixed") => WorkloadSpec::mixed,
         Ok("party-heavy") => WorkloadSpec::party_heavy,
@@ -140,20 +143,16 @@ fn held_out_sweep() {
     for seed in first..last {
         let rate = rates[seed as usize % rates.len()];
         let mut spec = shape(&rules, seed, rate, 60.0);
-        if let Ok(weights) = std::env::var("RALLY_QUALITY_PARTY_WEIGHTS") {
-            spec.party_size_weights =
-                weights.split(',').map(|w| w.trim().parse().expect("RALLY_QUALITY_PARTY_WEIGHTS: numbers")).collect();
+        if let Some(weights) = &party_weights {
+            spec.party_size_weights.clone_from(weights);
         }
-        if let Ok(weights) = std::env::var("RALLY_QUALITY_MODE_WEIGHTS") {
-            let weights: Vec<f64> =
-                weights.split(',').map(|w| w.trim().parse().expect("RALLY_QUALITY_MODE_WEIGHTS: numbers")).collect();
-            assert_eq!(weights.len(), spec.modes.len(), "RALLY_QUALITY_MODE_WEIGHTS: one weight per mode");
-            for ((_, w), new) in spec.modes.iter_mut().zip(weights) {
+        if let Some(weights) = &mode_weights {
+            for ((_, w), &new) in spec.modes.iter_mut().zip(weights) {
                 *w = new;
             }
         }
-        if let Ok(fraction) = std::env::var("RALLY_QUALITY_CANCEL") {
-            spec.cancel_fraction = fraction.trim().parse().expect("RALLY_QUALITY_CANCEL: a fraction");
+        if let Some(fraction) = cancel_fraction {
+            spec.cancel_fraction = fraction;
         }
         let (e, g) = compare_under(&rules, &spec, drain);
         runs += 1;
@@ -175,4 +174,14 @@ fn held_out_sweep() {
     }
     eprintln!("{runs} runs: fewer matched in {fewer}, p95 wait not lower in {slower}, imbalance not lower in {worse}");
     assert_eq!((fewer, slower, worse), (0, 0, 0), "the engine lost to greedy on some held-out runs");
+}
+
+/// A comma-separated list of numbers from environment variable `name`, if it is set.
+fn env_numbers(name: &str) -> Option<Vec<f64>> {
+    let text = std::env::var(name).ok()?;
+    Some(
+        text.split(',')
+            .map(|n| n.trim().parse().unwrap_or_else(|e| panic!("{name}: {n:?} is not a number: {e}")))
+            .collect(),
+    )
 }
