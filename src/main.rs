@@ -10,7 +10,7 @@ use std::process::ExitCode;
 use std::sync::Arc;
 
 use anyhow::{Context, Result};
-use clap::{Args, Parser, Subcommand};
+use clap::{Args, Parser, Subcommand, ValueEnum};
 use rally_engine::Rules;
 use rally_replay::{ReplayError, ReplayOptions, workload};
 
@@ -82,9 +82,22 @@ struct WorkloadArgs {
     /// Fraction of tickets that cancel later.
     #[arg(long, default_value_t = 0.07)]
     cancel_fraction: f64,
+    /// Standard deviation of a party member's rating around the party's: 60 makes most
+    /// parties wider than a new ticket's window; 25 keeps them tight.
+    #[arg(long, default_value_t = 60.0)]
+    party_mmr_sd: f64,
+    /// Evenly spaced arrivals, or a Poisson process (bursts and lulls) at the same rate.
+    #[arg(long, value_enum, default_value_t = ArrivalsArg::Even)]
+    arrivals: ArrivalsArg,
     /// RNG seed.
     #[arg(long, default_value_t = 1)]
     seed: u64,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum ArrivalsArg {
+    Even,
+    Poisson,
 }
 
 /// Exit codes: 0 success, 1 a runtime error (unreadable file, bad rules…), 2 `replay
@@ -175,8 +188,14 @@ fn generate(args: WorkloadArgs) -> Result<ExitCode> {
     anyhow::ensure!(args.rate > 0.0 && args.rate.is_finite(), "--rate must be a positive number");
     anyhow::ensure!(args.duration_s >= 0.0 && args.duration_s.is_finite(), "--duration-s must not be negative");
     anyhow::ensure!((0.0..=1.0).contains(&args.cancel_fraction), "--cancel-fraction must be within 0..=1");
+    anyhow::ensure!(args.party_mmr_sd >= 0.0 && args.party_mmr_sd.is_finite(), "--party-mmr-sd must not be negative");
     let mut spec = workload::WorkloadSpec::mixed(&rules, args.seed, args.rate, args.duration_s);
     spec.cancel_fraction = args.cancel_fraction;
+    spec.party_mmr_sd = args.party_mmr_sd;
+    spec.arrivals = match args.arrivals {
+        ArrivalsArg::Even => workload::Arrivals::Even,
+        ArrivalsArg::Poisson => workload::Arrivals::Poisson,
+    };
     let mut out = open_output(&args.output)?;
     out.write_all(workload::generate(&rules, &spec).as_bytes())?;
     out.flush()?;

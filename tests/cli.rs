@@ -113,3 +113,21 @@ fn workload_output_replays_cleanly() {
     let out = rally(&["replay", "--modes", MODES, "--input", "-", "--output", "-", "--strict"], &events);
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
 }
+
+#[test]
+fn workload_poisson_arrivals_with_tight_parties_replay_cleanly() {
+    let args = ["workload", "--modes", MODES, "--rate", "50", "--duration-s", "5", "--seed", "9"];
+    let even = rally(&args, b"").stdout;
+    let poisson = rally(&[&args[..], &["--arrivals", "poisson", "--party-mmr-sd", "25"]].concat(), b"");
+    assert!(poisson.status.success(), "{}", String::from_utf8_lossy(&poisson.stderr));
+    assert_ne!(even, poisson.stdout, "other arrivals and party spreads, other bytes");
+    let out = rally(&["replay", "--modes", MODES, "--input", "-", "--output", "-", "--strict"], &poisson.stdout);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+}
+
+#[test]
+fn workload_rejects_a_negative_party_spread() {
+    let out = rally(&["workload", "--modes", MODES, "--party-mmr-sd=-1"], b"");
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("--party-mmr-sd"));
+}

@@ -36,6 +36,21 @@ pub struct WorkloadSpec {
     pub mmr_sd: f64,
     /// Fraction of players whose RTT map misses one datacenter of their region.
     pub missing_rtt_fraction: f64,
+    /// Standard deviation of a party member's rating around the party's.
+    pub party_mmr_sd: f64,
+    /// How arrivals are spaced in time.
+    pub arrivals: Arrivals,
+}
+
+/// How arrivals are spaced in time.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Arrivals {
+    /// One every `1 / tickets_per_s` seconds.
+    #[default]
+    Even,
+    /// A Poisson process at `tickets_per_s`: exponential gaps, so arrivals come in bursts
+    /// and lulls, as real traffic does.
+    Poisson,
 }
 
 impl WorkloadSpec {
@@ -52,6 +67,8 @@ impl WorkloadSpec {
             mmr_mean: 1500.0,
             mmr_sd: 300.0,
             missing_rtt_fraction: 0.05,
+            party_mmr_sd: 60.0,
+            arrivals: Arrivals::Even,
         }
     }
 
@@ -80,8 +97,20 @@ pub fn generate(rules: &Rules, spec: &WorkloadSpec) -> String {
     // (at_ms, order, line): enqueues and their cancels, sorted at the end.
     let mut lines: Vec<(u64, u64, String)> = Vec::with_capacity(n_tickets as usize * 11 / 10);
     let mut player_seq = 0u64;
+    // Poisson arrivals: the clock moves on by exponential gaps (drawn before the ticket,
+    // from the same stream, so a seed still gives one byte sequence).
+    let mut poisson_at_s = 0.0f64;
     for i in 0..n_tickets {
-        let at_ms = (i as f64 * 1000.0 / spec.tickets_per_s) as u64;
+        let at_ms = match spec.arrivals {
+            Arrivals::Even => (i as f64 * 1000.0 / spec.tickets_per_s) as u64,
+            Arrivals::Poisson => {
+                if i > 0 {
+                    let u: f64 = rng.random::<f64>().max(f64::MIN_POSITIVE);
+                    poisson_at_s += -u.ln() / spec.tickets_per_s;
+                }
+                (poisson_at_s * 1000.0) as u64
+            }
+        };
         let mode_name =
             pick(&mut rng, spec.modes.iter().map(|(_, w)| *w), mode_total).map_or("", |k| spec.modes[k].0.as_str());
         let team_size = rules.mode_id(mode_name).and_then(|id| rules.mode(id)).map_or(1, |m| usize::from(m.team_size));
@@ -95,7 +124,8 @@ pub fn generate(rules: &Rules, spec: &WorkloadSpec) -> String {
         let mut line = String::with_capacity(128 + party * 160);
         write!(line, r#"{{"at_ms":{at_ms},"op":"enqueue","ticket":"t{i}","mode":"{mode_name}","players":["#).unwrap();
         for member in 0..party {
-            let mmr = if party == 1 { party_mmr } else { party_mmr + normal(&mut rng, 0.0, 60.0) }.max(0.0);
+            let mmr =
+                if party == 1 { party_mmr } else { party_mmr + normal(&mut rng, 0.0, spec.party_mmr_sd) }.max(0.0);
             let base = rng.random_range(8.0..35.0);
             let skip_dc =
                 (rng.random::<f64>() < spec.missing_rtt_fraction).then(|| rng.random_range(0..home_dcs.len()));

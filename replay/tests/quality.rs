@@ -12,7 +12,7 @@ use std::sync::Arc;
 
 use rally_engine::Rules;
 use rally_replay::check::{Quality, evaluate};
-use rally_replay::workload::{WorkloadSpec, generate};
+use rally_replay::workload::{Arrivals, WorkloadSpec, generate};
 use rally_replay::{ReplayOptions, greedy};
 
 const RULES: &str = include_str!("../../examples/modes.toml");
@@ -110,7 +110,9 @@ fn beats_greedy_with_parties_of_every_size_equally_likely() {
 /// `RALLY_QUALITY_SHAPE=party-heavy` the traffic of `WorkloadSpec::party_heavy`,
 /// `RALLY_QUALITY_PARTY_WEIGHTS=0.2,0.2,0.2,0.2,0.2` other weights of party sizes 1, 2, …,
 /// `RALLY_QUALITY_MODE_WEIGHTS=1,0,0,0` other weights of the modes (in the rules' order),
-/// `RALLY_QUALITY_CANCEL=0.1` another fraction of tickets that cancel, and
+/// `RALLY_QUALITY_CANCEL=0.1` another fraction of tickets that cancel,
+/// `RALLY_QUALITY_PARTY_SD=25` another spread of party members' ratings (default 60),
+/// `RALLY_QUALITY_ARRIVALS=poisson` Poisson arrivals instead of evenly spaced ones, and
 /// `RALLY_QUALITY_DUMP=DIR` writes each run's events and both matchers' matches there
 /// (`seedN-events.jsonl`, `seedN-engine.jsonl`, `seedN-greedy.jsonl`) for a closer look.
 #[test]
@@ -134,6 +136,14 @@ fn held_out_sweep() {
     }
     let cancel_fraction: Option<f64> =
         std::env::var("RALLY_QUALITY_CANCEL").ok().map(|f| f.trim().parse().expect("RALLY_QUALITY_CANCEL: a fraction"));
+    let party_sd: Option<f64> = std::env::var("RALLY_QUALITY_PARTY_SD")
+        .ok()
+        .map(|f| f.trim().parse().expect("RALLY_QUALITY_PARTY_SD: a number"));
+    let arrivals = match std::env::var("RALLY_QUALITY_ARRIVALS").as_deref() {
+        Err(_) | Ok("even") => Arrivals::Even,
+        Ok("poisson") => Arrivals::Poisson,
+        Ok(other) => panic!("RALLY_QUALITY_ARRIVALS={other}: even or poisson"),
+    };
     let shape: fn(&Rules, u64, f64, f64) -> WorkloadSpec = match std::env::var("RALLY_QUALITY_SHAPE").as_deref() {
         Err(_) | Ok("mixed") => WorkloadSpec::mixed,
         Ok("party-heavy") => WorkloadSpec::party_heavy,
@@ -154,6 +164,10 @@ fn held_out_sweep() {
         if let Some(fraction) = cancel_fraction {
             spec.cancel_fraction = fraction;
         }
+        if let Some(sd) = party_sd {
+            spec.party_mmr_sd = sd;
+        }
+        spec.arrivals = arrivals;
         let (e, g) = compare_under(&rules, &spec, drain);
         runs += 1;
         fewer += usize::from(e.tickets_matched < g.tickets_matched);
