@@ -112,7 +112,9 @@ fn beats_greedy_with_parties_of_every_size_equally_likely() {
 /// `RALLY_QUALITY_MODE_WEIGHTS=1,0,0,0` other weights of the modes (in the rules' order),
 /// `RALLY_QUALITY_CANCEL=0.1` another fraction of tickets that cancel,
 /// `RALLY_QUALITY_PARTY_SD=25` another spread of party members' ratings (default 60),
-/// `RALLY_QUALITY_ARRIVALS=poisson` Poisson arrivals instead of evenly spaced ones, and
+/// `RALLY_QUALITY_ARRIVALS=poisson` Poisson arrivals instead of evenly spaced ones,
+/// `RALLY_QUALITY_MMR_SD=450` another spread of ratings (default 300),
+/// `RALLY_QUALITY_REGION_WEIGHTS=0.6,0.3,0.1` other weights of the home regions, and
 /// `RALLY_QUALITY_DUMP=DIR` writes each run's events and both matchers' matches there
 /// (`seedN-events.jsonl`, `seedN-engine.jsonl`, `seedN-greedy.jsonl`) for a closer look.
 #[test]
@@ -139,6 +141,12 @@ fn held_out_sweep() {
     let party_sd: Option<f64> = std::env::var("RALLY_QUALITY_PARTY_SD")
         .ok()
         .map(|f| f.trim().parse().expect("RALLY_QUALITY_PARTY_SD: a number"));
+    let mmr_sd: Option<f64> =
+        std::env::var("RALLY_QUALITY_MMR_SD").ok().map(|f| f.trim().parse().expect("RALLY_QUALITY_MMR_SD: a number"));
+    let region_weights = env_numbers("RALLY_QUALITY_REGION_WEIGHTS");
+    if let Some(weights) = &region_weights {
+        assert_eq!(weights.len(), rules.regions.len(), "RALLY_QUALITY_REGION_WEIGHTS: one weight per region");
+    }
     let arrivals = match std::env::var("RALLY_QUALITY_ARRIVALS").as_deref() {
         Err(_) | Ok("even") => Arrivals::Even,
         Ok("poisson") => Arrivals::Poisson,
@@ -168,6 +176,12 @@ fn held_out_sweep() {
             spec.party_mmr_sd = sd;
         }
         spec.arrivals = arrivals;
+        if let Some(sd) = mmr_sd {
+            spec.mmr_sd = sd;
+        }
+        if let Some(weights) = &region_weights {
+            spec.region_weights.clone_from(weights);
+        }
         let (e, g) = compare_under(&rules, &spec, drain);
         runs += 1;
         fewer += usize::from(e.tickets_matched < g.tickets_matched);
