@@ -82,11 +82,13 @@ struct WorkloadArgs {
     /// Fraction of tickets that cancel later.
     #[arg(long, default_value_t = 0.07)]
     cancel_fraction: f64,
-    /// Standard deviation of a party member's rating around the party's: 60 makes most
-    /// parties wider than a new ticket's window; 25 keeps them tight.
+    /// Standard deviation of a party member's rating around the party's: with the example
+    /// rules, 60 makes about half of the 3v3 and 5v5 parties wider than a new ticket's
+    /// window, 25 hardly any.
     #[arg(long, default_value_t = 60.0)]
     party_mmr_sd: f64,
-    /// Evenly spaced arrivals, or a Poisson process (bursts and lulls) at the same rate.
+    /// Evenly spaced arrivals, or exponential gaps at the same mean rate (bursts and lulls;
+    /// as many tickets, the last near the end of `--duration-s`).
     #[arg(long, value_enum, default_value_t = ArrivalsArg::Even)]
     arrivals: ArrivalsArg,
     /// RNG seed.
@@ -188,7 +190,10 @@ fn generate(args: WorkloadArgs) -> Result<ExitCode> {
     anyhow::ensure!(args.rate > 0.0 && args.rate.is_finite(), "--rate must be a positive number");
     anyhow::ensure!(args.duration_s >= 0.0 && args.duration_s.is_finite(), "--duration-s must not be negative");
     anyhow::ensure!((0.0..=1.0).contains(&args.cancel_fraction), "--cancel-fraction must be within 0..=1");
-    anyhow::ensure!(args.party_mmr_sd >= 0.0 && args.party_mmr_sd.is_finite(), "--party-mmr-sd must not be negative");
+    anyhow::ensure!(
+        args.party_mmr_sd >= 0.0 && args.party_mmr_sd.is_finite(),
+        "--party-mmr-sd must be a finite number ≥ 0"
+    );
     let mut spec = workload::WorkloadSpec::mixed(&rules, args.seed, args.rate, args.duration_s);
     spec.cancel_fraction = args.cancel_fraction;
     spec.party_mmr_sd = args.party_mmr_sd;

@@ -102,16 +102,16 @@ const SUBSET_LEAVES: u32 = 16;
 /// Duels (two teams of one) in a small pool: a pair further apart than this fraction of
 /// its older ticket's MMR window waits for a closer opponent, while that ticket's wait is
 /// under the shard's recent `DUEL_PATIENCE_QUANTILE` wait (and `DUEL_PATIENCE_MAX_MS`, in
-/// a dense pool `DUEL_PATIENCE_DENSE_MAX_MS`). A
-/// duel's imbalance is the gap between its two ratings, and the first valid pair is set by
-/// the window alone: in sparse traffic it is nearly as wide as the window. The target grows
-/// with the window, so a ticket with nobody closer still matches, at the latest at the
-/// cap. The cap keeps the added wait under most tickets' (a fixed cap put duel-only
-/// traffic's p95 above greedy's in every run). Measured on the held-out sweep
-/// (BENCHMARKS.md): on mixed traffic at 40/s all matches' mean imbalance 40.2 → 36.5; with
-/// parties of every size equally likely, imbalance lost to greedy's in 1 of 40 runs
-/// instead of 33. 0.5 did a little worse on both. The cost is tickets: a duel ticket that
-/// waits longer is more often cancelled first.
+/// a dense pool `DUEL_PATIENCE_DENSE_MAX_MS`). A duel's imbalance is the gap between its
+/// two ratings, and the first valid pair is set by the window alone: in sparse traffic it
+/// is nearly as wide as the window. The target grows with the window, so a ticket with
+/// nobody closer still matches, at the latest at the cap. The quantile cap keeps the added
+/// wait under most tickets' (a fixed cap put duel-only traffic's p95 above greedy's in
+/// every run). Measured on the held-out sweep (BENCHMARKS.md): on mixed traffic at 40/s
+/// all matches' mean imbalance 40.2 → 36.5; with parties of every size equally likely,
+/// imbalance lost to greedy's in 1 of 40 runs instead of 33. 0.5 did a little worse on
+/// both. The cost is tickets: a duel ticket that waits longer is more often cancelled
+/// first.
 const DUEL_PATIENCE_FRACTION: f64 = 0.4;
 /// In a dense pool (not `sparse`) a duel ticket waits for a closer opponent this long at
 /// most. There a closer opponent, if one is coming, comes within a second or so; waiting
@@ -120,10 +120,15 @@ const DUEL_PATIENCE_FRACTION: f64 = 0.4;
 /// BENCHMARKS.md), where the count is the close criterion, against the recent p75 alone:
 /// seeds 300–339 at 300/s, runs with fewer tickets matched than greedy 27 → 20 of 40 and
 /// 105 more tickets matched in all; at 150/s 20 → 19 and 53 more. The imbalance lead
-/// shrinks but stays (at 300/s 26.6 → 27.6 against greedy's 34.0). 0.5 s did about as
-/// well on the count and worse on imbalance; no patience at all in dense pools no better.
+/// shrinks but stays (at 300/s 26.6 → 27.6 against greedy's 34.0). On the default mixed
+/// traffic it costs imbalance for no count: at 150/300/500/s 27.9/25.0/23.3 →
+/// 30.5/26.9/24.4 (greedy's 35.7/33.3/32.1), tickets matched alike. 0.5 s did about as
+/// well on the count and worse on imbalance; no patience at all in dense pools did no
+/// better on the count (+27) and worse on imbalance (30.3).
 const DUEL_PATIENCE_DENSE_MAX_MS: u64 = 1_000;
-/// The longest a duel ticket waits for a closer opponent, whatever the recent waits: under
+const _: () = assert!(DUEL_PATIENCE_DENSE_MAX_MS <= DUEL_PATIENCE_MAX_MS);
+/// The longest a duel ticket waits for a closer opponent in a sparse pool, whatever the
+/// recent waits (in a dense one, `DUEL_PATIENCE_DENSE_MAX_MS`): under
 /// `shard::IDLE_AFTER_QUIET_MS`, so a pair declined for patience forms before its shard
 /// can count as idle (`Shard::is_idle`).
 pub(crate) const DUEL_PATIENCE_MAX_MS: u64 = 20_000;

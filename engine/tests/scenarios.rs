@@ -446,8 +446,9 @@ fn a_quiet_shard_is_not_idle_while_windows_still_grow() {
     assert!(s.is_idle(), "nothing waits");
 }
 
-/// Tickets that can never match (ratings 1,000 apart, far above everyone): six a tick, so
-/// the `mode`'s pool counts as dense, without a wait recorded for any of them.
+/// Tickets that can never match (ratings 1,000 apart, far above everyone): six a tick, 60
+/// a second, without a wait recorded for any of them. The pool's arrival rate is a 10 s
+/// moving average, so it counts as dense (25 a second) after about 5.4 s of this.
 fn unmatchable_trickle(s: &mut rally_engine::Shard, mode: &str, at_ms: u64, next_id: &mut u64) {
     for _ in 0..6 {
         enqueue(s, at_ms, ticket(*next_id, mode, vec![eu(*next_id, 100_000.0 + 1_000.0 * *next_id as f64)]));
@@ -564,22 +565,22 @@ fn in_a_dense_pool_a_wide_duel_pair_waits_a_second_at_most() {
     let mut s = shard();
     // The shard's recent p75 wait is 5 s, as in the test above.
     trio_pool_that_waited_5_s(&mut s, 10_000);
-    // 60 arrivals a second for 5 s make the duel pool dense.
+    // 60 arrivals a second for 10 s make the duel pool dense (about 38 a second).
     let (mut id, mut matches) = (100_000, Vec::new());
-    for t in (10_000..15_000).step_by(100) {
+    for t in (10_000..20_000).step_by(100) {
         unmatchable_trickle(&mut s, "duel", t, &mut id);
         matches.extend(tick(&mut s, t));
     }
-    // 40 apart: valid at once, wider than 0.4 of either window (50), and nobody closer
-    // comes. In a sparse pool the pair would wait out the 5 s; here it waits 1 s.
-    enqueue(&mut s, 15_000, ticket(1, "duel", vec![eu(1, 1_500.0)]));
-    enqueue(&mut s, 15_000, ticket(2, "duel", vec![eu(2, 1_540.0)]));
-    for t in (15_000..18_000).step_by(100) {
+    // 40 apart: valid at once, wider than 0.4 of either window (0.4 × 50 = 20), and
+    // nobody closer comes. In a sparse pool the pair would wait out the 5 s; here 1 s.
+    enqueue(&mut s, 20_000, ticket(1, "duel", vec![eu(1, 1_500.0)]));
+    enqueue(&mut s, 20_000, ticket(2, "duel", vec![eu(2, 1_540.0)]));
+    for t in (20_000..23_000).step_by(100) {
         unmatchable_trickle(&mut s, "duel", t, &mut id);
         matches.extend(tick(&mut s, t));
     }
     expect![[r#"
-        t=16000 duel @eu-west [t1] vs [t2] spread=40.0 imbalance=40.0 worst_rtt=20.0 waits=1000,1000
+        t=21000 duel @eu-west [t1] vs [t2] spread=40.0 imbalance=40.0 worst_rtt=20.0 waits=1000,1000
     "#]]
     .assert_eq(&render(s.rules(), &matches));
 }

@@ -48,8 +48,10 @@ pub enum Arrivals {
     /// One every `1 / tickets_per_s` seconds.
     #[default]
     Even,
-    /// A Poisson process at `tickets_per_s`: exponential gaps, so arrivals come in bursts
-    /// and lulls, as real traffic does.
+    /// Exponential gaps at mean `1 / tickets_per_s`, the first arrival at 0: bursts and
+    /// lulls, as real traffic has. The number of tickets stays `tickets_per_s ×
+    /// duration_s`, so the last arrival lands near `duration_s`, a little before or after
+    /// (not a Poisson process cut off at `duration_s`).
     Poisson,
 }
 
@@ -189,4 +191,47 @@ fn normal(rng: &mut SmallRng, mean: f64, sd: f64) -> f64 {
     let u1: f64 = rng.random::<f64>().max(f64::MIN_POSITIVE);
     let u2: f64 = rng.random();
     mean + sd * (-2.0 * u1.ln()).sqrt() * (std::f64::consts::TAU * u2).cos()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const RULES: &str = include_str!("../../examples/modes.toml");
+
+    fn arrival_times(text: &str) -> Vec<u64> {
+        text.lines()
+            .filter(|l| l.contains(r#""op":"enqueue""#))
+            .map(|l| {
+                let rest = &l[l.find(':').unwrap() + 1..];
+                rest[..rest.find(',').unwrap()].parse().unwrap()
+            })
+            .collect()
+    }
+
+    #[test]
+    fn poisson_arrivals_start_at_zero_never_go_back_and_keep_the_mean_rate() {
+        let rules = Rules::from_toml(RULES).unwrap();
+        let spec = WorkloadSpec { arrivals: Arrivals::Poisson, ..WorkloadSpec::mixed(&rules, 3, 200.0, 20.0) };
+        let text = generate(&rules, &spec);
+        assert_eq!(text, generate(&rules, &spec), "same seed, same bytes");
+        let at = arrival_times(&text);
+        assert_eq!(at.len(), 4_000);
+        assert_eq!(at[0], 0);
+        assert!(at.windows(2).all(|w| w[0] <= w[1]));
+        // 4,000 exponential gaps of mean 5 ms: the sum's sd is 5·√4000 ≈ 316 ms, so the
+        // last arrival lies within 20 s ± 2 s unless something is wrong.
+        assert!((18_000..22_000).contains(&at[at.len() - 1]), "last arrival at {} ms", at[at.len() - 1]);
+        // Bursts: some gaps are far longer than the mean, many tickets share a millisecond.
+        let gaps: Vec<u64> = at.windows(2).map(|w| w[1] - w[0]).collect();
+        assert!(gaps.iter().any(|&g| g >= 20) && gaps.iter().filter(|&&g| g == 0).count() > 100);
+    }
+
+    #[test]
+    fn even_arrivals_are_evenly_spaced() {
+        let rules = Rules::from_toml(RULES).unwrap();
+        let at = arrival_times(&generate(&rules, &WorkloadSpec::mixed(&rules, 3, 200.0, 20.0)));
+        assert_eq!(at.len(), 4_000);
+        assert!(at.iter().enumerate().all(|(i, &t)| t == i as u64 * 5));
+    }
 }

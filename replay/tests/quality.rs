@@ -136,13 +136,9 @@ fn held_out_sweep() {
     if let Some(weights) = &mode_weights {
         assert_eq!(weights.len(), rules.modes.len(), "RALLY_QUALITY_MODE_WEIGHTS: one weight per mode");
     }
-    let cancel_fraction: Option<f64> =
-        std::env::var("RALLY_QUALITY_CANCEL").ok().map(|f| f.trim().parse().expect("RALLY_QUALITY_CANCEL: a fraction"));
-    let party_sd: Option<f64> = std::env::var("RALLY_QUALITY_PARTY_SD")
-        .ok()
-        .map(|f| f.trim().parse().expect("RALLY_QUALITY_PARTY_SD: a number"));
-    let mmr_sd: Option<f64> =
-        std::env::var("RALLY_QUALITY_MMR_SD").ok().map(|f| f.trim().parse().expect("RALLY_QUALITY_MMR_SD: a number"));
+    let cancel_fraction = env_number("RALLY_QUALITY_CANCEL");
+    let party_sd = env_number("RALLY_QUALITY_PARTY_SD");
+    let mmr_sd = env_number("RALLY_QUALITY_MMR_SD");
     let region_weights = env_numbers("RALLY_QUALITY_REGION_WEIGHTS");
     if let Some(weights) = &region_weights {
         assert_eq!(weights.len(), rules.regions.len(), "RALLY_QUALITY_REGION_WEIGHTS: one weight per region");
@@ -202,6 +198,12 @@ fn held_out_sweep() {
     }
     eprintln!("{runs} runs: fewer matched in {fewer}, p95 wait not lower in {slower}, imbalance not lower in {worse}");
     assert_eq!((fewer, slower, worse), (0, 0, 0), "the engine lost to greedy on some held-out runs");
+}
+
+/// A number from environment variable `name`, if it is set.
+fn env_number(name: &str) -> Option<f64> {
+    let text = std::env::var(name).ok()?;
+    Some(text.trim().parse().unwrap_or_else(|e| panic!("{name}: {text:?} is not a number: {e}")))
 }
 
 /// A comma-separated list of numbers from environment variable `name`, if it is set.
