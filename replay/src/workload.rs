@@ -201,11 +201,9 @@ mod tests {
 
     fn arrival_times(text: &str) -> Vec<u64> {
         text.lines()
-            .filter(|l| l.contains(r#""op":"enqueue""#))
-            .map(|l| {
-                let rest = &l[l.find(':').unwrap() + 1..];
-                rest[..rest.find(',').unwrap()].parse().unwrap()
-            })
+            .map(|l| crate::input::parse_line(l, 0).expect("generated lines parse"))
+            .filter(|e| matches!(e, crate::input::InputEvent::Enqueue { .. }))
+            .map(|e| e.at_ms())
             .collect()
     }
 

@@ -157,6 +157,7 @@ fn held_out_sweep() {
     for seed in first..last {
         let rate = rates[seed as usize % rates.len()];
         let mut spec = shape(&rules, seed, rate, 60.0);
+        spec.arrivals = arrivals;
         if let Some(weights) = &party_weights {
             spec.party_size_weights.clone_from(weights);
         }
@@ -171,7 +172,6 @@ fn held_out_sweep() {
         if let Some(sd) = party_sd {
             spec.party_mmr_sd = sd;
         }
-        spec.arrivals = arrivals;
         if let Some(sd) = mmr_sd {
             spec.mmr_sd = sd;
         }
