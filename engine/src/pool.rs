@@ -91,7 +91,8 @@ pub(crate) const PLAN_RETRY_DENSE_MS: u64 = 2_000;
 /// Node budget of the subset search per anchor.
 const SUBSET_BUDGET: u32 = 2_000;
 /// In a small pool (not under load) the subset search splits this many full sets (within
-/// its node budget) and keeps the one whose teams are closest in mean rating, instead of
+/// its node budget) and keeps the one whose teams are closest in mean rating (in a dense
+/// pool, weighed against the wait it serves: `SUBSET_AGE_WEIGHT`), instead of
 /// the first, nearest-first set it finds. Where a set's party sizes leave one split (two
 /// trios, or a trio against a duo and a solo), the set is the only lever on balance, and
 /// the nearest by lowest rating is often not the closest in mean. Measured on the held-out
@@ -99,6 +100,18 @@ const SUBSET_BUDGET: u32 = 2_000;
 /// on three criteria instead of 57; party-heavy traffic, mean imbalance 39.7 → 38.4. 64
 /// did no better. Under load the first set stands (see `subset_dfs`).
 const SUBSET_LEAVES: u32 = 16;
+/// In a dense pool (not `sparse`), of those sets the one kept is the one with the lowest
+/// team gap minus this many MMR per second its tickets have waited in all: oldest tickets
+/// first comes before balance, and the closest-balanced set often left the anchor's older
+/// neighbours for later while younger ones matched. Summed per ticket, so a set serving
+/// more tickets counts for more too. Measured on the held-out sweep (BENCHMARKS.md)
+/// against balance alone, where party members share one rating: the p95 wait was not lower
+/// than greedy's in 6 of 20 runs at 300/s instead of 14, 2 of 10 at 500/s instead of 9;
+/// tight parties at 1,000/s, 2 of 6 instead of 5. Mean imbalance rose by 0.7–1.0 (greedy's
+/// stays 5–8 higher). 30 did less; 300 and 1,000 no better. Sparse pools, where sets are
+/// few and the choice is the lever on balance, keep balance alone: weighting there changed
+/// nothing measurable at 40–80/s.
+const SUBSET_AGE_WEIGHT: f64 = 100.0;
 /// Duels (two teams of one) in a small pool: a pair further apart than this fraction of
 /// its older ticket's MMR window waits for a closer opponent, while that ticket's wait is
 /// under the shard's recent `DUEL_PATIENCE_QUANTILE` wait (and `DUEL_PATIENCE_MAX_MS`, in
@@ -497,12 +510,14 @@ pub(crate) struct Pool {
     best_chosen: Vec<u32>,
     /// The datacenters every member of `best_chosen` accepts.
     best_dc_mask: u32,
-    /// The subset search's best full set so far (as `best_chosen`), its datacenters,
-    /// its imbalance, and how many full sets it has split.
+    /// The subset search's best full set so far (as `best_chosen`), its datacenters, its
+    /// score (see `SUBSET_AGE_WEIGHT`), and how many full sets it has split; waits are
+    /// taken at `subset_now_ms`.
     subset_best: Vec<u32>,
     subset_best_dc_mask: u32,
-    subset_best_gap: f64,
+    subset_best_score: f64,
     subset_leaves: u32,
+    subset_now_ms: u64,
     split: SplitSearch,
     /// When the first party `skip_unfit_parties` took out of this tick's scans fits its own
     /// window (`u64::MAX`: none taken out).
@@ -582,8 +597,9 @@ impl Pool {
             best_chosen: Vec::new(),
             subset_best: Vec::new(),
             subset_best_dc_mask: 0,
-            subset_best_gap: f64::INFINITY,
+            subset_best_score: f64::INFINITY,
             subset_leaves: 0,
+            subset_now_ms: 0,
             best_dc_mask: 0,
             split: SplitSearch::default(),
             look_ahead_set: Vec::new(),
@@ -1512,7 +1528,7 @@ impl Pool {
                 }
             }
             if collected >= need {
-                if self.search_solo_block() || self.search_subset() {
+                if self.search_solo_block() || self.search_subset(now_ms) {
                     return true;
                 }
                 self.retry_at_ms = research_at;
@@ -1598,20 +1614,22 @@ impl Pool {
     }
 
     /// A set of candidates that fills the match, that every member accepts, and that packs
-    /// into teams: the best balanced of the first few found (`SUBSET_LEAVES`; under load,
-    /// the first); none, without searching, when their party sizes cannot fill the teams.
-    fn search_subset(&mut self) -> bool {
+    /// into teams: the best of the first few found (`SUBSET_LEAVES`, `SUBSET_AGE_WEIGHT`;
+    /// under load, the first); none, without searching, when their party sizes cannot fill
+    /// the teams. Waits are taken at `now_ms`.
+    fn search_subset(&mut self, now_ms: u64) -> bool {
         if !self.sizes_can_fill_teams() {
-            debug_assert!(!self.subset_dfs_from_anchor(), "the sizes check refused a set the search finds");
+            debug_assert!(!self.subset_dfs_from_anchor(now_ms), "the sizes check refused a set the search finds");
             return false;
         }
-        self.subset_dfs_from_anchor()
+        self.subset_dfs_from_anchor(now_ms)
     }
 
     /// Depth-first over the candidates, nearest first, the anchor always in; of the first
     /// `SUBSET_LEAVES` full sets that split into teams (under load, the first; a perfectly
-    /// balanced one ends the search), the best balanced goes to `best_chosen`.
-    fn subset_dfs_from_anchor(&mut self) -> bool {
+    /// balanced one ends the search), the best scored (`SUBSET_AGE_WEIGHT`) goes to
+    /// `best_chosen`.
+    fn subset_dfs_from_anchor(&mut self, now_ms: u64) -> bool {
         let n = self.candidates.len();
         self.suffix_players.clear();
         self.suffix_players.resize(n + 1, 0);
@@ -1631,14 +1649,15 @@ impl Pool {
             sums: 1 | 1u128 << a.n_players,
         };
         self.subset_leaves = 0;
-        self.subset_best_gap = f64::INFINITY;
+        self.subset_best_score = f64::INFINITY;
+        self.subset_now_ms = now_ms;
         self.subset_dfs(1, state, &mut budget);
         if self.subset_leaves == 0 {
             return false;
         }
-        // Ratings are finite (the shard checks), so any split set has a finite gap and was
-        // kept: `subset_best` is this search's, not a stale one.
-        debug_assert!(self.subset_best_gap.is_finite());
+        // Ratings are finite (the shard checks), so any split set has a finite score and
+        // was kept: `subset_best` is this search's, not a stale one.
+        debug_assert!(self.subset_best_score.is_finite());
         std::mem::swap(&mut self.best_chosen, &mut self.subset_best);
         self.best_dc_mask = self.subset_best_dc_mask;
         true
@@ -1654,14 +1673,18 @@ impl Pool {
             // The gap between team means; for teams of one, the set's spread.
             let gap = if self.team_size == 1 { st.hi - st.lo } else { self.split.best_gap };
             self.subset_leaves += 1;
-            if gap < self.subset_best_gap {
-                self.subset_best_gap = gap;
-                self.subset_best.clone_from(&self.best_chosen);
-                self.subset_best_dc_mask = st.dc_mask;
-            }
             // Under load a pool is dense enough that the first set is close, and splitting more
             // sets made the 5v5 tick at 100k tickets 7× slower.
             let enough = if self.under_load() { 1 } else { SUBSET_LEAVES };
+            // The first set is kept whatever its score: only weigh waits where sets compete.
+            let weigh_waits = enough > 1 && !self.sparse();
+            let score =
+                if weigh_waits { gap - SUBSET_AGE_WEIGHT * self.best_chosen_waited_s(self.subset_now_ms) } else { gap };
+            if score < self.subset_best_score {
+                self.subset_best_score = score;
+                self.subset_best.clone_from(&self.best_chosen);
+                self.subset_best_dc_mask = st.dc_mask;
+            }
             return self.subset_leaves >= enough || gap == 0.0;
         }
         if *budget == 0 || next >= self.candidates.len() || st.players + self.suffix_players[next] < need {
@@ -1686,6 +1709,16 @@ impl Pool {
             }
         }
         self.subset_dfs(next + 1, st, budget)
+    }
+
+    /// Seconds the tickets in `best_chosen` have waited in all at `now_ms`.
+    fn best_chosen_waited_s(&self, now_ms: u64) -> f64 {
+        let waited_ms: u64 = self
+            .best_chosen
+            .iter()
+            .map(|&m| now_ms.saturating_sub(self.sorted.entries[m as usize].enqueued_at_ms))
+            .sum();
+        waited_ms as f64 / 1000.0
     }
 
     /// Whether the candidates' party sizes alone, the anchor's included, can fill two teams

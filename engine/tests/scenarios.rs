@@ -536,6 +536,50 @@ fn of_several_sets_the_best_balanced_one_forms() {
     assert_eq!(s.waiting_total(), 1);
 }
 
+/// A trio pool where the oldest ticket, once its datacenter is in reach at 12 s, can
+/// complete its match with either of two trios: one that has waited 2 s, 65 points off in
+/// mean, or one that has just come, level with it. With `dense`, unmatchable tickets
+/// arrive 60 a second from the start.
+fn older_or_better_balanced(dense: bool) -> String {
+    let mut s = shard();
+    let (mut id, mut matches) = (100_000, Vec::new());
+    for t in (0..=12_000).step_by(100) {
+        if dense {
+            unmatchable_trickle(&mut s, "trio", t, &mut id);
+        }
+        if t == 9_000 {
+            // 95 ms from eu-west: its limit (80 + 5/s) reaches that at 12 s.
+            let far = |pid| player(pid, 1_500.0, &[("eu-west", 95.0)]);
+            enqueue(&mut s, t, ticket(1, "trio", vec![far(10), far(11), far(12)]));
+        }
+        if t == 10_000 {
+            enqueue(&mut s, t, ticket(2, "trio", vec![eu(20, 1_495.0), eu(21, 1_600.0), eu(22, 1_600.0)]));
+        }
+        if t == 12_000 {
+            enqueue(&mut s, t, ticket(3, "trio", vec![eu(30, 1_450.0), eu(31, 1_520.0), eu(32, 1_530.0)]));
+        }
+        matches.extend(tick(&mut s, t));
+    }
+    render(s.rules(), &matches)
+}
+
+#[test]
+fn in_a_sparse_pool_the_better_balanced_set_forms() {
+    expect![[r#"
+        t=12000 trio @eu-west [t3] vs [t1] spread=80.0 imbalance=0.0 worst_rtt=95.0 waits=0,3000
+    "#]]
+    .assert_eq(&older_or_better_balanced(false));
+}
+
+#[test]
+fn in_a_dense_pool_a_set_that_serves_older_tickets_forms_before_a_better_balanced_one() {
+    // Scores: 65 − 100 × (3 + 2) s against 0 − 100 × 3 s (`SUBSET_AGE_WEIGHT`).
+    expect![[r#"
+        t=12000 trio @eu-west [t2] vs [t1] spread=105.0 imbalance=65.0 worst_rtt=95.0 waits=2000,3000
+    "#]]
+    .assert_eq(&older_or_better_balanced(true));
+}
+
 #[test]
 fn a_wide_duel_pair_waits_for_a_closer_opponent_up_to_the_cap() {
     let mut s = shard();

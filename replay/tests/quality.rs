@@ -185,7 +185,7 @@ fn held_out_sweep() {
         worse += usize::from(e.mean_imbalance >= g.mean_imbalance);
         eprintln!(
             "seed {seed:>3} rate {rate:>3}: matched {} / {}, p95 wait {} / {} ms, imbalance {:.1} / {:.1}, \
-             p95 wait of matched {} / {} ms",
+             p95 wait of matched {} / {} ms, mean wait {:.0} / {:.0} ms",
             e.tickets_matched,
             g.tickets_matched,
             e.wait_p95_all_ms,
@@ -193,7 +193,9 @@ fn held_out_sweep() {
             e.mean_imbalance,
             g.mean_imbalance,
             e.wait_p95_ms,
-            g.wait_p95_ms
+            g.wait_p95_ms,
+            e.mean_wait_ms,
+            g.mean_wait_ms
         );
     }
     eprintln!("{runs} runs: fewer matched in {fewer}, p95 wait not lower in {slower}, imbalance not lower in {worse}");
