@@ -107,8 +107,9 @@ const SUBSET_LEAVES: u32 = 16;
 /// more tickets counts for more too. Measured on the held-out sweep (BENCHMARKS.md)
 /// against balance alone, where party members share one rating: the p95 wait was not lower
 /// than greedy's in 6 of 20 runs at 300/s instead of 14, 2 of 10 at 500/s instead of 9;
-/// tight parties at 1,000/s, 2 of 6 instead of 5. Mean imbalance rose by 0.7–1.0 (greedy's
-/// stays 5–8 higher). 30 did less; 300 and 1,000 no better. Sparse pools, where sets are
+/// tight parties at 1,000/s, 2 of 6 instead of 5. Mean imbalance rose by 0.6–1.0; greedy's
+/// stays higher on every shape swept (by 1.1 with parties of every size equally likely, by
+/// 5–8 elsewhere). 30 did less; 300 and 1,000 no better. Sparse pools, where sets are
 /// few and the choice is the lever on balance, keep balance alone: weighting there changed
 /// nothing measurable at 40–80/s.
 const SUBSET_AGE_WEIGHT: f64 = 100.0;
