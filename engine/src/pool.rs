@@ -970,8 +970,11 @@ impl Pool {
             // bounded search: then it is found a re-search later). New anchors (a burst)
             // mostly match, so they search now first, once; so do small pools, where what
             // the search now learns sets a closer retry time, which won more held-out runs
-            // at 40/s.
-            if self.under_load() && e.retry_at_ms != 0 {
+            // at 40/s. So do duels: a duel whose search now fails looks no further (below),
+            // so searching now first costs one search either way, and the look-ahead first
+            // made a burst's matches cost two. Measured (BENCHMARKS.md): `tick/1v1/100000`
+            // a fifth faster; the 1,000/s and 240k-ticket replays match byte for byte.
+            if self.under_load() && !self.duel && e.retry_at_ms != 0 {
                 if !self.find_match(anchor, now_ms + horizon, now_ms) {
                     // The look-ahead can first succeed at the time it learned; searching
                     // `horizon` before then lets it hold the set before the set is valid.
@@ -979,11 +982,8 @@ impl Pool {
                     self.set_retry(anchor, age_idx, retry_at_ms);
                     continue;
                 }
-                // Duels hold nothing (below); under load their look-ahead only filters.
-                if !self.duel {
-                    self.look_ahead_set.clone_from(&self.best_chosen);
-                    held = true;
-                }
+                self.look_ahead_set.clone_from(&self.best_chosen);
+                held = true;
             }
             if self.find_match(anchor, now_ms, now_ms) {
                 if self.duel && !self.under_load() && self.waits_for_closer_opponent(now_ms, sink) {
@@ -1011,9 +1011,7 @@ impl Pool {
             // Duels hold nothing: one opponent is all an old ticket needs, and holding its
             // nearest opponent paired it wider than a younger ticket would later have been
             // paired. Measured (BENCHMARKS.md): duels' mean imbalance a little lower, other
-            // criteria alike. (Under load a duel anchor whose look-ahead succeeded but whose
-            // search now failed so sleeps its re-search delay; its partner's search still
-            // finds it.)
+            // criteria alike.
             if !held && !self.duel && self.find_match(anchor, now_ms + horizon, now_ms) {
                 self.look_ahead_set.clone_from(&self.best_chosen);
                 held = true;
