@@ -2,7 +2,9 @@
 //! and on duels' patience.
 
 /// Matched tickets whose waits are kept: at 100 matched tickets a second, the last 10 s.
-const RECENT_WAITS: usize = 1_024;
+/// Recording more than this many at once leaves the same ring as recording only the last
+/// this many of them (the oldest is overwritten first).
+pub(crate) const RECENT_WAITS: usize = 1_024;
 /// No quantile (so no plans and no duel patience) until this many tickets have matched.
 const MIN_SAMPLES: usize = 64;
 /// Wide parties' plans hold no ticket past this quantile of the shard's recent waits: the
@@ -85,5 +87,30 @@ mod tests {
             w.record(u64::MAX);
         }
         assert_eq!(w.quantile(0.5), Some(u64::from(u32::MAX)));
+    }
+
+    #[test]
+    fn recording_only_the_last_ring_full_of_a_long_run_leaves_the_same_ring() {
+        // As `Shard::tick` does after a burst, from an empty ring and from a part-filled one.
+        for already in [0, 100] {
+            let (mut all, mut last) = (RecentWaits::default(), RecentWaits::default());
+            for ms in 0..already {
+                all.record(ms);
+                last.record(ms);
+            }
+            let run: Vec<u64> = (0..3_000).map(|i| (i * 7_919) % 5_000).collect();
+            run.iter().for_each(|&ms| all.record(ms));
+            run[run.len() - RECENT_WAITS..].iter().for_each(|&ms| last.record(ms));
+            for round in 0..3 {
+                for q in [0.05, 0.5, 0.75, 0.95, 1.0] {
+                    assert_eq!(all.quantile(q), last.quantile(q), "ring of {already}, round {round}, q {q}");
+                }
+                // And the same waits drop out as more arrive.
+                for ms in 0..400 {
+                    all.record(10_000 + ms);
+                    last.record(10_000 + ms);
+                }
+            }
+        }
     }
 }

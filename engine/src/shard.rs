@@ -13,7 +13,7 @@ use crate::command::{Command, Event, PlayerEntry, PlayerId, Rejection, TicketId,
 use crate::pool::{
     DUEL_PATIENCE_MAX_MS, MatchSink, NewTicket, PLAN_RETRY_DENSE_MS, Pool, RESEARCH_DELAY_MAX_MS, Retire,
 };
-use crate::recent_waits::RecentWaits;
+use crate::recent_waits::{RECENT_WAITS, RecentWaits};
 use crate::rules::{DatacenterId, MAX_DATACENTERS_PER_SHARD, ModeId, Rules, ShardId};
 
 /// How long a shard must go without a command or a match, after its waiting tickets' limits
@@ -341,7 +341,17 @@ impl Shard {
         for pool in &mut self.pools {
             pool.tick(now_ms, &mut sink);
         }
-        for event in &out[first_new..] {
+        // Only the last `RECENT_WAITS` waits stay in the ring, so a burst's earlier matches
+        // need no second read (it was a twentieth of a 100k-ticket burst's tick).
+        let mut from = out.len();
+        let mut to_record = RECENT_WAITS;
+        while from > first_new && to_record > 0 {
+            from -= 1;
+            if let Event::Matched(m) = &out[from] {
+                to_record = to_record.saturating_sub(m.tickets.len());
+            }
+        }
+        for event in &out[from..] {
             if let Event::Matched(m) = event {
                 for t in &m.tickets {
                     self.recent_waits.record(t.wait_ms);
