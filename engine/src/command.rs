@@ -3,6 +3,8 @@
 //! Everything here is owned, plain data with integer ids, so the same values can cross a
 //! thread mailbox today and a NATS subject later (the outer crates pick the encoding).
 
+use smallvec::SmallVec;
+
 use crate::rules::{DatacenterId, ModeId};
 
 /// A ticket's id, chosen by the caller (the edge, the admin API, or `rally replay`, which
@@ -133,8 +135,10 @@ pub struct MatchedTicket {
 
 /// A formed match with its quality figures.
 ///
-/// Tickets are stored flat, ordered by team, and players flat beside them, so forming a
-/// match costs two allocations however many tickets it holds.
+/// Tickets are stored flat, ordered by team, and players flat beside them: a duel's two
+/// of each fit inline, so forming one allocates nothing, and a bigger match costs two
+/// allocations however many tickets it holds. In a burst of duels the two allocations were
+/// a fifth of the tick (BENCHMARKS.md); the price is 32 more bytes per event.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Match {
     /// Unique across shards.
@@ -148,9 +152,9 @@ pub struct Match {
     /// Number of teams.
     pub n_teams: u16,
     /// Every ticket, ordered by team. Each ticket's players share its team.
-    pub tickets: Vec<MatchedTicket>,
+    pub tickets: SmallVec<[MatchedTicket; 2]>,
     /// Every player, grouped by ticket in `tickets` order.
-    pub players: Vec<PlayerId>,
+    pub players: SmallVec<[PlayerId; 2]>,
     /// max − min MMR over all players.
     pub mmr_spread: f64,
     /// max − min of the teams' mean MMR.

@@ -30,6 +30,8 @@
 //! Every search is bounded (neighbours scanned, nodes visited), so a tick is O(n log n) in
 //! the worst case and close to O(n) in the steady state. Buffers are kept between ticks.
 
+use smallvec::SmallVec;
+
 use crate::command::{Match, MatchId, MatchedTicket, PlayerId, TicketId};
 use crate::recent_waits::{DUEL_PATIENCE_QUANTILE, PLAN_WAIT_QUANTILE, RecentWaits};
 use crate::rules::{DatacenterId, Mode, ModeId, Widening};
@@ -1824,8 +1826,8 @@ impl Pool {
             }
         }
 
-        let mut tickets = Vec::with_capacity(self.best_chosen.len());
-        let mut players = Vec::with_capacity(self.players_per_match);
+        let mut tickets = SmallVec::with_capacity(self.best_chosen.len());
+        let mut players = SmallVec::with_capacity(self.players_per_match);
         let (mut lo, mut hi) = (f64::INFINITY, f64::NEG_INFINITY);
         // Teams come one after another in `best_chosen`: each team's mean is folded in as
         // the next one starts (no per-match array to clear).

@@ -1,6 +1,6 @@
 //! A tick allocates nothing per waiting ticket in the steady state: once the pool's
 //! buffers have grown, ticking over thousands of waiting tickets that cannot match yet
-//! allocates nothing at all, and a tick that forms matches allocates only for them.
+//! allocates nothing at all, and a tick that forms duels allocates nothing for them either.
 //!
 //! Its own test binary: the counting allocator is global to the binary.
 
@@ -78,17 +78,23 @@ fn ticks_over_waiting_tickets_allocate_only_for_the_matches_they_form() {
     assert!(out.is_empty(), "nothing can match yet");
     assert_eq!(steady, 0, "27 ticks over 8,000 waiting tickets allocated {steady} times");
 
-    // Once windows reach 10, the duel pairs match: two allocations per match (its ticket
-    // and player lists), nothing per waiting ticket. The slack covers the amortised,
+    // Once windows reach 10, the duel pairs match (the squads, 10 players 90 MMR apart,
+    // cannot yet): a duel keeps its ticket and player lists inline, so nothing is allocated
+    // per match either, nor per waiting ticket. The slack covers the amortised,
     // logarithmic growth of the event buffer and the queue of finished ids.
-    let mut matches = 0;
+    let mut duels = 0;
     let forming = allocations_during(|| {
         for t in (3_000..12_000).step_by(100) {
             shard.tick(t, &mut out);
-            matches += out.iter().filter(|e| matches!(e, Event::Matched(_))).count();
+            for e in &out {
+                if let Event::Matched(m) = e {
+                    assert_eq!(m.mode, ModeId(0), "only duels can match yet");
+                    duels += 1;
+                }
+            }
             out.clear();
         }
     });
-    assert!(matches >= 1_000, "only {matches} matches formed");
-    assert!(forming <= 2 * matches + 64, "{forming} allocations for {matches} matches");
+    assert!(duels >= 1_000, "only {duels} duels formed");
+    assert!(forming <= 64, "{forming} allocations for {duels} duels");
 }
