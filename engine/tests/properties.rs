@@ -218,6 +218,35 @@ fn with_ticks_faster_than_the_plans_period_every_match_is_still_valid() {
     assert!(matched > 2_500, "only {matched} of 3000 tickets matched");
 }
 
+#[test]
+fn a_party_pool_under_load_whose_limits_open_slowly_matches_validly() {
+    // 4,000 trio tickets at once, every player far from every datacenter, so none can
+    // match until RTT limits have grown for a few seconds: a pool under load (1,500
+    // tickets or more) whose anchors have all searched before look ahead first, and take
+    // a set the look-ahead found when it is valid already.
+    use rand::{Rng, SeedableRng};
+    let mut rng = rand::rngs::SmallRng::seed_from_u64(11);
+    let mut next_player = 0u64;
+    let mut ops: Vec<Op> = (0..4_000u64)
+        .map(|ticket| {
+            let players = (0..rng.random_range(1..=3))
+                .map(|_| {
+                    next_player += 1;
+                    let rtt = (0..5).map(|dc| (dc, rng.random_range(85.0..140.0))).collect();
+                    (next_player, rng.random_range(1200.0..1800.0), rtt)
+                })
+                .collect();
+            Op::Enqueue { ticket, mode: 1, players }
+        })
+        .collect();
+    ops.extend((0..300).map(|_| Op::Tick { advance_ms: 100 }));
+    let events = run(&ops);
+    check(&ops, &events).unwrap();
+    let matched: usize =
+        events.iter().filter_map(|(_, e)| if let Event::Matched(m) = e { Some(m.tickets.len()) } else { None }).sum();
+    assert!(matched > 2_500, "only {matched} of 4000 tickets matched");
+}
+
 /// 3,000 tickets over three modes, a tick of `advance_ms` after every `tickets_per_tick`
 /// arrivals, then 30 s of ticks; checks every event and returns the tickets matched.
 fn dense_run(tickets_per_tick: u64, advance_ms: u64) -> usize {
