@@ -74,18 +74,18 @@ struct WorkloadArgs {
     #[arg(long, value_name = "EVENTS.jsonl", default_value = "-")]
     output: PathBuf,
     /// Tickets per second.
-    #[arg(long, default_value_t = 200.0)]
+    #[arg(long, default_value_t = 200.0, value_parser = positive_number)]
     rate: f64,
     /// Seconds of arrivals.
-    #[arg(long, default_value_t = 60.0)]
+    #[arg(long, default_value_t = 60.0, value_parser = non_negative_number)]
     duration_s: f64,
     /// Fraction of tickets that cancel later.
-    #[arg(long, default_value_t = 0.07)]
+    #[arg(long, default_value_t = 0.07, value_parser = fraction)]
     cancel_fraction: f64,
     /// Standard deviation of a party member's rating around the party's: with the example
     /// rules, 60 makes about half of the 3v3 and 5v5 parties wider than a new ticket's
     /// window, 25 hardly any.
-    #[arg(long, default_value_t = 60.0)]
+    #[arg(long, default_value_t = 60.0, value_parser = non_negative_number)]
     party_mmr_sd: f64,
     /// Evenly spaced arrivals, or exponential gaps at the same mean rate (bursts and lulls;
     /// as many tickets, the last near the end of `--duration-s`).
@@ -100,6 +100,28 @@ struct WorkloadArgs {
 enum ArrivalsArg {
     Even,
     Poisson,
+}
+
+/// A finite number above 0 (`--rate`): out of range is a usage error, as a typo is.
+fn positive_number(text: &str) -> Result<f64, String> {
+    number_where(text, |v| v > 0.0, "a finite number above 0")
+}
+
+/// A finite number, 0 or more.
+fn non_negative_number(text: &str) -> Result<f64, String> {
+    number_where(text, |v| v >= 0.0, "a finite number, 0 or more")
+}
+
+/// A fraction, 0 to 1.
+fn fraction(text: &str) -> Result<f64, String> {
+    number_where(text, |v| (0.0..=1.0).contains(&v), "a number from 0 to 1")
+}
+
+fn number_where(text: &str, ok: impl Fn(f64) -> bool, expected: &str) -> Result<f64, String> {
+    match text.trim().parse::<f64>() {
+        Ok(v) if v.is_finite() && ok(v) => Ok(v),
+        _ => Err(format!("expected {expected}")),
+    }
 }
 
 /// Exit codes: 0 success, 1 a runtime error (unreadable file, bad rules…), 2 `replay
@@ -187,13 +209,6 @@ fn replay(args: ReplayArgs) -> Result<ExitCode> {
 
 fn generate(args: WorkloadArgs) -> Result<ExitCode> {
     let rules = load_rules(&args.modes)?;
-    anyhow::ensure!(args.rate > 0.0 && args.rate.is_finite(), "--rate must be a positive number");
-    anyhow::ensure!(args.duration_s >= 0.0 && args.duration_s.is_finite(), "--duration-s must not be negative");
-    anyhow::ensure!((0.0..=1.0).contains(&args.cancel_fraction), "--cancel-fraction must be within 0..=1");
-    anyhow::ensure!(
-        args.party_mmr_sd >= 0.0 && args.party_mmr_sd.is_finite(),
-        "--party-mmr-sd must be a finite number ≥ 0"
-    );
     let mut spec = workload::WorkloadSpec::mixed(&rules, args.seed, args.rate, args.duration_s);
     spec.cancel_fraction = args.cancel_fraction;
     spec.party_mmr_sd = args.party_mmr_sd;

@@ -37,7 +37,8 @@ pub struct DevArgs {
     /// tick this often. Shorter ticks form matches sooner and send them in smaller bursts,
     /// for a little more CPU; a tick that runs long puts the next one off, so ticking
     /// never takes more than a quarter of a shard's time.
-    #[arg(long, env = "RALLY_TICK_MS", value_name = "MS", default_value_t = LIVE_TICK_MS)]
+    #[arg(long, env = "RALLY_TICK_MS", value_name = "MS", default_value_t = LIVE_TICK_MS,
+          value_parser = clap::value_parser!(u64).range(1..=60_000))]
     pub tick_ms: u64,
     /// Nice value for the engine's shard threads (-20..=19; Linux). Below the async
     /// workers' 0, a shard answers commands without waiting for a worker's time slice,
@@ -85,7 +86,7 @@ pub struct DevArgs {
     #[arg(long, env = "RALLY_REDIS_PREFIX", default_value = "rally:")]
     pub redis_prefix: String,
     /// Length of a rating season, days; when one ends the next opens.
-    #[arg(long, env = "RALLY_SEASON_DAYS", default_value_t = 90)]
+    #[arg(long, env = "RALLY_SEASON_DAYS", default_value_t = 90, value_parser = clap::value_parser!(u32).range(1..))]
     pub season_days: u32,
 }
 
@@ -108,7 +109,7 @@ pub struct TokenArgs {
     #[arg(long)]
     pub player: u64,
     /// The rating a dev edge queues the player with.
-    #[arg(long)]
+    #[arg(long, value_parser = crate::non_negative_number)]
     pub mmr: Option<f64>,
     /// Lifetime, seconds.
     #[arg(long, default_value_t = 900)]
@@ -327,7 +328,6 @@ pub fn dev(args: DevArgs) -> Result<()> {
             None => Arc::new(StoreLeaderboard::new(shared.clone())),
         };
         let server_key = args.server_key.clone().unwrap_or_else(random_key);
-        anyhow::ensure!(args.season_days >= 1, "--season-days must be at least 1");
         let game_config = GameConfig {
             server_key: Some(server_key.clone()),
             modes: rules.modes.iter().map(|m| m.name.clone()).collect(),
@@ -415,7 +415,6 @@ pub fn migrate(args: MigrateArgs) -> Result<()> {
 }
 
 pub fn token(args: TokenArgs) -> Result<()> {
-    anyhow::ensure!(args.mmr.is_none_or(|m| m.is_finite() && m >= 0.0), "--mmr must be a finite, non-negative number");
     let key = SigningKey::load_or_create(&args.key)?;
     let issuer = TokenIssuer::new(key).with_ttl(Duration::from_secs(args.ttl_s));
     println!("{}", issuer.mint(args.player, args.mmr, SystemTime::now()));

@@ -126,8 +126,20 @@ fn workload_poisson_arrivals_with_tight_parties_replay_cleanly() {
 }
 
 #[test]
-fn workload_rejects_a_negative_party_spread() {
-    let out = rally(&["workload", "--modes", MODES, "--party-mmr-sd=-1"], b"");
-    assert_eq!(out.status.code(), Some(1));
-    assert!(String::from_utf8_lossy(&out.stderr).contains("--party-mmr-sd"));
+fn workload_numbers_out_of_range_are_usage_errors() {
+    for (arg, expected) in [
+        ("--party-mmr-sd=-1", "0 or more"),
+        ("--rate=0", "above 0"),
+        ("--rate=inf", "above 0"),
+        ("--duration-s=-5", "0 or more"),
+        ("--cancel-fraction=1.5", "from 0 to 1"),
+        ("--cancel-fraction=NaN", "from 0 to 1"),
+    ] {
+        let out = rally(&["workload", "--modes", MODES, arg], b"");
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(64), "{arg}: {stderr}");
+        let flag = arg.split('=').next().unwrap();
+        assert!(stderr.contains(flag) && stderr.contains(expected), "{arg}: {stderr}");
+        assert!(out.stdout.is_empty(), "{arg}: no events written");
+    }
 }
