@@ -2127,20 +2127,23 @@ impl SplitSearch {
         let first = usize::from(s1.total_cmp(&s0).is_lt());
         for t in [first, 1 - first] {
             if fits[t] {
-                self.place(i, t, item, team_size);
+                self.place(i, t, team_size, Self::assign_two);
             }
         }
     }
 
-    /// Puts item `i` in team `t`, searches on with `assign_two`, and takes it out again.
+    /// Puts item `i` in team `t`, searches on from item `i + 1` with `search_on`, and takes
+    /// it out again.
     #[inline]
-    fn place(&mut self, i: usize, t: usize, item: SplitItem, team_size: u32) {
-        // Restored, not subtracted back, as in `assign`.
+    fn place(&mut self, i: usize, t: usize, team_size: u32, search_on: fn(&mut Self, usize, u32)) {
+        let item = self.items[i];
+        // Restored, not subtracted back: a team's sum at a leaf is then the same whichever
+        // branches were searched (or pruned) before.
         let sum_before = self.team_sums[t];
         self.team_players[t] += item.n_players;
         self.team_sums[t] += item.sum_mmr;
         self.current[i] = t as u16;
-        self.assign_two(i + 1, team_size);
+        search_on(self, i + 1, team_size);
         self.team_players[t] -= item.n_players;
         self.team_sums[t] = sum_before;
     }
@@ -2195,16 +2198,7 @@ impl SplitSearch {
         order[..n_order]
             .sort_unstable_by(|&x, &y| sums[usize::from(x)].total_cmp(&sums[usize::from(y)]).then(x.cmp(&y)));
         for &t in &order[..n_order] {
-            let t = usize::from(t);
-            // Restored, not subtracted back: a team's sum at a leaf is then the same
-            // whichever branches were searched (or pruned) before.
-            let sum_before = self.team_sums[t];
-            self.team_players[t] += item.n_players;
-            self.team_sums[t] += item.sum_mmr;
-            self.current[i] = t as u16;
-            self.assign(i + 1, team_size);
-            self.team_players[t] -= item.n_players;
-            self.team_sums[t] = sum_before;
+            self.place(i, usize::from(t), team_size, Self::assign);
         }
     }
 }
