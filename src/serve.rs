@@ -38,7 +38,7 @@ pub struct DevArgs {
     /// for a little more CPU; a tick that runs long puts the next one off, so ticking
     /// never takes more than a quarter of a shard's time.
     #[arg(long, env = "RALLY_TICK_MS", value_name = "MS", default_value_t = LIVE_TICK_MS,
-          value_parser = clap::value_parser!(u64).range(1..=60_000))]
+          value_parser = clap::value_parser!(u64).range(1..=MAX_TICK_MS))]
     pub tick_ms: u64,
     /// Nice value for the engine's shard threads (-20..=19; Linux). Below the async
     /// workers' 0, a shard answers commands without waiting for a worker's time slice,
@@ -181,6 +181,8 @@ pub struct LoadgenArgs {
 /// smaller bursts. (On an earlier machine 20 ms ticks, and the rules' 100 ms, missed the
 /// 5 ms delivery target.) Idle, `rally dev` uses 2.1% of a core at 2 ms and 1.6% at 5 ms.
 pub(crate) const LIVE_TICK_MS: u64 = 2;
+/// The longest tick period `--tick-ms` accepts.
+const MAX_TICK_MS: u64 = 60_000;
 
 /// The rules at `path` (the embedded ones when absent), live shards ticking every `tick_ms`.
 pub(crate) fn rules(path: Option<&Path>, tick_ms: u64) -> Result<Arc<Rules>> {
@@ -188,7 +190,7 @@ pub(crate) fn rules(path: Option<&Path>, tick_ms: u64) -> Result<Arc<Rules>> {
         Some(path) => crate::load_rules(path)?,
         None => Arc::new(Rules::from_toml(EMBEDDED_MODES).context("the embedded examples/modes.toml")?),
     };
-    anyhow::ensure!((1..=60_000).contains(&tick_ms), "--tick-ms must be within 1..=60000");
+    anyhow::ensure!((1..=MAX_TICK_MS).contains(&tick_ms), "--tick-ms must be within 1..={MAX_TICK_MS}");
     Arc::make_mut(&mut rules).tick_ms = tick_ms;
     Ok(rules)
 }
