@@ -7,11 +7,67 @@
 //! as `rally replay`.
 
 use std::fmt::Write as _;
+use std::sync::Arc;
 
 use rally_engine::Rules;
 
-use crate::check::{Admission, Admitted, CheckTicket};
+use crate::check::{Admission, Admitted, CheckTicket, Quality, evaluate};
 use crate::input::parse_line;
+use crate::{ReplayError, ReplayOptions};
+
+/// The engine and the baseline over one event log: both match files, each checked by
+/// [`evaluate`] and measured.
+#[derive(Clone, Debug)]
+pub struct Contest {
+    /// What `rally replay` wrote.
+    pub engine_matches: String,
+    /// What [`run`] wrote.
+    pub greedy_matches: String,
+    /// The engine's figures.
+    pub engine: Quality,
+    /// The baseline's figures.
+    pub greedy: Quality,
+}
+
+/// Why a [`contest`] has no result.
+#[derive(Debug, thiserror::Error)]
+pub enum ContestError {
+    /// The replay stopped (it is run without `strict`, so only on i/o).
+    #[error("replay: {0}")]
+    Replay(#[from] ReplayError),
+    /// A matcher wrote a match the checker refuses: a bug in that matcher.
+    #[error("{matcher} wrote an invalid match: {violation}")]
+    Invalid {
+        /// "engine" or "greedy".
+        matcher: &'static str,
+        /// The checker's first finding.
+        violation: String,
+    },
+}
+
+/// Runs the engine (as `rally replay` with `drain_ms`) and the baseline over `events`,
+/// checks both outputs and measures them.
+pub fn contest(rules: &Arc<Rules>, events: &str, drain_ms: u64) -> Result<Contest, ContestError> {
+    let mut engine_matches = Vec::new();
+    crate::run(
+        rules.clone(),
+        ReplayOptions { drain_ms, ..ReplayOptions::default() },
+        &mut events.as_bytes(),
+        &mut engine_matches,
+        &mut std::io::sink(),
+    )?;
+    let engine_matches = String::from_utf8(engine_matches).expect("the replay writes UTF-8");
+    let greedy_matches = run(rules, events, drain_ms);
+    let judge = |matcher, matches: &str| {
+        evaluate(rules, events, matches).map_err(|violation| ContestError::Invalid { matcher, violation })
+    };
+    Ok(Contest {
+        engine: judge("engine", &engine_matches)?,
+        greedy: judge("greedy", &greedy_matches)?,
+        engine_matches,
+        greedy_matches,
+    })
+}
 
 struct Waiting {
     ticket: CheckTicket,
