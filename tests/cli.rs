@@ -68,6 +68,25 @@ fn replays_the_example_from_file_to_stdout_with_a_summary() {
     ] {
         assert!(summary.get(key).is_some(), "summary lacks {key}");
     }
+    for (key, fields) in [("wait_ms", ["p50", "p95", "p99", "max"]), ("tick_us", ["p50", "p95", "p99", "max"])] {
+        for field in fields {
+            assert!(summary[key][field].is_number(), "summary lacks {key}.{field}: {summary}");
+        }
+    }
+    // The largest wait is exact (the histograms round percentiles to their buckets).
+    let longest_wait = matches
+        .lines()
+        .flat_map(|line| {
+            let v: serde_json::Value = serde_json::from_str(line).unwrap();
+            v["wait_ms"].as_array().unwrap().iter().map(|w| w.as_u64().unwrap()).collect::<Vec<_>>()
+        })
+        .max()
+        .unwrap();
+    assert_eq!(summary["wait_ms"]["max"].as_f64(), Some(longest_wait as f64));
+    // Without --drain-ms the clock runs on 60 s past the last event.
+    let events = std::fs::read_to_string(EVENTS).unwrap();
+    let last: serde_json::Value = serde_json::from_str(events.lines().last().unwrap()).unwrap();
+    assert_eq!(summary["virtual_end_ms"].as_u64(), Some(last["at_ms"].as_u64().unwrap() + 60_000));
 }
 
 #[test]
@@ -86,6 +105,30 @@ fn strict_mode_exits_with_code_2_naming_the_line() {
     assert_eq!(out.status.code(), Some(2));
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(stderr.contains("line 2") && stderr.contains("at_ms_decreasing"), "{stderr}");
+}
+
+#[test]
+fn strict_mode_keeps_the_matches_formed_before_the_bad_line() {
+    let duelist = |ticket: &str, mmr: f64| {
+        format!(
+            r#"{{"at_ms":0,"op":"enqueue","ticket":"{ticket}","mode":"duel-1v1","players":[{{"id":"p-{ticket}","mmr":{mmr},"rtt_ms":{{"eu-west":20.0}}}}]}}"#
+        )
+    };
+    let input = [
+        duelist("a", 1500.0),
+        duelist("b", 1510.0),
+        r#"{"at_ms":500,"op":"cancel","ticket":"a"}"#.to_owned(),
+        r#"{"at_ms":600,"op":"dance","ticket":"a"}"#.to_owned(),
+    ]
+    .join("\n");
+    let out = rally(&["replay", "--modes", MODES, "--input", "-", "--output", "-", "--strict"], input.as_bytes());
+    assert_eq!(out.status.code(), Some(2));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("line 4") && stderr.contains("unknown_op"), "{stderr}");
+    assert!(!stderr.contains("lines read"), "no summary after a strict stop: {stderr}");
+    let matches = String::from_utf8(out.stdout).unwrap();
+    assert_eq!(matches.lines().count(), 1, "the duel formed at 0 is written: {matches}");
+    assert!(matches.contains(r#""teams":[["a"],["b"]]"#), "{matches}");
 }
 
 #[test]

@@ -511,6 +511,12 @@ max_rtt_ms = { start = 80.0, growth_per_s = 8.0, max = 180.0 }
     }
 
     #[test]
+    fn tick_ms_defaults_to_100() {
+        let rules = Rules::from_toml(&GOOD.replace("tick_ms = 50\n", "")).unwrap();
+        assert_eq!(rules.tick_ms, 100);
+    }
+
+    #[test]
     fn shards_group_regions() {
         let text = GOOD.replace("tick_ms = 50", "tick_ms = 50\nshards = [[\"na\"], [\"eu\"]]");
         let rules = Rules::from_toml(&text).unwrap();

@@ -49,7 +49,7 @@ impl LineError {
 impl fmt::Display for LineError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            LineError::Malformed(e) => write!(f, "malformed json: {e}"),
+            LineError::Malformed(e) => write!(f, "{e}"),
             LineError::AtMsMissing => write!(f, "at_ms missing"),
             LineError::AtMsNegative => write!(f, "at_ms is negative"),
             LineError::AtMsNotInteger => write!(f, "at_ms is not an integer"),
@@ -121,9 +121,20 @@ struct RawLine<'a> {
     players: Option<Vec<InputPlayer<'a>>>,
 }
 
+/// serde_json's message with its position as a column: the input is one line, so its
+/// "at line 1" says nothing the report's own line number does not.
+fn malformed(e: serde_json::Error) -> LineError {
+    let text = e.to_string();
+    let position = format!(" at line {} column {}", e.line(), e.column());
+    match text.strip_suffix(&position) {
+        Some(message) => LineError::Malformed(format!("{message} (column {})", e.column())),
+        None => LineError::Malformed(text),
+    }
+}
+
 /// Parses a line; `last_at_ms` is the last accepted line's time.
 pub fn parse_line(line: &str, last_at_ms: u64) -> Result<InputEvent<'_>, LineError> {
-    let raw: RawLine<'_> = serde_json::from_str(line).map_err(|e| LineError::Malformed(e.to_string()))?;
+    let raw: RawLine<'_> = serde_json::from_str(line).map_err(malformed)?;
     let at_ms = match raw.at_ms {
         None | Some(serde_json::Value::Null) => return Err(LineError::AtMsMissing),
         Some(serde_json::Value::Number(n)) => match (n.as_u64(), n.as_i64(), n.as_f64()) {
@@ -211,6 +222,8 @@ mod tests {
             (r#"{"at_ms":-5,"op":"cancel","ticket":"t"}"#, "at_ms_negative"),
             (r#"{"at_ms":-5.5,"op":"cancel","ticket":"t"}"#, "at_ms_negative"),
             (r#"{"at_ms":1.5,"op":"cancel","ticket":"t"}"#, "at_ms_not_integer"),
+            // A JSON float, even a whole one: the contract's times are integers.
+            (r#"{"at_ms":5.0,"op":"cancel","ticket":"t"}"#, "at_ms_not_integer"),
             (r#"{"at_ms":"7","op":"cancel","ticket":"t"}"#, "at_ms_not_integer"),
             (r#"{"at_ms":1,"op":"cancel","ticket":"t"}"#, "at_ms_decreasing"),
             (r#"{"at_ms":10,"op":"dance","ticket":"t"}"#, "unknown_op"),
@@ -228,5 +241,11 @@ mod tests {
         assert_eq!(parse_line(&long, 0).unwrap_err(), LineError::BadTicketId);
         let edge = format!(r#"{{"at_ms":10,"op":"cancel","ticket":"{}"}}"#, "x".repeat(128));
         assert!(parse_line(&edge, 0).is_ok());
+    }
+
+    #[test]
+    fn a_malformed_line_is_reported_by_column() {
+        let got = parse_line(r#"{"at_ms":10,"op":}"#, 0).unwrap_err();
+        assert_eq!(got.to_string(), "expected value (column 18)");
     }
 }

@@ -22,16 +22,15 @@ pub struct Percentiles {
 }
 
 impl Percentiles {
-    fn of(h: &Histogram<u64>) -> Self {
+    /// The percentiles of `h`, each the lowest value of its histogram bucket (at most 0.1%
+    /// below the recorded value, and a round value stays round: 3200 reads 3200, not the
+    /// bucket's top, 3201); `max` is the exact largest value, kept beside the histogram.
+    fn of(h: &Histogram<u64>, max: u64) -> Self {
         if h.is_empty() {
             return Percentiles::default();
         }
-        Percentiles {
-            p50: h.value_at_quantile(0.50) as f64,
-            p95: h.value_at_quantile(0.95) as f64,
-            p99: h.value_at_quantile(0.99) as f64,
-            max: h.max() as f64,
-        }
+        let at = |q| h.lowest_equivalent(h.value_at_quantile(q)) as f64;
+        Percentiles { p50: at(0.50), p95: at(0.95), p99: at(0.99), max: max as f64 }
     }
 }
 
@@ -84,6 +83,9 @@ pub struct Summary {
 
 #[derive(Clone, Debug, Default)]
 struct Sums {
+    /// Exact maxima (the histograms round to their buckets).
+    wait_max_ms: u64,
+    tick_max_us: u64,
     wait: f64,
     spread: f64,
     imbalance: f64,
@@ -127,6 +129,7 @@ impl Summary {
         self.players_matched += m.players.len() as u64;
         for t in &m.tickets {
             self.waits.saturating_record(t.wait_ms);
+            self.sums.wait_max_ms = self.sums.wait_max_ms.max(t.wait_ms);
             self.sums.wait += t.wait_ms as f64;
         }
         self.sums.spread += m.mmr_spread;
@@ -141,13 +144,15 @@ impl Summary {
 
     pub(crate) fn record_tick(&mut self, took: Duration) {
         self.ticks += 1;
-        self.tick_times.saturating_record(took.as_micros() as u64);
+        let us = u64::try_from(took.as_micros()).unwrap_or(u64::MAX);
+        self.tick_times.saturating_record(us);
+        self.sums.tick_max_us = self.sums.tick_max_us.max(us);
     }
 
     /// Brings derived figures up to date; called once at the end of a replay.
     pub(crate) fn finish(&mut self) {
-        self.tick_us = Percentiles::of(&self.tick_times);
-        self.wait_ms = Percentiles::of(&self.waits);
+        self.tick_us = Percentiles::of(&self.tick_times, self.sums.tick_max_us);
+        self.wait_ms = Percentiles::of(&self.waits, self.sums.wait_max_ms);
     }
 
     /// Total lines skipped as bad.
