@@ -238,6 +238,7 @@ impl Entry {
 /// Entries with their fixed-stride rows (worst RTT per local datacenter, player ids) in
 /// parallel vectors: moving an entry moves its rows, and reading a ticket touches memory at
 /// one index, which is what keeps a tick's sweep sequential.
+#[derive(Clone)]
 struct Rows {
     entries: Vec<Entry>,
     rtt: Vec<f64>,
@@ -473,6 +474,7 @@ impl<'a, R: Retire> MatchSink<'a, R> {
     }
 }
 
+#[derive(Clone)]
 pub(crate) struct Pool {
     mode: ModeId,
     teams: u16,
@@ -1929,7 +1931,7 @@ impl Pool {
 
 /// Jumps over the entries of `sorted` taken during a tick (union–find with path halving),
 /// so an anchor late in a dense, mostly matched neighbourhood does not wade through them.
-#[derive(Default)]
+#[derive(Clone, Default)]
 struct Skips {
     /// Per position `i` (0..=len), the two jump links side by side, so the anchor's first
     /// step either way touches one cache line:
@@ -1976,6 +1978,7 @@ impl Skips {
 /// second team) fills whose first team, or second, has room for `k` more players. Built
 /// once per pool: building them per candidate was a third of the tick on a pool of parties
 /// that cannot complete each other (BENCHMARKS.md).
+#[derive(Clone)]
 struct TeamFillRooms {
     first: [u128; 11],
     second: [u128; 11],
@@ -2017,7 +2020,7 @@ struct SplitItem {
 }
 
 /// Branch and bound over team assignments; buffers reused across calls.
-#[derive(Default)]
+#[derive(Clone, Default)]
 struct SplitSearch {
     items: Vec<SplitItem>,
     current: Vec<u16>,

@@ -20,7 +20,7 @@ pub(crate) const PLAN_WAIT_QUANTILE: f64 = 0.95;
 pub(crate) const DUEL_PATIENCE_QUANTILE: f64 = 0.75;
 
 /// The last `RECENT_WAITS` waits, in a ring.
-#[derive(Debug, Default)]
+#[derive(Clone, Debug, Default)]
 pub(crate) struct RecentWaits {
     ring: Vec<u32>,
     next: usize,

@@ -191,6 +191,56 @@ impl Shard {
         self.limits_settle_at_ms = None;
     }
 
+    /// Whether ticks at `tick_times` (ascending, none before the last tick), with no
+    /// command between them, would match every one of `tickets`; the shard is unchanged.
+    /// Found on a copy of the pools and what their ticks read: the ticket and player tables
+    /// stay behind (ticks do not read them, and they hold every id the shard remembers).
+    /// Stops at the first tick by which all are matched, or once the copy is idle. What
+    /// `rally replay` asks before refusing a player who is waiting now but whose ticket a
+    /// tick before the line's time may match, so a refused line moves no clock.
+    pub fn would_match_all(&self, tickets: &[TicketId], tick_times: impl IntoIterator<Item = u64>) -> bool {
+        let mut tick_times = tick_times.into_iter().peekable();
+        if tickets.is_empty() {
+            return true;
+        }
+        if tick_times.peek().is_none() || self.is_idle() {
+            // Nothing would run, or nothing it runs could match: no copy needed.
+            return false;
+        }
+        let mut copy = Shard {
+            rules: self.rules.clone(),
+            id: self.id,
+            config: self.config,
+            local_dc: self.local_dc.clone(),
+            pools: self.pools.clone(),
+            tickets: FxHashMap::default(),
+            players: FxHashMap::default(),
+            finished: VecDeque::new(),
+            finished_players: VecDeque::new(),
+            next_match_seq: self.next_match_seq,
+            last_tick_ms: self.last_tick_ms,
+            last_change_ms: self.last_change_ms,
+            limits_settle_at_ms: self.limits_settle_at_ms,
+            recent_waits: self.recent_waits.clone(),
+            rtt_scratch: Vec::new(),
+            player_scratch: Vec::new(),
+        };
+        let mut left = tickets.to_vec();
+        let mut out = Vec::new();
+        for now_ms in tick_times {
+            if left.is_empty() || copy.is_idle() {
+                break;
+            }
+            copy.tick(now_ms, &mut out);
+            for event in out.drain(..) {
+                if let Event::Matched(m) = event {
+                    left.retain(|&t| m.tickets.iter().all(|mt| mt.id != t));
+                }
+            }
+        }
+        left.is_empty()
+    }
+
     /// Applies one command at `now_ms`, reporting its outcome into `out`.
     pub fn handle(&mut self, now_ms: u64, cmd: Command, out: &mut Vec<Event>) {
         match cmd {
@@ -235,10 +285,15 @@ impl Shard {
         if self.tickets.contains_key(&req.id) {
             return Err(Rejection::DuplicateTicket);
         }
-        if req.players.iter().any(|p| self.players.get(&p.id).is_some_and(|&t| self.waiting_in(t).is_some())) {
+        if req.players.iter().any(|p| self.waiting_ticket_of(p.id).is_some()) {
             return Err(Rejection::PlayerAlreadyWaiting);
         }
         Ok(())
+    }
+
+    /// The waiting ticket `player` is in, if any.
+    pub fn waiting_ticket_of(&self, player: PlayerId) -> Option<TicketId> {
+        self.players.get(&player).copied().filter(|&t| self.waiting_in(t).is_some())
     }
 
     /// Where ticket `id` waits, if it does.

@@ -67,6 +67,24 @@ fn player_already_waiting_in_another_ticket() {
 }
 
 #[test]
+fn whether_a_waiting_player_is_matched_before_a_time_is_found_without_changing_the_shard() {
+    // 200 apart: the duel window (50, growing 10 a second) reaches that at 15 s.
+    let mut s = shard();
+    enqueue(&mut s, 0, ticket(1, "duel", vec![eu(7, 1500.0)]));
+    enqueue(&mut s, 0, ticket(2, "duel", vec![eu(8, 1700.0)]));
+    assert_eq!(s.waiting_ticket_of(rally_engine::PlayerId(7)), Some(TicketId(1)));
+    let ticks_before = |end_ms: u64| (0..end_ms).step_by(100);
+    assert!(!s.would_match_all(&[TicketId(1)], ticks_before(15_000)));
+    assert!(s.would_match_all(&[TicketId(1), TicketId(2)], ticks_before(15_001)));
+    assert!(!s.would_match_all(&[TicketId(1)], ticks_before(0)), "no tick, no match");
+    // The shard itself has not ticked: its own ticks match the pair at 15 s, not before.
+    assert_eq!(s.waiting_total(), 2);
+    assert!(run_ticks(&mut s, 0, 14_900).is_empty());
+    assert_eq!(tick(&mut s, 15_000).len(), 1);
+    assert_eq!(s.waiting_ticket_of(rally_engine::PlayerId(7)), None);
+}
+
+#[test]
 fn ticket_id_used_before() {
     let mut s = shard();
     assert_eq!(enqueue(&mut s, 0, ticket(1, "duel", vec![eu(7, 1500.0)])), vec![Event::Enqueued(TicketId(1))]);

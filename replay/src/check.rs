@@ -14,7 +14,7 @@ use std::collections::HashMap;
 
 use rally_engine::Rules;
 
-use crate::input::{InputEvent, parse_line};
+use crate::input::{InputEvent, InputPlayer, parse_line};
 
 /// A player as the contract sees them.
 #[derive(Clone, Debug)]
@@ -93,46 +93,7 @@ impl Admission {
         let at_ms = event.at_ms();
         let outcome = match event {
             InputEvent::Enqueue { ticket, mode, players, .. } => {
-                let accepted = (|| {
-                    let mode_idx = rules.mode_id(&mode)?.0 as usize;
-                    let team_size = usize::from(rules.modes[mode_idx].team_size);
-                    if players.is_empty() || players.len() > team_size {
-                        return None;
-                    }
-                    let bad = |x: f64| !x.is_finite() || x < 0.0;
-                    if players.iter().any(|p| bad(p.mmr) || p.rtt_ms.iter().any(|(_, r)| bad(*r))) {
-                        return None;
-                    }
-                    for (i, p) in players.iter().enumerate() {
-                        if players[..i].iter().any(|q| q.id == p.id) {
-                            return None;
-                        }
-                    }
-                    let players: Vec<CheckPlayer> = players
-                        .iter()
-                        .map(|p| CheckPlayer {
-                            id: p.id.to_string(),
-                            mmr: p.mmr,
-                            rtt: p
-                                .rtt_ms
-                                .iter()
-                                .filter_map(|(dc, r)| rules.datacenter_id(dc).map(|d| (usize::from(d.0), *r)))
-                                .collect(),
-                        })
-                        .collect();
-                    let known = (0..rules.datacenters.len()).any(|dc| players.iter().all(|p| p.rtt_to(dc).is_some()));
-                    if !known {
-                        return None;
-                    }
-                    if self.tickets.contains_key(&*ticket) {
-                        return None;
-                    }
-                    if players.iter().any(|p| self.waiting_players.contains_key(&*p.id)) {
-                        return None;
-                    }
-                    Some(CheckTicket { name: ticket.to_string(), at_ms, mode: mode_idx, players })
-                })();
-                match accepted {
+                match self.admit_enqueue(rules, &ticket, &mode, &players, at_ms, |_| false) {
                     Some(t) => {
                         for p in &t.players {
                             self.waiting_players.insert(p.id.clone(), t.name.clone());
@@ -154,6 +115,69 @@ impl Admission {
             }
         };
         (Some(at_ms), outcome)
+    }
+
+    /// Whether `line` would be applied (an enqueue accepted, a cancel processed) if the
+    /// tickets `matched_first` names were matched before it; changes nothing. Every line
+    /// that parses is applied but an enqueue the contract refuses.
+    pub fn would_apply(&self, rules: &Rules, line: &str, matched_first: impl Fn(&str) -> bool) -> bool {
+        match parse_line(line, self.last_at_ms) {
+            Ok(InputEvent::Enqueue { ticket, mode, players, at_ms }) => {
+                self.admit_enqueue(rules, &ticket, &mode, &players, at_ms, matched_first).is_some()
+            }
+            Ok(InputEvent::Cancel { .. }) => true,
+            Err(_) => false,
+        }
+    }
+
+    /// The ticket an enqueue adds, if the contract accepts it; a player waiting in a ticket
+    /// `matched_first` names counts as no longer waiting.
+    fn admit_enqueue(
+        &self,
+        rules: &Rules,
+        ticket: &str,
+        mode: &str,
+        players: &[InputPlayer<'_>],
+        at_ms: u64,
+        matched_first: impl Fn(&str) -> bool,
+    ) -> Option<CheckTicket> {
+        let mode_idx = rules.mode_id(mode)?.0 as usize;
+        let team_size = usize::from(rules.modes[mode_idx].team_size);
+        if players.is_empty() || players.len() > team_size {
+            return None;
+        }
+        let bad = |x: f64| !x.is_finite() || x < 0.0;
+        if players.iter().any(|p| bad(p.mmr) || p.rtt_ms.iter().any(|(_, r)| bad(*r))) {
+            return None;
+        }
+        for (i, p) in players.iter().enumerate() {
+            if players[..i].iter().any(|q| q.id == p.id) {
+                return None;
+            }
+        }
+        let players: Vec<CheckPlayer> = players
+            .iter()
+            .map(|p| CheckPlayer {
+                id: p.id.to_string(),
+                mmr: p.mmr,
+                rtt: p
+                    .rtt_ms
+                    .iter()
+                    .filter_map(|(dc, r)| rules.datacenter_id(dc).map(|d| (usize::from(d.0), *r)))
+                    .collect(),
+            })
+            .collect();
+        let known = (0..rules.datacenters.len()).any(|dc| players.iter().all(|p| p.rtt_to(dc).is_some()));
+        if !known {
+            return None;
+        }
+        if self.tickets.contains_key(ticket) {
+            return None;
+        }
+        if players.iter().any(|p| self.waiting_players.get(&*p.id).is_some_and(|t| !matched_first(t))) {
+            return None;
+        }
+        Some(CheckTicket { name: ticket.to_owned(), at_ms, mode: mode_idx, players })
     }
 
     /// Ends a waiting ticket (matched or cancelled); returns it if it was waiting.
@@ -273,11 +297,17 @@ pub fn evaluate(rules: &Rules, events: &str, matches: &str) -> Result<Quality, S
     let mut waits = Vec::new();
     let mut next_match = 0;
     for line in events.lines() {
-        // Matches formed before this event's time happened before it.
-        if let Ok(event) = parse_line(line, 0) {
-            while next_match < matches.len() && matches[next_match].formed_at_ms < event.at_ms() {
-                check_match(rules, &mut admission, &matches[next_match], &mut q, &mut waits)?;
-                next_match += 1;
+        // Matches formed before this event's time happened before it, if it is applied: a
+        // refused line moves no clock, so a later line may still come before them.
+        if let Ok(event) = parse_line(line, admission.last_at_ms()) {
+            let first = &matches[next_match..];
+            let before = first.partition_point(|m| m.formed_at_ms < event.at_ms());
+            let matched_first = |t: &str| first[..before].iter().any(|m| m.teams.iter().flatten().any(|n| n == t));
+            if admission.would_apply(rules, line, matched_first) {
+                for m in &matches[next_match..next_match + before] {
+                    check_match(rules, &mut admission, m, &mut q, &mut waits)?;
+                }
+                next_match += before;
             }
         }
         let (_, admitted) = admission.apply(rules, line);

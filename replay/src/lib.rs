@@ -287,6 +287,21 @@ impl<W: Write, D: Write> Replayer<'_, W, D> {
         Ok(())
     }
 
+    /// Whether a ticket now waiting with one of `players`, in any shard, will still be
+    /// waiting at `at_ms`: found by `Shard::would_match_all` on the ticks the shard would run
+    /// before `at_ms`, so the answer moves no clock. Its price is a copy of the pools of
+    /// each shard holding such a ticket, and only for a line that names a player waiting now.
+    fn conflicts_outlast(&self, players: &[PlayerEntry], at_ms: u64) -> bool {
+        let tick_ms = self.rules.tick_ms;
+        let ticks = || {
+            std::iter::successors(self.next_tick_ms, move |t| t.checked_add(tick_ms)).take_while(move |&t| t < at_ms)
+        };
+        self.shards.iter().any(|shard| {
+            let waiting: Vec<TicketId> = players.iter().filter_map(|p| shard.waiting_ticket_of(p.id)).collect();
+            !waiting.is_empty() && !shard.would_match_all(&waiting, ticks())
+        })
+    }
+
     fn intern_ticket(&mut self, name: &str) -> TicketId {
         if let Some(&id) = self.ticket_ids.get(name) {
             return TicketId(id);
@@ -326,16 +341,24 @@ impl<W: Write, D: Write> Replayer<'_, W, D> {
                 // Accepted before by any shard (the home shard only knows its own).
                 let used_before = self.ticket_shard[id.0 as usize] != u16::MAX;
                 // A refused line must not move the clock (a later line may carry an
-                // earlier time), so final reasons are found before any tick runs. Only
-                // "player already waiting" can change with time: a tick may match the
-                // other ticket. That one is decided at the line's own time.
+                // earlier time), so every reason is found before any tick runs. Only
+                // "player already waiting" can change with time: a tick before the line's
+                // own time may match the other ticket. That is found on copies of the
+                // shards (`conflicts_outlast`).
                 let verdict = match self.shards[shard].check(&req) {
                     Ok(()) | Err(Rejection::PlayerAlreadyWaiting) if used_before => Err(Rejection::DuplicateTicket),
-                    Ok(()) | Err(Rejection::PlayerAlreadyWaiting) => {
-                        self.run_ticks_before(at_ms)?;
-                        if self.across_shards.as_ref().is_some_and(|a| a.any_waiting(&req.players)) {
+                    checked @ (Ok(()) | Err(Rejection::PlayerAlreadyWaiting)) => {
+                        // Waiting now, here or (with several shards) elsewhere.
+                        let clash = checked.is_err()
+                            || self.across_shards.as_ref().is_some_and(|a| a.any_waiting(&req.players));
+                        if clash && self.conflicts_outlast(&req.players, at_ms) {
                             Err(Rejection::PlayerAlreadyWaiting)
                         } else {
+                            self.run_ticks_before(at_ms)?;
+                            debug_assert!(
+                                !self.across_shards.as_ref().is_some_and(|a| a.any_waiting(&req.players)),
+                                "the copies ticked as the shards did"
+                            );
                             self.shards[shard].enqueue(at_ms, &req)
                         }
                     }

@@ -76,6 +76,68 @@ fn a_refused_line_does_not_move_the_clock() {
     assert_eq!(first["formed_at_ms"], 1_000);
 }
 
+/// The formation times of a replay's matches, in order.
+fn formed_at(out: &Outcome) -> Vec<u64> {
+    out.matches
+        .lines()
+        .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap()["formed_at_ms"].as_u64().unwrap())
+        .collect()
+}
+
+#[test]
+fn a_line_refused_for_a_waiting_player_does_not_move_the_clock() {
+    // "pa" waits in a free-for-all nobody else joins. At 5000 it queues for a duel too:
+    // still waiting then, so refused, and the line after it, earlier, meets "c" at 1000.
+    let input = [
+        r#"{"at_ms":0,"op":"enqueue","ticket":"a","mode":"ffa-8","players":[{"id":"pa","mmr":1500,"rtt_ms":{"eu-west":20}}]}"#
+            .to_owned(),
+        solo(5000, "b", "pa", 1500.0),
+        solo(1000, "c", "pc", 1500.0),
+        solo(1000, "d", "pd", 1510.0),
+    ]
+    .join("\n");
+    let out = replay(&input);
+    assert_eq!(out.summary.rejected.get("player_already_waiting"), Some(&1), "{}", out.diag);
+    assert!(out.diag.contains("line 2: player_already_waiting"), "{}", out.diag);
+    assert_eq!(formed_at(&out), [1_000]);
+    assert!(out.matches.contains(r#"[["c"],["d"]]"#), "{}", out.matches);
+    evaluate(&rules(), &input, &out.matches).expect("every match is valid");
+}
+
+#[test]
+fn a_player_whose_ticket_is_matched_before_the_line_may_queue_again() {
+    // "a" and "e" are 200 apart: a duel's window (50, growing 10 a second) reaches that at
+    // 15 s. "pa" queues again at 20 s, by when that match has formed.
+    let input = [
+        solo(0, "a", "pa", 1500.0),
+        solo(0, "e", "pe", 1700.0),
+        solo(20_000, "b", "pa", 1500.0),
+        solo(20_000, "f", "pf", 1500.0),
+    ]
+    .join("\n");
+    let out = replay(&input);
+    assert_eq!(out.summary.rejected_total(), 0, "{}", out.diag);
+    assert_eq!(formed_at(&out), [15_000, 20_000]);
+    let second = out.matches.lines().nth(1).unwrap();
+    assert!(second.contains(r#"["b"]"#) && second.contains(r#"["f"]"#), "{}", out.matches);
+    evaluate(&rules(), &input, &out.matches).expect("every match is valid");
+    // Queued again a tick too early, the same player is refused, and the clock stays.
+    let early = [
+        solo(0, "a", "pa", 1500.0),
+        solo(0, "e", "pe", 1700.0),
+        solo(14_900, "b", "pa", 1500.0),
+        solo(100, "f", "pf", 2500.0),
+        solo(100, "g", "pg", 2500.0),
+    ]
+    .join("\n");
+    // The last line is at 100 ms: drain past the a–e match at 15 s.
+    let options = ReplayOptions { drain_ms: 20_000, ..ReplayOptions::default() };
+    let out = replay_with(rules(), early.as_bytes(), options).unwrap();
+    assert_eq!(out.summary.rejected.get("player_already_waiting"), Some(&1), "{}", out.diag);
+    assert_eq!(formed_at(&out), [100, 15_000]);
+    evaluate(&rules(), &early, &out.matches).expect("every match is valid");
+}
+
 #[test]
 fn duplicate_rtt_keys_keep_the_last_value() {
     let line = |at: u64, t: &str, p: &str| {
