@@ -74,18 +74,18 @@ struct WorkloadArgs {
     #[arg(long, value_name = "EVENTS.jsonl", default_value = "-")]
     output: PathBuf,
     /// Tickets per second.
-    #[arg(long, default_value_t = 200.0, value_parser = positive_number)]
+    #[arg(long, allow_negative_numbers = true, default_value_t = 200.0, value_parser = positive_number)]
     rate: f64,
     /// Seconds of arrivals.
-    #[arg(long, default_value_t = 60.0, value_parser = non_negative_number)]
+    #[arg(long, allow_negative_numbers = true, default_value_t = 60.0, value_parser = non_negative_number)]
     duration_s: f64,
     /// Fraction of tickets that cancel later.
-    #[arg(long, default_value_t = 0.07, value_parser = fraction)]
+    #[arg(long, allow_negative_numbers = true, default_value_t = 0.07, value_parser = fraction)]
     cancel_fraction: f64,
     /// Standard deviation of a party member's rating around the party's: with the example
     /// rules, 60 makes about half of the 3v3 and 5v5 parties wider than a new ticket's
     /// window, 25 hardly any.
-    #[arg(long, default_value_t = 60.0, value_parser = non_negative_number)]
+    #[arg(long, allow_negative_numbers = true, default_value_t = 60.0, value_parser = non_negative_number)]
     party_mmr_sd: f64,
     /// Evenly spaced arrivals, or exponential gaps at the same mean rate (bursts and lulls;
     /// as many tickets, the last near the end of `--duration-s`).
@@ -117,9 +117,12 @@ fn fraction(text: &str) -> Result<f64, String> {
     number_where(text, |v| (0.0..=1.0).contains(&v), "a number from 0 to 1")
 }
 
+/// Negative values reach this as values, not as unknown flags (`allow_negative_numbers`
+/// on each such argument), so `--rate -1` says what a rate must be.
 fn number_where(text: &str, ok: impl Fn(f64) -> bool, expected: &str) -> Result<f64, String> {
     match text.trim().parse::<f64>() {
-        Ok(v) if v.is_finite() && ok(v) => Ok(v),
+        // `+ 0.0` turns -0 into 0, so "-0" is not written back as a negative zero.
+        Ok(v) if v.is_finite() && ok(v) => Ok(v + 0.0),
         _ => Err(format!("expected {expected}")),
     }
 }
@@ -220,4 +223,19 @@ fn generate(args: WorkloadArgs) -> Result<ExitCode> {
     out.write_all(workload::generate(&rules, &spec).as_bytes())?;
     out.flush()?;
     Ok(ExitCode::SUCCESS)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn number_flags_trim_and_read_minus_zero_as_zero() {
+        assert_eq!(non_negative_number(" 25 "), Ok(25.0));
+        let zero = non_negative_number("-0").unwrap();
+        assert!(zero == 0.0 && zero.is_sign_positive(), "{zero}");
+        assert!(positive_number("-0").is_err());
+        assert_eq!(fraction("1"), Ok(1.0));
+        assert!(fraction("-0.1").is_err());
+    }
 }

@@ -109,7 +109,7 @@ pub struct TokenArgs {
     #[arg(long)]
     pub player: u64,
     /// The rating a dev edge queues the player with.
-    #[arg(long, value_parser = crate::non_negative_number)]
+    #[arg(long, allow_negative_numbers = true, value_parser = crate::non_negative_number)]
     pub mmr: Option<f64>,
     /// Lifetime, seconds.
     #[arg(long, default_value_t = 900)]

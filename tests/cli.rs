@@ -175,14 +175,18 @@ fn workload_numbers_out_of_range_are_usage_errors() {
         ("--rate=0", "above 0"),
         ("--rate=inf", "above 0"),
         ("--duration-s=-5", "0 or more"),
+        ("--rate=-1", "above 0"),
         ("--cancel-fraction=1.5", "from 0 to 1"),
         ("--cancel-fraction=NaN", "from 0 to 1"),
     ] {
-        let out = rally(&["workload", "--modes", MODES, arg], b"");
-        let stderr = String::from_utf8_lossy(&out.stderr);
-        assert_eq!(out.status.code(), Some(64), "{arg}: {stderr}");
-        let flag = arg.split('=').next().unwrap();
-        assert!(stderr.contains(flag) && stderr.contains(expected), "{arg}: {stderr}");
-        assert!(out.stdout.is_empty(), "{arg}: no events written");
+        let (flag, value) = arg.split_once('=').unwrap();
+        // As one argument and as two: a negative value is a value, not an unknown flag.
+        for args in [vec![arg], vec![flag, value]] {
+            let out = rally(&[&["workload", "--modes", MODES][..], &args].concat(), b"");
+            let stderr = String::from_utf8_lossy(&out.stderr);
+            assert_eq!(out.status.code(), Some(64), "{args:?}: {stderr}");
+            assert!(stderr.contains(flag) && stderr.contains(expected), "{args:?}: {stderr}");
+            assert!(out.stdout.is_empty(), "{args:?}: no events written");
+        }
     }
 }
