@@ -14,6 +14,7 @@
 //! - `RALLY_QUALITY_RATES=40,80` the arrival rates they cycle through (default 40 to 500/s);
 //! - `RALLY_QUALITY_MODES=FILE.toml` other rules than `examples/modes.toml`;
 //! - `RALLY_QUALITY_DRAIN_MS` a drain other than 30 s after the last arrival;
+//! - `RALLY_QUALITY_DURATION_S` arrivals for other than 60 s;
 //! - `RALLY_QUALITY_SHAPE=party-heavy` the traffic of `WorkloadSpec::party_heavy`;
 //! - `RALLY_QUALITY_PARTY_WEIGHTS=0.2,0.2,0.2,0.2,0.2` other weights of party sizes 1, 2, …;
 //! - `RALLY_QUALITY_MODE_WEIGHTS=1,0,0,0` other weights of the modes (in the rules' order);
@@ -58,6 +59,10 @@ fn sweep() -> Result<(), String> {
     };
     let rules = Arc::new(Rules::from_toml(&rules_text).map_err(|e| format!("RALLY_QUALITY_MODES: {e}"))?);
     let drain = env_value("RALLY_QUALITY_DRAIN_MS")?.unwrap_or(DRAIN_MS);
+    let duration_s: f64 = env_value("RALLY_QUALITY_DURATION_S")?.unwrap_or(60.0);
+    if !(duration_s.is_finite() && duration_s > 0.0) {
+        return Err("RALLY_QUALITY_DURATION_S: seconds above 0".to_owned());
+    }
     let seeds = std::env::var("RALLY_QUALITY_SEEDS").unwrap_or_else(|_| "5..25".to_owned());
     let (first, last) = seeds
         .split_once("..")
@@ -94,7 +99,7 @@ fn sweep() -> Result<(), String> {
     let (mut runs, mut fewer, mut slower, mut worse) = (0, 0, 0, 0);
     for seed in first..last {
         let rate = rates[seed as usize % rates.len()];
-        let mut spec = shape(&rules, seed, rate, 60.0);
+        let mut spec = shape(&rules, seed, rate, duration_s);
         spec.arrivals = arrivals;
         if let Some(weights) = &party_weights {
             spec.party_size_weights.clone_from(weights);
