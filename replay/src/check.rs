@@ -91,8 +91,13 @@ impl Admission {
         }
         let Ok(event) = parse_line(line, self.last_at_ms) else { return (None, Admitted::Nothing) };
         let at_ms = event.at_ms();
-        let outcome = match event {
-            InputEvent::Enqueue { ticket, mode, players, .. } => {
+        (Some(at_ms), self.apply_event(rules, event))
+    }
+
+    /// Applies one parsed line (parsed against `last_at_ms`); returns what it did.
+    pub fn apply_event(&mut self, rules: &Rules, event: InputEvent<'_>) -> Admitted {
+        match event {
+            InputEvent::Enqueue { ticket, mode, players, at_ms } => {
                 match self.admit_enqueue(rules, &ticket, &mode, &players, at_ms, |_| false) {
                     Some(t) => {
                         for p in &t.players {
@@ -105,7 +110,7 @@ impl Admission {
                     None => Admitted::Nothing,
                 }
             }
-            InputEvent::Cancel { ticket, .. } => {
+            InputEvent::Cancel { ticket, at_ms } => {
                 self.last_at_ms = at_ms;
                 if self.finish(&ticket).is_some() {
                     Admitted::Cancelled(ticket.into_owned())
@@ -113,20 +118,18 @@ impl Admission {
                     Admitted::Nothing
                 }
             }
-        };
-        (Some(at_ms), outcome)
+        }
     }
 
-    /// Whether `line` would be applied (an enqueue accepted, a cancel processed) if the
-    /// tickets `matched_first` names were matched before it; changes nothing. Every line
-    /// that parses is applied but an enqueue the contract refuses.
-    pub fn would_apply(&self, rules: &Rules, line: &str, matched_first: impl Fn(&str) -> bool) -> bool {
-        match parse_line(line, self.last_at_ms) {
-            Ok(InputEvent::Enqueue { ticket, mode, players, at_ms }) => {
-                self.admit_enqueue(rules, &ticket, &mode, &players, at_ms, matched_first).is_some()
+    /// Whether `event` (parsed against `last_at_ms`) would be applied, an enqueue accepted
+    /// or a cancel processed, if the tickets `matched_first` names were matched before it;
+    /// changes nothing. Every cancel is applied, and every enqueue the contract accepts.
+    pub fn would_apply(&self, rules: &Rules, event: &InputEvent<'_>, matched_first: impl Fn(&str) -> bool) -> bool {
+        match event {
+            InputEvent::Enqueue { ticket, mode, players, at_ms } => {
+                self.admit_enqueue(rules, ticket, mode, players, *at_ms, matched_first).is_some()
             }
-            Ok(InputEvent::Cancel { .. }) => true,
-            Err(_) => false,
+            InputEvent::Cancel { .. } => true,
         }
     }
 
@@ -297,21 +300,20 @@ pub fn evaluate(rules: &Rules, events: &str, matches: &str) -> Result<Quality, S
     let mut waits = Vec::new();
     let mut next_match = 0;
     for line in events.lines() {
+        // A line that does not parse (blank, malformed, out of order) changes nothing.
+        let Ok(event) = parse_line(line, admission.last_at_ms()) else { continue };
         // Matches formed before this event's time happened before it, if it is applied: a
         // refused line moves no clock, so a later line may still come before them.
-        if let Ok(event) = parse_line(line, admission.last_at_ms()) {
-            let first = &matches[next_match..];
-            let before = first.partition_point(|m| m.formed_at_ms < event.at_ms());
-            let matched_first = |t: &str| first[..before].iter().any(|m| m.teams.iter().flatten().any(|n| n == t));
-            if admission.would_apply(rules, line, matched_first) {
-                for m in &matches[next_match..next_match + before] {
-                    check_match(rules, &mut admission, m, &mut q, &mut waits)?;
-                }
-                next_match += before;
+        let first = &matches[next_match..];
+        let before = first.partition_point(|m| m.formed_at_ms < event.at_ms());
+        let matched_first = |t: &str| first[..before].iter().any(|m| m.teams.iter().flatten().any(|n| n == t));
+        if admission.would_apply(rules, &event, matched_first) {
+            for m in &matches[next_match..next_match + before] {
+                check_match(rules, &mut admission, m, &mut q, &mut waits)?;
             }
+            next_match += before;
         }
-        let (_, admitted) = admission.apply(rules, line);
-        if let Admitted::Enqueued(_) = admitted {
+        if let Admitted::Enqueued(_) = admission.apply_event(rules, event) {
             q.tickets_accepted += 1;
         }
     }
