@@ -136,16 +136,27 @@ fn tick(
             let l = limit(t);
             t.players.iter().all(|p| p.rtt_to(dc).is_some_and(|r| r <= l))
         };
+        // Buffers reused across anchors: a pool of thousands of tickets no set can take
+        // (wide parties) is scanned every tick, and allocating per candidate was most of it.
+        let mut chosen: Vec<usize> = Vec::new();
+        let mut sizes: Vec<usize> = Vec::new();
+        let mut dcs: Vec<bool> = Vec::new();
+        let mut next_dcs: Vec<bool> = Vec::new();
+        let mut fill: Vec<usize> = Vec::new();
         // Pools are in arrival order: the oldest first.
         for anchor in 0..pool.len() {
             if pool[anchor].taken {
                 continue;
             }
             let a = &pool[anchor].ticket;
-            let mut chosen = vec![anchor];
+            chosen.clear();
+            chosen.push(anchor);
+            sizes.clear();
+            sizes.push(a.players.len());
             let mut players = a.players.len();
             let (mut lo, mut hi, mut w) = (a.min_mmr(), a.max_mmr(), window(a));
-            let mut dcs: Vec<bool> = (0..n_dc).map(|dc| accepts(a, dc)).collect();
+            dcs.clear();
+            dcs.extend((0..n_dc).map(|dc| accepts(a, dc)));
             let (mut l, mut r) = (rank[anchor], rank[anchor] + 1);
             while players < need {
                 let left = (l > 0).then(|| by_mmr[l - 1]);
@@ -187,23 +198,24 @@ fn tick(
                 if nhi - nlo > nw {
                     continue;
                 }
-                let ndcs: Vec<bool> = (0..n_dc).map(|dc| dcs[dc] && accepts(&c.ticket, dc)).collect();
-                if !ndcs.iter().any(|&ok| ok) {
+                next_dcs.clear();
+                next_dcs.extend((0..n_dc).map(|dc| dcs[dc] && accepts(&c.ticket, dc)));
+                if !next_dcs.iter().any(|&ok| ok) {
                     continue;
                 }
-                let mut sizes: Vec<usize> = chosen.iter().map(|&i| pool[i].ticket.players.len()).collect();
                 sizes.push(c.ticket.players.len());
-                if first_fit(&sizes, usize::from(mode.teams), team_size).is_none() {
+                if !first_fit_fits(&sizes, &mut fill, usize::from(mode.teams), team_size) {
+                    sizes.pop();
                     continue;
                 }
                 chosen.push(next);
                 players += c.ticket.players.len();
-                (lo, hi, w, dcs) = (nlo, nhi, nw, ndcs);
+                (lo, hi, w) = (nlo, nhi, nw);
+                std::mem::swap(&mut dcs, &mut next_dcs);
             }
             if players != need {
                 continue;
             }
-            let sizes: Vec<usize> = chosen.iter().map(|&i| pool[i].ticket.players.len()).collect();
             let Some(teams) = first_fit(&sizes, usize::from(mode.teams), team_size) else { continue };
             if teams.iter().any(|t| t.iter().map(|&k| sizes[k]).sum::<usize>() != team_size) {
                 continue;
@@ -238,6 +250,22 @@ fn tick(
     }
 }
 
+/// Whether [`first_fit`] would place `sizes`, without building the teams: first-fit
+/// decreasing places equal sizes alike whatever their order, so the fill levels are all it
+/// needs. `fill` is a reused buffer.
+fn first_fit_fits(sizes: &[usize], fill: &mut Vec<usize>, teams: usize, team_size: usize) -> bool {
+    fill.clear();
+    fill.resize(teams, 0);
+    for size in (1..=team_size).rev() {
+        for _ in sizes.iter().filter(|&&s| s == size) {
+            let Some(t) = fill.iter().position(|&f| f + size <= team_size) else { return false };
+            fill[t] += size;
+        }
+    }
+    // A party larger than a team fits nowhere.
+    sizes.iter().all(|&s| s <= team_size)
+}
+
 /// First-fit decreasing of party sizes into `teams` teams of `team_size`; member indexes per
 /// team, or `None` if they do not fit.
 fn first_fit(sizes: &[usize], teams: usize, team_size: usize) -> Option<Vec<Vec<usize>>> {
@@ -251,4 +279,31 @@ fn first_fit(sizes: &[usize], teams: usize, team_size: usize) -> Option<Vec<Vec<
         out[t].push(i);
     }
     Some(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The allocation-free check answers as the first-fit it stands in for, over every
+    /// list of up to six party sizes for teams of 1 to 5 and 2 to 8 teams.
+    #[test]
+    fn first_fit_fits_agrees_with_first_fit() {
+        let mut fill = Vec::new();
+        for team_size in 1..=5usize {
+            for teams in 2..=8 {
+                for len in 1..=6u32 {
+                    for code in 0..(team_size + 1).pow(len) {
+                        let sizes: Vec<usize> =
+                            (0..len).map(|k| code / (team_size + 1).pow(k) % (team_size + 1) + 1).collect();
+                        assert_eq!(
+                            first_fit_fits(&sizes, &mut fill, teams, team_size),
+                            first_fit(&sizes, teams, team_size).is_some(),
+                            "sizes {sizes:?}, {teams} teams of {team_size}"
+                        );
+                    }
+                }
+            }
+        }
+    }
 }
