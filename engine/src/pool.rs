@@ -90,6 +90,20 @@ const PLAN_PERIOD_MS: u64 = 100;
 /// than greedy. Sparse pools (40–80/s) are unchanged. 0.5 s and 1 s did less, 5 s little
 /// more.
 pub(crate) const PLAN_RETRY_DENSE_MS: u64 = 2_000;
+/// In a dense pool (not `sparse`), an anchor that has waited this fraction of the plans'
+/// wait cap (the shard's recent p95 wait) and whose search failed only because plans hold
+/// the set it could have now takes that set (`take_through_plans`). A plan holds young
+/// tickets for a wide party whose set is valid seconds later, and on party-rich traffic
+/// those are the solos and duos the narrow parties need: they waited on into the tail
+/// (uniform party sizes at 100/s: narrow quads 9.5 s on average against greedy's 5.6 s),
+/// so the engine's p95 over matched tickets was above greedy's although it matched wide
+/// parties sooner. Only the tail's edge takes through a plan, so younger tickets still
+/// yield; the plan's holder plans again at the next pass. Measured on held-out runs
+/// (BENCHMARKS.md), p95 over matched tickets not lower than greedy's: parties of every size
+/// alike at 100/150/200/s, 10/6/8 of 16 runs → 7/0/1; party-heavy at 100/s, 6 of 6 → 3.
+/// Mixed traffic at 300/500/s keeps its lead, narrower (0/2 of 10/8 → 1/1). 0.5 cost more
+/// tickets and the mixed lead; 0.85 did less.
+const PLAN_YIELD_WAIT_FRACTION: f64 = 0.7;
 /// Node budget of the subset search per anchor.
 const SUBSET_BUDGET: u32 = 2_000;
 /// In a small pool (not under load) the subset search splits this many full sets (within
@@ -363,6 +377,8 @@ struct Hold {
     members_to: u32,
     /// Given up for another set (or matched): its members are no longer held.
     released: bool,
+    /// A wide party's plan (`plan_wide_parties`), not a look-ahead.
+    plan: bool,
 }
 
 const _: () = assert!(std::mem::size_of::<Hold>() == 20);
@@ -1024,6 +1040,19 @@ impl Pool {
                 self.take_match(now_ms, sink);
                 continue;
             }
+            // In dense traffic a plan in its way does not push it into the tail (see
+            // `PLAN_YIELD_WAIT_FRACTION`).
+            if self.search_met_hold
+                && !self.sparse()
+                && self.record_holds
+                && sink.plan_wait_cap_ms().is_some_and(|cap| {
+                    now_ms.saturating_sub(e.enqueued_at_ms) as f64 >= PLAN_YIELD_WAIT_FRACTION * cap as f64
+                })
+                && self.take_through_plans(anchor, now_ms)
+            {
+                self.take_match(now_ms, sink);
+                continue;
+            }
             // Duels hold nothing: one opponent is all an old ticket needs, and holding its
             // nearest opponent paired it wider than a younger ticket would later have been
             // paired. Measured (BENCHMARKS.md): duels' mean imbalance a little lower, other
@@ -1037,7 +1066,7 @@ impl Pool {
                 // it, so younger tickets cannot pair those members off first. A ticket far
                 // from the crowd otherwise waits until some neighbour happens to age enough;
                 // the same idea as reservations in EASY backfilling. Holds last one tick.
-                self.hold_look_ahead_set(anchor, horizon);
+                self.hold_look_ahead_set(anchor, horizon, false);
                 // Small pools reserve again next tick, whatever the search said. Under load
                 // the re-search delay stands, but not past `horizon`: by then the set it
                 // holds is valid, and the anchor should be there to take it.
@@ -1078,7 +1107,8 @@ impl Pool {
     /// second or two, those are rare, and the party waits on for stragglers. Its plan holds
     /// young tickets back until they are old enough. It holds no ticket past the shard's
     /// recent p95 wait (`MatchSink::plan_wait_cap_ms`), so the held ones wait longer but
-    /// stay out of the tail. Measured on mixed traffic (BENCHMARKS.md):
+    /// stay out of the tail; in a dense pool, nor does it keep a ticket near the tail from
+    /// its set (`PLAN_YIELD_WAIT_FRACTION`). Measured on mixed traffic (BENCHMARKS.md):
     /// wide parties' mean wait fell by about a fifth at 300/s, and the p95 wait over matched
     /// tickets, level with greedy's before, is lower in most runs at 40–300/s. Small
     /// team-mode pools only: under load the searches would be too many, and such parties
@@ -1163,7 +1193,7 @@ impl Pool {
         }
         self.look_ahead_set.clear();
         self.look_ahead_set.extend(members);
-        self.hold_look_ahead_set(holder, valid_at_ms - now_ms);
+        self.hold_look_ahead_set(holder, valid_at_ms - now_ms, true);
         self.sorted.entries[holder].planning = true;
         let start = self.plan_members.len();
         for &m in &self.look_ahead_set {
@@ -1194,7 +1224,7 @@ impl Pool {
             if self.look_ahead_set.iter().any(|&m| self.sorted.entries[m as usize].reserved) {
                 continue;
             }
-            self.hold_look_ahead_set(holder, plan.valid_at_ms.saturating_sub(now_ms));
+            self.hold_look_ahead_set(holder, plan.valid_at_ms.saturating_sub(now_ms), true);
             self.sorted.entries[holder].planning = true;
             self.plans[kept] = plan;
             kept += 1;
@@ -1203,7 +1233,7 @@ impl Pool {
     }
 
     /// Reserves `look_ahead_set` for the anchor at `sorted[anchor]` for the rest of the tick.
-    fn hold_look_ahead_set(&mut self, anchor: usize, horizon_ms: u64) {
+    fn hold_look_ahead_set(&mut self, anchor: usize, horizon_ms: u64, plan: bool) {
         let start = self.reserved.len();
         mark_held(&mut self.sorted.entries, &self.look_ahead_set, true);
         self.reserved.extend_from_slice(&self.look_ahead_set);
@@ -1216,6 +1246,7 @@ impl Pool {
             members_from: start as u32,
             members_to: self.reserved.len() as u32,
             released: false,
+            plan,
         });
     }
 
@@ -1266,9 +1297,36 @@ impl Pool {
         }
         self.holds[h].released = true;
         self.look_ahead_set.clone_from(&self.best_chosen);
-        self.hold_look_ahead_set(hold.anchor as usize, horizon_ms);
+        self.hold_look_ahead_set(hold.anchor as usize, horizon_ms, hold.plan);
         std::mem::swap(&mut self.best_chosen, &mut self.through_hold);
         self.best_dc_mask = through_mask;
+        true
+    }
+
+    /// An anchor whose search failed because of holds: if it can match now with held
+    /// tickets and every hold its set goes through is a plan's, those plans give way (their
+    /// holders plan again at the next pass) and the set is in `best_chosen`. Holds of
+    /// anchors looking `RESERVE_HORIZON_MS` ahead stand.
+    fn take_through_plans(&mut self, anchor: usize, now_ms: u64) -> bool {
+        self.ignore_holds = true;
+        let found = self.find_match(anchor, now_ms, now_ms);
+        self.ignore_holds = false;
+        if !found {
+            return false;
+        }
+        let in_the_way = |hold: &Hold, reserved: &[u32], chosen: &[u32]| {
+            !hold.released && reserved[hold.members()].iter().any(|p| chosen.contains(p))
+        };
+        if self.holds.iter().any(|h| !h.plan && in_the_way(h, &self.reserved, &self.best_chosen)) {
+            return false;
+        }
+        for h in 0..self.holds.len() {
+            if in_the_way(&self.holds[h], &self.reserved, &self.best_chosen) {
+                let members = self.holds[h].members();
+                mark_held(&mut self.sorted.entries, &self.reserved[members], false);
+                self.holds[h].released = true;
+            }
+        }
         true
     }
 

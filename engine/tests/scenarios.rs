@@ -306,16 +306,21 @@ fn once_arrivals_die_down_the_pool_counts_as_sparse_again() {
     .assert_eq(&render(s.rules(), &matches));
 }
 
-/// Trio history for the shard's recent waits: 66 solos in 11 far-apart groups of six, each
-/// spanning 300 points, which their windows (200 +20/s) cover after 5 s. So the shard's
-/// recent p95 wait is 5 s by `until_ms`.
-fn trio_pool_that_waited_5_s(s: &mut rally_engine::Shard, until_ms: u64) {
+/// Trio history for the shard's recent waits, enqueued at 0: 66 solos in 11 far-apart
+/// groups of six, each spanning 300 points, which their windows (200 +20/s) cover after
+/// 5 s. So from 5 s on the shard's recent p95 wait is 5 s.
+fn waits_of_5_s_ahead(s: &mut rally_engine::Shard) {
     for group in 0..11u64 {
         for i in 0..6u64 {
             let id = 1_000 + group * 6 + i;
             enqueue(s, 0, ticket(id, "trio", vec![eu(id, 5_000.0 + group as f64 * 1_000.0 + i as f64 * 60.0)]));
         }
     }
+}
+
+/// `waits_of_5_s_ahead`, ticked until `until_ms`.
+fn trio_pool_that_waited_5_s(s: &mut rally_engine::Shard, until_ms: u64) {
+    waits_of_5_s_ahead(s);
     let matches = run_ticks(s, 0, until_ms - 100);
     assert_eq!(matches.len(), 11);
     assert!(matches.iter().all(|m| m.tickets.iter().all(|t| t.wait_ms == 5_000)));
@@ -480,23 +485,64 @@ fn in_a_dense_pool_a_wide_party_that_found_no_plan_searches_again_later() {
         }
         matches.extend(tick(&mut s, t).into_iter().filter(|m| m.formed_at_ms >= 10_000));
         if t == 0 {
-            // A history of 66 waits of 5 s, which the plans' cap is taken from.
-            for group in 0..11u64 {
-                for i in 0..6u64 {
-                    let id = 1_000 + group * 6 + i;
-                    enqueue(
-                        &mut s,
-                        0,
-                        ticket(id, "trio", vec![eu(id, 5_000.0 + group as f64 * 1_000.0 + i as f64 * 60.0)]),
-                    );
-                }
-            }
+            // The plans' cap, 5 s, from a history of waits.
+            waits_of_5_s_ahead(&mut s);
         }
     }
     expect![[r#"
         t=10300 trio @eu-west [t15 t12 t11] vs [t14 t13 t10] spread=50.0 imbalance=3.3 worst_rtt=20.0 waits=0,0,0,0,0,0
     "#]]
     .assert_eq(&render(s.rules(), &matches));
+}
+
+/// A dense trio pool whose recent p95 wait is 5 s: a duo rated 1,800 arrives at
+/// `duo_at_ms`, a pair rated 1,500 and 1,760 (it fits its window at 13 s) at 10 s, and at
+/// 10.3 s six solos rated 1,690–1,740, which wake the pair. The pair plans first: it holds
+/// four of the solos for 13.3 s, when their windows cover its 260 points. The duo, which
+/// could match now with four solos, finds two free.
+fn a_plan_in_a_duos_way(duo_at_ms: u64) -> String {
+    let mut s = shard();
+    let mut id = 100_000;
+    let mut matches = Vec::new();
+    for t in (0..=14_000).step_by(100) {
+        unmatchable_trickle(&mut s, "trio", t, &mut id);
+        if t == duo_at_ms {
+            enqueue(&mut s, t, ticket(2, "trio", vec![eu(20, 1_800.0), eu(21, 1_800.0)]));
+        }
+        if t == 10_000 {
+            enqueue(&mut s, t, ticket(1, "trio", vec![eu(10, 1_500.0), eu(11, 1_760.0)]));
+        }
+        if t == 10_300 {
+            for i in 0..6 {
+                enqueue(&mut s, t, ticket(30 + i, "trio", vec![eu(30 + i, 1_690.0 + 10.0 * i as f64)]));
+            }
+        }
+        matches.extend(tick(&mut s, t).into_iter().filter(|m| m.formed_at_ms >= 10_000));
+        if t == 0 {
+            waits_of_5_s_ahead(&mut s);
+        }
+    }
+    render(s.rules(), &matches)
+}
+
+#[test]
+fn in_a_dense_pool_a_plan_gives_way_to_a_ticket_near_the_tail() {
+    // The duo has waited 4.3 s, past 0.7 of the recent p95 (3.5 s): it takes the held
+    // solos through the plan and matches now. The pair is left with two solos.
+    expect![[r#"
+        t=10300 trio @eu-west [t2 t30] vs [t35 t34 t33] spread=110.0 imbalance=33.3 worst_rtt=20.0 waits=4300,0,0,0,0
+    "#]]
+    .assert_eq(&a_plan_in_a_duos_way(6_000));
+}
+
+#[test]
+fn in_a_dense_pool_a_young_ticket_yields_to_a_plan() {
+    // The duo comes at 10.2 s and stays under 3.5 s of waiting: the pair's plan stands,
+    // and the duo is left with two solos.
+    expect![[r#"
+        t=13300 trio @eu-west [t1 t35] vs [t32 t31 t30] spread=260.0 imbalance=33.3 worst_rtt=20.0 waits=3300,3000,3000,3000,3000
+    "#]]
+    .assert_eq(&a_plan_in_a_duos_way(10_200));
 }
 
 #[test]
