@@ -387,6 +387,11 @@ impl Hold {
     fn members(&self) -> std::ops::Range<usize> {
         self.members_from as usize..self.members_to as usize
     }
+
+    /// Whether this hold still stands and holds one of `chosen`.
+    fn is_in_the_way(&self, reserved: &[u32], chosen: &[u32]) -> bool {
+        !self.released && reserved[self.members()].iter().any(|p| chosen.contains(p))
+    }
 }
 
 /// A wide party's planned set, kept between planning passes by slot and id: positions move
@@ -1256,18 +1261,14 @@ impl Pool {
     /// `best_chosen`. Holds guard old tickets from starving; they need not block younger
     /// ones when the old ticket has another way out.
     fn take_from_hold(&mut self, anchor: usize, now_ms: u64) -> bool {
-        self.ignore_holds = true;
-        let found = self.find_match(anchor, now_ms, now_ms);
-        self.ignore_holds = false;
-        if !found {
+        if !self.find_match_through_holds(anchor, now_ms) {
             return false;
         }
         // The one hold the set goes through; through two, both holders would have to give
         // way, which is not tried.
         let mut hit = None;
         for (h, hold) in self.holds.iter().enumerate() {
-            let members = &self.reserved[hold.members()];
-            if !hold.released && members.iter().any(|p| self.best_chosen.contains(p)) {
+            if hold.is_in_the_way(&self.reserved, &self.best_chosen) {
                 if hit.is_some() {
                     return false;
                 }
@@ -1308,26 +1309,27 @@ impl Pool {
     /// holders plan again at the next pass) and the set is in `best_chosen`. Holds of
     /// anchors looking `RESERVE_HORIZON_MS` ahead stand.
     fn take_through_plans(&mut self, anchor: usize, now_ms: u64) -> bool {
-        self.ignore_holds = true;
-        let found = self.find_match(anchor, now_ms, now_ms);
-        self.ignore_holds = false;
-        if !found {
-            return false;
-        }
-        let in_the_way = |hold: &Hold, reserved: &[u32], chosen: &[u32]| {
-            !hold.released && reserved[hold.members()].iter().any(|p| chosen.contains(p))
-        };
-        if self.holds.iter().any(|h| !h.plan && in_the_way(h, &self.reserved, &self.best_chosen)) {
+        if !self.find_match_through_holds(anchor, now_ms)
+            || self.holds.iter().any(|h| !h.plan && h.is_in_the_way(&self.reserved, &self.best_chosen))
+        {
             return false;
         }
         for h in 0..self.holds.len() {
-            if in_the_way(&self.holds[h], &self.reserved, &self.best_chosen) {
+            if self.holds[h].is_in_the_way(&self.reserved, &self.best_chosen) {
                 let members = self.holds[h].members();
                 mark_held(&mut self.sorted.entries, &self.reserved[members], false);
                 self.holds[h].released = true;
             }
         }
         true
+    }
+
+    /// `find_match` at `now_ms` as if nothing were held.
+    fn find_match_through_holds(&mut self, anchor: usize, now_ms: u64) -> bool {
+        self.ignore_holds = true;
+        let found = self.find_match(anchor, now_ms, now_ms);
+        self.ignore_holds = false;
+        found
     }
 
     /// Under load, takes the parties whose own ratings lie further apart than their window

@@ -461,17 +461,31 @@ fn unmatchable_trickle(s: &mut rally_engine::Shard, mode: &str, at_ms: u64, next
     }
 }
 
-#[test]
-fn in_a_dense_pool_a_wide_party_that_found_no_plan_searches_again_later() {
+/// A dense trio pool (`unmatchable_trickle` from 0) whose recent p95 wait is 5 s from 5 s
+/// on (`waits_of_5_s_ahead`), ticked every 100 ms until `until_ms` with `arrive` called
+/// before each tick; the matches formed from 10 s on.
+fn dense_trio_pool(until_ms: u64, mut arrive: impl FnMut(&mut rally_engine::Shard, u64)) -> String {
     let mut s = shard();
     let mut id = 100_000;
     let mut matches = Vec::new();
-    for t in (0..=16_000).step_by(100) {
+    for t in (0..=until_ms).step_by(100) {
         unmatchable_trickle(&mut s, "trio", t, &mut id);
+        arrive(&mut s, t);
+        matches.extend(tick(&mut s, t).into_iter().filter(|m| m.formed_at_ms >= 10_000));
+        if t == 0 {
+            waits_of_5_s_ahead(&mut s);
+        }
+    }
+    render(s.rules(), &matches)
+}
+
+#[test]
+fn in_a_dense_pool_a_wide_party_that_found_no_plan_searches_again_later() {
+    let matches = dense_trio_pool(16_000, |s, t| {
         if t == 10_000 {
             // A pair spanning 260 points: it fits its window at 13 s. Nobody in its range yet,
             // so its plan search finds nothing.
-            enqueue(&mut s, t, ticket(1, "trio", vec![eu(1, 1_500.0), eu(2, 1_760.0)]));
+            enqueue(s, t, ticket(1, "trio", vec![eu(1, 1_500.0), eu(2, 1_760.0)]));
         }
         if t == 10_300 {
             // Six solos inside the pair's range, more than the start window above its lowest
@@ -480,49 +494,35 @@ fn in_a_dense_pool_a_wide_party_that_found_no_plan_searches_again_later() {
             // price of the delay: searching every pass, the pair would hold four of them and
             // match at 13.3 s. Measured, the delay pays at 500–1,000/s (BENCHMARKS.md).
             for i in 0..6 {
-                enqueue(&mut s, t, ticket(10 + i, "trio", vec![eu(10 + i, 1_720.0 + 10.0 * i as f64)]));
+                enqueue(s, t, ticket(10 + i, "trio", vec![eu(10 + i, 1_720.0 + 10.0 * i as f64)]));
             }
         }
-        matches.extend(tick(&mut s, t).into_iter().filter(|m| m.formed_at_ms >= 10_000));
-        if t == 0 {
-            // The plans' cap, 5 s, from a history of waits.
-            waits_of_5_s_ahead(&mut s);
-        }
-    }
+    });
     expect![[r#"
         t=10300 trio @eu-west [t15 t12 t11] vs [t14 t13 t10] spread=50.0 imbalance=3.3 worst_rtt=20.0 waits=0,0,0,0,0,0
     "#]]
-    .assert_eq(&render(s.rules(), &matches));
+    .assert_eq(&matches);
 }
 
-/// A dense trio pool whose recent p95 wait is 5 s: a duo rated 1,800 arrives at
-/// `duo_at_ms`, a pair rated 1,500 and 1,760 (it fits its window at 13 s) at 10 s, and at
-/// 10.3 s six solos rated 1,690–1,740, which wake the pair. The pair plans first: it holds
-/// four of the solos for 13.3 s, when their windows cover its 260 points. The duo, which
-/// could match now with four solos, finds two free.
+/// `dense_trio_pool` with a duo rated 1,800 arriving at `duo_at_ms`, a pair rated 1,500
+/// and 1,760 (it fits its window at 13 s) at 10 s, and at 10.3 s six solos rated
+/// 1,690–1,740, which wake the pair. The pair plans first: it holds four of the solos for
+/// 13.3 s, when their windows cover its 260 points. The duo, which could match now with
+/// four solos, finds two free.
 fn a_plan_in_a_duos_way(duo_at_ms: u64) -> String {
-    let mut s = shard();
-    let mut id = 100_000;
-    let mut matches = Vec::new();
-    for t in (0..=14_000).step_by(100) {
-        unmatchable_trickle(&mut s, "trio", t, &mut id);
+    dense_trio_pool(14_000, |s, t| {
         if t == duo_at_ms {
-            enqueue(&mut s, t, ticket(2, "trio", vec![eu(20, 1_800.0), eu(21, 1_800.0)]));
+            enqueue(s, t, ticket(2, "trio", vec![eu(20, 1_800.0), eu(21, 1_800.0)]));
         }
         if t == 10_000 {
-            enqueue(&mut s, t, ticket(1, "trio", vec![eu(10, 1_500.0), eu(11, 1_760.0)]));
+            enqueue(s, t, ticket(1, "trio", vec![eu(10, 1_500.0), eu(11, 1_760.0)]));
         }
         if t == 10_300 {
             for i in 0..6 {
-                enqueue(&mut s, t, ticket(30 + i, "trio", vec![eu(30 + i, 1_690.0 + 10.0 * i as f64)]));
+                enqueue(s, t, ticket(30 + i, "trio", vec![eu(30 + i, 1_690.0 + 10.0 * i as f64)]));
             }
         }
-        matches.extend(tick(&mut s, t).into_iter().filter(|m| m.formed_at_ms >= 10_000));
-        if t == 0 {
-            waits_of_5_s_ahead(&mut s);
-        }
-    }
-    render(s.rules(), &matches)
+    })
 }
 
 #[test]
