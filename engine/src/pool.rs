@@ -90,21 +90,25 @@ const PLAN_PERIOD_MS: u64 = 100;
 /// than greedy. Sparse pools (40–80/s) are unchanged. 0.5 s and 1 s did less, 5 s little
 /// more.
 pub(crate) const PLAN_RETRY_DENSE_MS: u64 = 2_000;
-/// In a dense pool (not `sparse`), an anchor that has waited this fraction of the plans'
-/// wait cap (the shard's recent p95 wait) and whose search failed only because plans hold
-/// the set it could have now takes that set (`take_through_plans`). A plan holds young
-/// tickets for a wide party whose set is valid seconds later, and on party-rich traffic
-/// those are the solos and duos the narrow parties need: they waited on into the tail
-/// (uniform party sizes at 100/s: narrow quads 9.5 s on average against greedy's 5.6 s),
-/// so the engine's p95 over matched tickets was above greedy's although it matched wide
-/// parties sooner. Only the tail's edge takes through a plan, so younger tickets still
-/// yield; the plan's holder plans again at the next pass. Measured on held-out runs
-/// (BENCHMARKS.md), p95 over matched tickets not lower than greedy's: parties of every size
-/// alike at 100/150/200/s, 10/6/8 of 16 runs → 7/0/1; party-heavy at 100/s, 6 of 6 → 3.
-/// Mixed traffic at 300/500/s keeps its lead, narrower (0/2 of 10/8 → 1/1); at 1,000/s,
-/// where greedy's p95 was already lower, the gap grows (+4.8% → +5.9%). 0.5 cost more
-/// tickets and the mixed lead; 0.85 did less.
-const PLAN_YIELD_WAIT_FRACTION: f64 = 0.7;
+/// A ticket is near the tail once it has waited this fraction of the shard's recent p95
+/// wait (`MatchSink::tail_edge_ms`). In a dense pool (not `sparse`) two rules serve such
+/// tickets before younger ones, and only them, so the young still wait for plans and
+/// balance:
+/// - an anchor near the tail whose search failed only because plans hold the set it could
+///   have now takes that set (`take_through_plans`). A plan holds young tickets for a wide
+///   party whose set is valid seconds later, and on party-rich traffic those are the solos
+///   and duos the narrow parties need: they waited on into the tail (uniform party sizes
+///   at 100/s: narrow quads 9.5 s on average against greedy's 5.6 s), so the engine's p95
+///   over matched tickets was above greedy's although it matched wide parties sooner. The
+///   plan's holder plans again at the next pass. Measured on held-out runs
+///   (BENCHMARKS.md), p95 over matched tickets not lower than greedy's: parties of every
+///   size alike at 100/150/200/s, 10/6/8 of 16 runs → 7/0/1; party-heavy at 100/s, 6 of 6
+///   → 3. Mixed traffic at 300/500/s keeps its lead, narrower (0/2 of 10/8 → 1/1); at
+///   1,000/s, where greedy's p95 was already lower, the gap grew (+4.8% → +5.9%). 0.5 cost
+///   more tickets and the mixed lead; 0.85 did less.
+/// - the subset search weighs only the wait past this point against balance
+///   (`SUBSET_AGE_WEIGHT`).
+const TAIL_EDGE_WAIT_FRACTION: f64 = 0.7;
 /// Node budget of the subset search per anchor.
 const SUBSET_BUDGET: u32 = 2_000;
 /// In a small pool (not under load) the subset search splits this many full sets (within
@@ -118,17 +122,26 @@ const SUBSET_BUDGET: u32 = 2_000;
 /// did no better. Under load the first set stands (see `subset_dfs`).
 const SUBSET_LEAVES: u32 = 16;
 /// In a dense pool (not `sparse`), of those sets the one kept is the one with the lowest
-/// team gap minus this many MMR per second its tickets have waited in all: oldest tickets
-/// first comes before balance, and the closest-balanced set often left the anchor's older
-/// neighbours for later while younger ones matched. Summed per ticket, so a set serving
-/// more tickets counts for more too. Measured on the held-out sweep (BENCHMARKS.md)
-/// against balance alone, where party members share one rating: the p95 wait was not lower
-/// than greedy's in 6 of 20 runs at 300/s instead of 14, 2 of 10 at 500/s instead of 9;
-/// tight parties at 1,000/s, 2 of 6 instead of 5. Mean imbalance rose by 0.6–1.0; greedy's
-/// stays higher on every shape swept (by 1.1 with parties of every size equally likely, by
-/// 5–8 elsewhere). 30 did less; 300 and 1,000 no better. Sparse pools, where sets are
-/// few and the choice is the lever on balance, keep balance alone: weighting there changed
-/// nothing measurable at 40–80/s.
+/// team gap minus this many MMR per second its tickets have waited past the tail's edge
+/// (`TAIL_EDGE_WAIT_FRACTION`) in all: for tickets near the tail, oldest first comes before
+/// balance, and the closest-balanced set often left the anchor's older neighbours for later
+/// while younger ones matched. Summed per ticket, so a set serving more tickets counts for
+/// more too. Measured on the held-out sweep (BENCHMARKS.md) against balance alone, where
+/// party members share one rating: the p95 wait was not lower than greedy's in 6 of 20 runs
+/// at 300/s instead of 14, 2 of 10 at 500/s instead of 9; tight parties at 1,000/s, 2 of 6
+/// instead of 5. 30 did less; 300 and 1,000 no better. Sparse pools, where sets are few and
+/// the choice is the lever on balance, keep balance alone: weighting there changed nothing
+/// measurable at 40–80/s.
+///
+/// Waits used to count from enqueue, so a young set that had waited 0.2 s longer beat one
+/// 20 points closer in balance, to no one's benefit: young tickets are nowhere near the p95.
+/// On party-heavy traffic at 200/s that put trio-against-trio matches at a mean imbalance of
+/// 23.3 against greedy's 18.7 (greedy takes the nearest trio), and the engine's mean
+/// imbalance above greedy's in 3 of 3 runs. Counting from the tail's edge (held-out runs,
+/// BENCHMARKS.md): party-heavy 200/s mean imbalance 28.7/28.6/28.9 → 28.2/27.7/28.2 against
+/// greedy's 28.6/28.2/28.7; mixed 1,000/s p95 over matched tickets +5.9% → +4.3% of
+/// greedy's, and lower imbalance at 150–1,000/s. From half the edge did less; from the p95
+/// itself or never (balance alone) lost the p95 at 500/s in 3 and 4 of 10 runs instead of 1.
 const SUBSET_AGE_WEIGHT: f64 = 100.0;
 /// Duels (two teams of one) in a small pool: a pair further apart than this fraction of
 /// its older ticket's MMR window waits for a closer opponent, while that ticket's wait is
@@ -488,6 +501,12 @@ impl<'a, R: Retire> MatchSink<'a, R> {
         *self.plan_wait_cap_ms.get_or_insert_with(|| self.recent_waits.quantile(PLAN_WAIT_QUANTILE))
     }
 
+    /// The wait from which a ticket counts as near the tail (`TAIL_EDGE_WAIT_FRACTION` of
+    /// the recent p95); `None` until enough tickets have matched.
+    fn tail_edge_ms(&mut self) -> Option<u64> {
+        self.plan_wait_cap_ms().map(|p95| (TAIL_EDGE_WAIT_FRACTION * p95 as f64).ceil() as u64)
+    }
+
     /// How long a duel ticket may wait for a closer opponent (see `DUEL_PATIENCE_FRACTION`):
     /// the shard's recent `DUEL_PATIENCE_QUANTILE` wait, worked out at most once a tick and
     /// only when a pair is wide enough to ask; `None` until enough tickets have matched.
@@ -539,12 +558,13 @@ pub(crate) struct Pool {
     best_dc_mask: u32,
     /// The subset search's best full set so far (as `best_chosen`), its datacenters, its
     /// score (see `SUBSET_AGE_WEIGHT`), and how many full sets it has split; waits are
-    /// taken at `subset_now_ms`.
+    /// taken at `subset_now_ms` and weigh from `subset_waits_weigh_from_ms` on.
     subset_best: Vec<u32>,
     subset_best_dc_mask: u32,
     subset_best_score: f64,
     subset_leaves: u32,
     subset_now_ms: u64,
+    subset_waits_weigh_from_ms: u64,
     split: SplitSearch,
     /// When the first party `skip_unfit_parties` took out of this tick's scans fits its own
     /// window (`u64::MAX`: none taken out).
@@ -627,6 +647,7 @@ impl Pool {
             subset_best_score: f64::INFINITY,
             subset_leaves: 0,
             subset_now_ms: 0,
+            subset_waits_weigh_from_ms: 0,
             best_dc_mask: 0,
             split: SplitSearch::default(),
             look_ahead_set: Vec::new(),
@@ -960,6 +981,10 @@ impl Pool {
         self.skip_unfit_parties(now_ms);
         self.rebase_age_retries(now_ms);
         self.plan_wide_parties(now_ms, sink);
+        // Only dense pools not under load weigh waits (`subset_dfs`); before the shard has
+        // recent waits, every second counts.
+        self.subset_waits_weigh_from_ms =
+            if self.sparse() || self.under_load() { 0 } else { sink.tail_edge_ms().unwrap_or(0) };
         // Sleeping anchors are skipped on their `age` copy alone, unless copies are stale.
         let trust_copies = !self.age_retry_stale;
         let mut visited_all = true;
@@ -1047,13 +1072,11 @@ impl Pool {
                 continue;
             }
             // In dense traffic a plan in its way does not push it into the tail (see
-            // `PLAN_YIELD_WAIT_FRACTION`).
+            // `TAIL_EDGE_WAIT_FRACTION`).
             if self.search_met_hold
                 && !self.sparse()
                 && self.record_holds
-                && sink.plan_wait_cap_ms().is_some_and(|cap| {
-                    now_ms.saturating_sub(e.enqueued_at_ms) as f64 >= PLAN_YIELD_WAIT_FRACTION * cap as f64
-                })
+                && sink.tail_edge_ms().is_some_and(|edge| now_ms.saturating_sub(e.enqueued_at_ms) >= edge)
                 && self.take_through_plans(anchor, now_ms)
             {
                 self.take_match(now_ms, sink);
@@ -1114,7 +1137,7 @@ impl Pool {
     /// young tickets back until they are old enough. It holds no ticket past the shard's
     /// recent p95 wait (`MatchSink::plan_wait_cap_ms`), so the held ones wait longer but
     /// stay out of the tail; in a dense pool, nor does it keep a ticket near the tail from
-    /// its set (`PLAN_YIELD_WAIT_FRACTION`). Measured on mixed traffic (BENCHMARKS.md):
+    /// its set (`TAIL_EDGE_WAIT_FRACTION`). Measured on mixed traffic (BENCHMARKS.md):
     /// wide parties' mean wait fell by about a fifth at 300/s, and the p95 wait over matched
     /// tickets, level with greedy's before, is lower in most runs at 40–300/s. Small
     /// team-mode pools only: under load the searches would be too many, and such parties
@@ -1801,12 +1824,16 @@ impl Pool {
         (hi - lo <= window && dc_mask != 0).then_some(dc_mask)
     }
 
-    /// Seconds the tickets in `best_chosen` have waited in all at `now_ms`.
+    /// Seconds the tickets in `best_chosen` have waited past the tail's edge in all at
+    /// `now_ms` (see `SUBSET_AGE_WEIGHT`).
     fn best_chosen_waited_s(&self, now_ms: u64) -> f64 {
         let waited_ms: u64 = self
             .best_chosen
             .iter()
-            .map(|&m| now_ms.saturating_sub(self.sorted.entries[m as usize].enqueued_at_ms))
+            .map(|&m| {
+                let wait_ms = now_ms.saturating_sub(self.sorted.entries[m as usize].enqueued_at_ms);
+                wait_ms.saturating_sub(self.subset_waits_weigh_from_ms)
+            })
             .sum();
         waited_ms as f64 / 1000.0
     }

@@ -626,6 +626,47 @@ fn in_a_dense_pool_a_set_that_serves_older_tickets_forms_before_a_better_balance
     .assert_eq(&older_or_better_balanced(true));
 }
 
+/// `dense_trio_pool` (recent p95 wait 5 s, so the tail's edge is at 3.5 s) where a trio
+/// rated 1,500 that arrives at 10 s with `rtt_ms` to eu-west (its limit, 80 + 5/s, reaches
+/// 95 at 13 s and 105 at 15 s) can complete its match, once in reach, with either of two
+/// trios: one that came 100 ms after it, 65 points off in mean, or one level with it that
+/// arrives just then.
+fn older_or_better_balanced_in_a_dense_pool(rtt_ms: f64) -> String {
+    let in_reach_at_ms = 10_000 + ((rtt_ms - 80.0) / 5.0 * 1_000.0) as u64;
+    dense_trio_pool(16_000, |s, t| {
+        if t == 10_000 {
+            let far = |pid| player(pid, 1_500.0, &[("eu-west", rtt_ms)]);
+            enqueue(s, t, ticket(1, "trio", vec![far(10), far(11), far(12)]));
+        }
+        if t == 10_100 {
+            enqueue(s, t, ticket(2, "trio", vec![eu(20, 1_495.0), eu(21, 1_600.0), eu(22, 1_600.0)]));
+        }
+        if t == in_reach_at_ms {
+            enqueue(s, t, ticket(3, "trio", vec![eu(30, 1_450.0), eu(31, 1_520.0), eu(32, 1_530.0)]));
+        }
+    })
+}
+
+#[test]
+fn in_a_dense_pool_young_tickets_get_the_better_balanced_set() {
+    // Both have waited about 3 s, short of the tail's edge: no wait weighs, balance decides
+    // (counted from enqueue, 65 − 100 × 5.9 s would have beaten 0 − 100 × 3 s).
+    expect![[r#"
+        t=13000 trio @eu-west [t3] vs [t1] spread=80.0 imbalance=0.0 worst_rtt=95.0 waits=0,3000
+    "#]]
+    .assert_eq(&older_or_better_balanced_in_a_dense_pool(95.0));
+}
+
+#[test]
+fn in_a_dense_pool_tickets_near_the_tail_go_before_balance() {
+    // Both have waited about 5 s, 1.5 and 1.4 s past the tail's edge: 65 − 100 × 2.9 s
+    // against 0 − 100 × 1.5 s (`SUBSET_AGE_WEIGHT`).
+    expect![[r#"
+        t=15000 trio @eu-west [t2] vs [t1] spread=105.0 imbalance=65.0 worst_rtt=105.0 waits=4900,5000
+    "#]]
+    .assert_eq(&older_or_better_balanced_in_a_dense_pool(105.0));
+}
+
 #[test]
 fn a_wide_duel_pair_waits_for_a_closer_opponent_up_to_the_cap() {
     let mut s = shard();
