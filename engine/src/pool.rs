@@ -137,11 +137,15 @@ const SUBSET_LEAVES: u32 = 16;
 /// 20 points closer in balance, to no one's benefit: young tickets are nowhere near the p95.
 /// On party-heavy traffic at 200/s that put trio-against-trio matches at a mean imbalance of
 /// 23.3 against greedy's 18.7 (greedy takes the nearest trio), and the engine's mean
-/// imbalance above greedy's in 3 of 3 runs. Counting from the tail's edge (held-out runs,
-/// BENCHMARKS.md): party-heavy 200/s mean imbalance 28.7/28.6/28.9 → 28.2/27.7/28.2 against
-/// greedy's 28.6/28.2/28.7; mixed 1,000/s p95 over matched tickets +5.9% → +4.3% of
-/// greedy's, and lower imbalance at 150–1,000/s. From half the edge did less; from the p95
-/// itself or never (balance alone) lost the p95 at 500/s in 3 and 4 of 10 runs instead of 1.
+/// imbalance above greedy's in 3 of 3 runs. Counting from the tail's edge (BENCHMARKS.md):
+/// on held-out party-heavy runs at 200/s, mean imbalance not lower than greedy's in 1 of 6
+/// instead of 4; mixed 1,000/s p95 over matched tickets +5.9% → +5.4% of greedy's; lower
+/// imbalance at 150–1,000/s, and at 40–80/s (sparse pools) no change. The cost is a few
+/// tickets a run (tight parties at 300/s: 4 of 17,900 on average, so fewer matched than
+/// greedy in 9 of 16 runs instead of 7); still counting younger waits at 0.3 of the weight
+/// gave back little of that and all of the imbalance gain. From half the edge did less;
+/// from the p95 itself or never (balance alone) lost the p95 over matched tickets at 500/s
+/// in 3 and 4 of 10 runs instead of 1.
 const SUBSET_AGE_WEIGHT: f64 = 100.0;
 /// Duels (two teams of one) in a small pool: a pair further apart than this fraction of
 /// its older ticket's MMR window waits for a closer opponent, while that ticket's wait is
