@@ -460,7 +460,7 @@ pub(crate) trait Retire {
 
 /// Where a tick's matches go: what the pool needs to name them, the shard's indexes to
 /// retire their tickets from, and the event list; and the shard's recent waits, which cap
-/// wide parties' plans.
+/// wide parties' plans and set the tail's edge (`TAIL_EDGE_WAIT_FRACTION`).
 pub(crate) struct MatchSink<'a, R: Retire> {
     /// The shard's datacenters, by local bit.
     region_dcs: &'a [DatacenterId],
@@ -499,7 +499,7 @@ impl<'a, R: Retire> MatchSink<'a, R> {
     }
 
     /// How long wide parties' plans may hold a ticket: the shard's recent p95 wait
-    /// (`PLAN_WAIT_QUANTILE`), worked out at most once a tick and only when a pool plans;
+    /// (`PLAN_WAIT_QUANTILE`), worked out at most once a tick and only when a pool asks;
     /// `None` until enough tickets have matched.
     fn plan_wait_cap_ms(&mut self) -> Option<u64> {
         *self.plan_wait_cap_ms.get_or_insert_with(|| self.recent_waits.quantile(PLAN_WAIT_QUANTILE))

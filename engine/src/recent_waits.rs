@@ -13,7 +13,8 @@ const MIN_SAMPLES: usize = 64;
 /// tickets': a team mode's own p95 lies above it (its solo players wait longer than
 /// duelists), and held tickets capped there landed in the shard's tail. Measured
 /// (BENCHMARKS.md) against fixed caps of 4–14 s, whose best value grew from 7 s at 150
-/// tickets/s to 14 s at 40/s, and against each mode's own p90 and p95.
+/// tickets/s to 14 s at 40/s, and against each mode's own p90 and p95. The tail's edge is
+/// a fraction of it (`pool::TAIL_EDGE_WAIT_FRACTION`).
 pub(crate) const PLAN_WAIT_QUANTILE: f64 = 0.95;
 /// Duel tickets wait for a closer opponent only while their wait is under this quantile
 /// of the shard's recent waits (see `pool::DUEL_PATIENCE_FRACTION`).
