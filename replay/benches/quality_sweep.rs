@@ -96,7 +96,7 @@ fn sweep() -> Result<(), String> {
     };
     let dump_dir = std::env::var("RALLY_QUALITY_DUMP").ok();
 
-    let (mut runs, mut fewer, mut slower, mut worse) = (0, 0, 0, 0);
+    let (mut runs, mut fewer, mut slower, mut worse, mut slower_common) = (0, 0, 0, 0, 0);
     for seed in first..last {
         let rate = rates[seed as usize % rates.len()];
         let mut spec = shape(&rules, seed, rate, duration_s);
@@ -133,13 +133,16 @@ fn sweep() -> Result<(), String> {
             }
         }
         let (e, g) = (&contest.engine, &contest.greedy);
+        let (common_e, common_g) = contest.common_wait_p95_ms().unwrap_or_default();
         runs += 1;
         fewer += usize::from(e.tickets_matched < g.tickets_matched);
         slower += usize::from(e.wait_p95_all_ms >= g.wait_p95_all_ms);
         worse += usize::from(e.mean_imbalance >= g.mean_imbalance);
+        slower_common += usize::from(common_e >= common_g);
         eprintln!(
             "seed {seed:>3} rate {rate:>3}: matched {} / {}, p95 wait {} / {} ms, imbalance {:.1} / {:.1}, \
-             p95 wait of matched {} / {} ms, mean wait {:.0} / {:.0} ms",
+             p95 wait of matched {} / {} ms, mean wait {:.0} / {:.0} ms, p95 wait of both-matched {common_e} / \
+             {common_g} ms",
             e.tickets_matched,
             g.tickets_matched,
             e.wait_p95_all_ms,
@@ -152,7 +155,10 @@ fn sweep() -> Result<(), String> {
             g.mean_wait_ms
         );
     }
-    eprintln!("{runs} runs: fewer matched in {fewer}, p95 wait not lower in {slower}, imbalance not lower in {worse}");
+    eprintln!(
+        "{runs} runs: fewer matched in {fewer}, p95 wait not lower in {slower}, imbalance not lower in {worse}, \
+         p95 wait of both-matched not lower in {slower_common}"
+    );
     Ok(())
 }
 

@@ -240,6 +240,9 @@ pub struct Quality {
     pub mean_spread: f64,
     /// Mean worst RTT per match.
     pub mean_worst_rtt_ms: f64,
+    /// Each matched ticket's wait, ms, by ticket id: what comparing two matchers ticket by
+    /// ticket needs (`greedy::Contest::common_wait_p95_ms`).
+    pub waits_by_ticket: HashMap<String, u64>,
 }
 
 struct MatchLine {
@@ -343,7 +346,7 @@ pub fn evaluate(rules: &Rules, events: &str, matches: &str) -> Result<Quality, S
 }
 
 /// The index of the `p` quantile in `n` sorted values, by nearest rank (`n` > 0).
-fn nearest_rank(p: f64, n: usize) -> usize {
+pub(crate) fn nearest_rank(p: f64, n: usize) -> usize {
     ((p * n as f64).ceil() as usize).clamp(1, n) - 1
 }
 
@@ -409,6 +412,7 @@ fn check_match(
             }
         }
         waits.push(wait);
+        q.waits_by_ticket.insert(ticket.name.clone(), wait);
     }
     let mut team_sums = vec![0.0f64; m.teams.len()];
     for (team, ticket) in &tickets {

@@ -11,7 +11,7 @@ use std::sync::Arc;
 
 use rally_engine::Rules;
 
-use crate::check::{Admission, Admitted, CheckTicket, Quality, evaluate};
+use crate::check::{Admission, Admitted, CheckTicket, Quality, evaluate, nearest_rank};
 use crate::input::parse_line;
 use crate::{ReplayError, ReplayOptions};
 
@@ -27,6 +27,29 @@ pub struct Contest {
     pub engine: Quality,
     /// The baseline's figures.
     pub greedy: Quality,
+}
+
+impl Contest {
+    /// The 95th percentile wait (nearest rank) over the tickets both matchers matched, the
+    /// engine's and the baseline's: the like-for-like tail. The p95 over matched tickets
+    /// (`Quality::wait_p95_ms`) rises when a matcher matches hard tickets the other leaves
+    /// behind, since those match late; this one compares the same tickets. `None` when no
+    /// ticket was matched by both.
+    pub fn common_wait_p95_ms(&self) -> Option<(u64, u64)> {
+        let (mut engine, mut greedy): (Vec<u64>, Vec<u64>) = self
+            .engine
+            .waits_by_ticket
+            .iter()
+            .filter_map(|(ticket, &wait)| Some((wait, *self.greedy.waits_by_ticket.get(ticket)?)))
+            .unzip();
+        if engine.is_empty() {
+            return None;
+        }
+        engine.sort_unstable();
+        greedy.sort_unstable();
+        let rank = nearest_rank(0.95, engine.len());
+        Some((engine[rank], greedy[rank]))
+    }
 }
 
 /// Why a [`contest`] has no result.
@@ -291,6 +314,28 @@ fn place_first_fit(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn contest_of(engine: &[(&str, u64)], greedy: &[(&str, u64)]) -> Contest {
+        let quality = |waits: &[(&str, u64)]| Quality {
+            waits_by_ticket: waits.iter().map(|&(t, w)| (t.to_owned(), w)).collect(),
+            ..Quality::default()
+        };
+        Contest {
+            engine_matches: String::new(),
+            greedy_matches: String::new(),
+            engine: quality(engine),
+            greedy: quality(greedy),
+        }
+    }
+
+    #[test]
+    fn the_common_tail_compares_only_tickets_both_matched() {
+        // "late" only the engine matched, "early" only greedy: neither counts.
+        let contest = contest_of(&[("a", 100), ("b", 200), ("late", 90_000)], &[("a", 300), ("b", 100), ("early", 5)]);
+        // Two common tickets: the nearest-rank p95 of two values is the larger.
+        assert_eq!(contest.common_wait_p95_ms(), Some((200, 300)));
+        assert_eq!(contest_of(&[("a", 1)], &[("b", 1)]).common_wait_p95_ms(), None);
+    }
 
     /// First-fit decreasing as first written: a stable sort by size, then each party into
     /// the first team with room.
