@@ -242,7 +242,18 @@ pub struct Quality {
     pub mean_worst_rtt_ms: f64,
     /// Each matched ticket's wait, ms, by ticket id: what comparing two matchers ticket by
     /// ticket needs (`greedy::Contest::common_wait_p95_ms`).
-    pub waits_by_ticket: HashMap<String, u64>,
+    pub waits_by_ticket: TicketWaits,
+}
+
+/// Matched tickets' waits, ms, by ticket id. Its `Debug` shows how many, not each: a
+/// minute of traffic matches tens of thousands.
+#[derive(Clone, Default, PartialEq)]
+pub struct TicketWaits(pub HashMap<String, u64>);
+
+impl std::fmt::Debug for TicketWaits {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TicketWaits").field("tickets", &self.0.len()).finish_non_exhaustive()
+    }
 }
 
 struct MatchLine {
@@ -412,7 +423,7 @@ fn check_match(
             }
         }
         waits.push(wait);
-        q.waits_by_ticket.insert(ticket.name.clone(), wait);
+        q.waits_by_ticket.0.insert(ticket.name.clone(), wait);
     }
     let mut team_sums = vec![0.0f64; m.teams.len()];
     for (team, ticket) in &tickets {

@@ -39,8 +39,9 @@ impl Contest {
         let (mut engine, mut greedy): (Vec<u64>, Vec<u64>) = self
             .engine
             .waits_by_ticket
+            .0
             .iter()
-            .filter_map(|(ticket, &wait)| Some((wait, *self.greedy.waits_by_ticket.get(ticket)?)))
+            .filter_map(|(ticket, &wait)| Some((wait, *self.greedy.waits_by_ticket.0.get(ticket)?)))
             .unzip();
         if engine.is_empty() {
             return None;
@@ -314,10 +315,11 @@ fn place_first_fit(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::check::TicketWaits;
 
     fn contest_of(engine: &[(&str, u64)], greedy: &[(&str, u64)]) -> Contest {
         let quality = |waits: &[(&str, u64)]| Quality {
-            waits_by_ticket: waits.iter().map(|&(t, w)| (t.to_owned(), w)).collect(),
+            waits_by_ticket: TicketWaits(waits.iter().map(|&(t, w)| (t.to_owned(), w)).collect()),
             ..Quality::default()
         };
         Contest {
