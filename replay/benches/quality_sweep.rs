@@ -135,6 +135,7 @@ fn sweep() -> Result<(), String> {
             }
         }
         let (e, g) = (&contest.engine, &contest.greedy);
+        // No ticket matched by both (an empty run) counts as lost, and prints as 0 / 0.
         let (common_e, common_g) = contest.common_wait_p95_ms().unwrap_or_default();
         runs += 1;
         fewer += usize::from(e.tickets_matched < g.tickets_matched);
