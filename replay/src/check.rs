@@ -311,7 +311,6 @@ pub fn evaluate(rules: &Rules, events: &str, matches: &str) -> Result<Quality, S
     }
     let mut admission = Admission::default();
     let mut q = Quality::default();
-    let mut waits = Vec::new();
     let mut next_match = 0;
     for line in events.lines() {
         // A line that does not parse (blank, malformed, out of order) changes nothing.
@@ -323,7 +322,7 @@ pub fn evaluate(rules: &Rules, events: &str, matches: &str) -> Result<Quality, S
         let matched_first = |t: &str| first[..before].iter().any(|m| m.teams.iter().flatten().any(|n| n == t));
         if admission.would_apply(rules, &event, matched_first) {
             for m in &matches[next_match..next_match + before] {
-                check_match(rules, &mut admission, m, &mut q, &mut waits)?;
+                check_match(rules, &mut admission, m, &mut q)?;
             }
             next_match += before;
         }
@@ -332,8 +331,9 @@ pub fn evaluate(rules: &Rules, events: &str, matches: &str) -> Result<Quality, S
         }
     }
     for m in &matches[next_match..] {
-        check_match(rules, &mut admission, m, &mut q, &mut waits)?;
+        check_match(rules, &mut admission, m, &mut q)?;
     }
+    let mut waits: Vec<u64> = q.waits_by_ticket.0.values().copied().collect();
     waits.sort_unstable();
     // Tickets never matched sort after every matched one, as if waiting forever.
     let never = admission.n_waiting();
@@ -361,13 +361,7 @@ pub(crate) fn nearest_rank(p: f64, n: usize) -> usize {
     ((p * n as f64).ceil() as usize).clamp(1, n) - 1
 }
 
-fn check_match(
-    rules: &Rules,
-    admission: &mut Admission,
-    m: &MatchLine,
-    q: &mut Quality,
-    waits: &mut Vec<u64>,
-) -> Result<(), String> {
+fn check_match(rules: &Rules, admission: &mut Admission, m: &MatchLine, q: &mut Quality) -> Result<(), String> {
     let fail = |why: String| Err(format!("match line {}: {why}", m.line_no));
     let Some(mode_id) = rules.mode_id(&m.mode) else { return fail(format!("unknown mode {}", m.mode)) };
     let mode = &rules.modes[usize::from(mode_id.0)];
@@ -422,7 +416,6 @@ fn check_match(
                 None => return fail(format!("player {} has no rtt to {}", p.id, m.datacenter)),
             }
         }
-        waits.push(wait);
         q.waits_by_ticket.0.insert(ticket.name.clone(), wait);
     }
     let mut team_sums = vec![0.0f64; m.teams.len()];
