@@ -65,9 +65,16 @@ fn replays_the_example_from_file_to_stdout_with_a_summary() {
         "mean_worst_rtt_ms",
         "tick_us",
         "wall_ms",
+        "by_mode",
     ] {
         assert!(summary.get(key).is_some(), "summary lacks {key}");
     }
+    // Each mode's part, in the JSON and as a row of the text table.
+    let mut modes: Vec<&String> = summary["by_mode"].as_object().unwrap().keys().collect();
+    modes.sort();
+    assert_eq!(modes, ["duel-1v1", "ffa-8", "squad-5v5", "trio-3v3"], "{summary}");
+    assert_eq!(summary["by_mode"]["duel-1v1"]["matches"], 3, "{summary}");
+    assert!(stderr.lines().any(|l| l.starts_with("squad-5v5 ")), "a row per mode: {stderr}");
     for (key, fields) in [("wait_ms", ["p50", "p95", "p99", "max"]), ("tick_us", ["p50", "p95", "p99", "max"])] {
         for field in fields {
             assert!(summary[key][field].is_number(), "summary lacks {key}.{field}: {summary}");

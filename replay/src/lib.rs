@@ -32,7 +32,7 @@ use rally_engine::{
 use rustc_hash::{FxHashMap, FxHashSet};
 
 pub use input::{InputEvent, InputPlayer, LineError, MAX_TICKET_ID_BYTES, parse_line};
-pub use summary::{Percentiles, Summary};
+pub use summary::{Formed, ModeSummary, Percentiles, Summary};
 
 /// The shortest stretch of virtual time the replay skips when every shard is idle
 /// (`Shard::is_idle`: no tick can form a match before the next event). A gap of hours in
@@ -106,8 +106,8 @@ struct Replayer<'o, W: Write, D: Write> {
     /// Ticket strings, interned once; `TicketId(i)` is `ticket_names[i]`.
     ticket_ids: FxHashMap<Box<str>, u64>,
     ticket_names: Vec<Box<str>>,
-    /// The shard each accepted ticket went to, by `TicketId` (`u16::MAX`: never accepted).
-    ticket_shard: Vec<u16>,
+    /// The shard and mode of each accepted ticket, by `TicketId` (`None`: never accepted).
+    ticket_home: Vec<Option<(u16, ModeId)>>,
     player_ids: FxHashMap<Box<str>, u64>,
     /// With more than one shard, the players waiting and their tickets: a shard only knows
     /// its own, and the contract forbids waiting twice anywhere.
@@ -161,13 +161,14 @@ pub fn run(
         })
         .collect();
     let across_shards = (shards.len() > 1).then(AcrossShards::default);
+    let summary = Summary::for_modes(rules.modes.iter().map(|m| m.name.clone()));
     let mut r = Replayer {
         rules,
         shards,
         options,
         ticket_ids: FxHashMap::default(),
         ticket_names: Vec::new(),
-        ticket_shard: Vec::new(),
+        ticket_home: Vec::new(),
         player_ids: FxHashMap::default(),
         across_shards,
         next_tick_ms: Some(0),
@@ -175,7 +176,7 @@ pub fn run(
         events: Vec::new(),
         out: output,
         diag,
-        summary: Summary::default(),
+        summary,
         line_buf: Vec::new(),
     };
     let mut line = String::new();
@@ -212,6 +213,10 @@ pub fn run(
     r.run_ticks_through(end_ms)?;
     r.out.flush()?;
     r.summary.still_waiting = r.shards.iter().map(Shard::waiting_total).sum::<usize>() as u64;
+    for (i, (_, part)) in r.summary.by_mode.iter_mut().enumerate() {
+        let mode = ModeId(i as u16);
+        part.still_waiting = r.shards.iter().map(|shard| shard.waiting(mode)).sum::<usize>() as u64;
+    }
     r.summary.virtual_end_ms = end_ms;
     r.summary.finish();
     r.summary.wall_ms = started.elapsed().as_secs_f64() * 1000.0;
@@ -309,7 +314,7 @@ impl<W: Write, D: Write> Replayer<'_, W, D> {
         let id = self.ticket_names.len() as u64;
         self.ticket_ids.insert(name.into(), id);
         self.ticket_names.push(name.into());
-        self.ticket_shard.push(u16::MAX);
+        self.ticket_home.push(None);
         TicketId(id)
     }
 
@@ -339,7 +344,7 @@ impl<W: Write, D: Write> Replayer<'_, W, D> {
                 let shard = usize::from(home_shard(&self.rules, &players).unwrap_or(ShardId(0)).0);
                 let req = TicketRequest { id, mode, players, waited_ms: 0 };
                 // Accepted before by any shard (the home shard only knows its own).
-                let used_before = self.ticket_shard[id.0 as usize] != u16::MAX;
+                let used_before = self.ticket_home[id.0 as usize].is_some();
                 // A refused line must not move the clock (a later line may carry an
                 // earlier time), so every reason is found before any tick runs. Only
                 // "player already waiting" can change with time: a tick before the line's
@@ -366,7 +371,10 @@ impl<W: Write, D: Write> Replayer<'_, W, D> {
                 };
                 match verdict {
                     Ok(()) => {
-                        self.ticket_shard[id.0 as usize] = shard as u16;
+                        self.ticket_home[id.0 as usize] = Some((shard as u16, mode));
+                        if let Some(part) = self.summary.mode_mut(mode.0) {
+                            part.enqueued += 1;
+                        }
                         if let Some(across) = &mut self.across_shards {
                             across.enqueued(id, &req.players);
                         }
@@ -377,20 +385,25 @@ impl<W: Write, D: Write> Replayer<'_, W, D> {
             }
             InputEvent::Cancel { ticket, .. } => {
                 self.run_ticks_before(at_ms)?;
-                let shard = self.ticket_ids.get(&*ticket).map(|&id| (id, self.ticket_shard[id as usize]));
-                let outcome = match shard {
-                    Some((id, shard)) if shard != u16::MAX => {
+                let home = self.ticket_ids.get(&*ticket).and_then(|&id| Some((id, self.ticket_home[id as usize]?)));
+                let outcome = match home {
+                    Some((id, (shard, _))) => {
                         self.shards[usize::from(shard)].handle(at_ms, Command::Cancel(TicketId(id)), &mut self.events);
                         self.events.pop()
                     }
-                    _ => None,
+                    None => None,
                 };
                 match outcome {
                     Some(Event::Cancelled(id)) => {
                         if let Some(across) = &mut self.across_shards {
                             across.finished(id);
                         }
-                        self.summary.cancelled += 1
+                        self.summary.cancelled += 1;
+                        if let Some((_, (_, mode))) = home
+                            && let Some(part) = self.summary.mode_mut(mode.0)
+                        {
+                            part.cancelled += 1;
+                        }
                     }
                     _ => self.summary.cancel_not_waiting += 1,
                 }
@@ -423,7 +436,7 @@ impl<W: Write, D: Write> Replayer<'_, W, D> {
         self.summary.record_match(m);
         let out = &mut *self.out;
         let mode = &self.rules.modes[usize::from(m.mode.0)].name;
-        write!(out, "{{\"match\":\"m{}\",\"mode\":", self.summary.matches)?;
+        write!(out, "{{\"match\":\"m{}\",\"mode\":", self.summary.formed.matches)?;
         serde_json::to_writer(&mut *out, mode).map_err(io::Error::from)?;
         out.write_all(b",\"datacenter\":")?;
         serde_json::to_writer(&mut *out, self.rules.datacenter_name(m.datacenter)).map_err(io::Error::from)?;

@@ -47,14 +47,38 @@ pub struct Summary {
     pub cancelled: u64,
     /// Cancels of tickets no longer (or never) waiting: counted, not errors.
     pub cancel_not_waiting: u64,
+    /// Tickets still waiting when the clock stopped.
+    pub still_waiting: u64,
+    /// The matches formed, over every mode.
+    #[serde(flatten)]
+    pub formed: Formed,
+    /// Each mode's part, in the rules' order (a JSON object keyed by mode name): the
+    /// figures to tune one mode's rules by, which the totals blend with the others'.
+    #[serde(serialize_with = "by_name")]
+    pub by_mode: Vec<(String, ModeSummary)>,
+    /// Wall time of one tick of all shards, µs.
+    pub tick_us: Percentiles,
+    /// Ticks run.
+    pub ticks: u64,
+    /// The virtual time the clock stopped at, ms.
+    pub virtual_end_ms: u64,
+    /// Wall time of the whole replay, JSON included, ms.
+    pub wall_ms: f64,
+    #[serde(skip)]
+    tick_times: Histogram<u64>,
+    #[serde(skip)]
+    tick_max_us: u64,
+}
+
+/// The matches formed (in all, or in one mode) and their quality.
+#[derive(Clone, Debug, Serialize)]
+pub struct Formed {
     /// Matches formed.
     pub matches: u64,
     /// Tickets placed in matches.
     pub tickets_matched: u64,
     /// Players placed in matches.
     pub players_matched: u64,
-    /// Tickets still waiting when the clock stopped.
-    pub still_waiting: u64,
     /// Wait of matched tickets, ms.
     pub wait_ms: Percentiles,
     /// Mean wait of matched tickets, ms.
@@ -65,65 +89,61 @@ pub struct Summary {
     pub mean_imbalance: f64,
     /// Mean worst-player RTT per match, ms.
     pub mean_worst_rtt_ms: f64,
-    /// Wall time of one tick of all shards, µs.
-    pub tick_us: Percentiles,
-    /// Ticks run.
-    pub ticks: u64,
-    /// The virtual time the clock stopped at, ms.
-    pub virtual_end_ms: u64,
-    /// Wall time of the whole replay, JSON included, ms.
-    pub wall_ms: f64,
     #[serde(skip)]
     waits: Histogram<u64>,
-    #[serde(skip)]
-    tick_times: Histogram<u64>,
     #[serde(skip)]
     sums: Sums,
 }
 
+/// One mode's part of a replay.
+#[derive(Clone, Debug, Default, Serialize)]
+pub struct ModeSummary {
+    /// Its tickets the engine accepted.
+    pub enqueued: u64,
+    /// Cancels that removed one of its waiting tickets.
+    pub cancelled: u64,
+    /// Its tickets still waiting when the clock stopped.
+    pub still_waiting: u64,
+    /// Its matches.
+    #[serde(flatten)]
+    pub formed: Formed,
+}
+
 #[derive(Clone, Debug, Default)]
 struct Sums {
-    /// Exact maxima (the histograms round to their buckets).
+    /// The exact maximum (the histogram rounds to its buckets).
     wait_max_ms: u64,
-    tick_max_us: u64,
     wait: f64,
     spread: f64,
     imbalance: f64,
     rtt: f64,
 }
 
-impl Default for Summary {
+/// A histogram of waits or tick times: three significant figures, so percentiles are
+/// within 0.1%.
+fn histogram() -> Histogram<u64> {
+    Histogram::new_with_bounds(1, 1 << 40, 3).expect("valid histogram bounds")
+}
+
+impl Default for Formed {
     fn default() -> Self {
-        // Three significant figures: percentiles within 0.1%.
-        let hist = || Histogram::new_with_bounds(1, 1 << 40, 3).expect("valid histogram bounds");
-        Summary {
-            lines_read: 0,
-            accepted: 0,
-            rejected: BTreeMap::new(),
-            cancelled: 0,
-            cancel_not_waiting: 0,
+        Formed {
             matches: 0,
             tickets_matched: 0,
             players_matched: 0,
-            still_waiting: 0,
             wait_ms: Percentiles::default(),
             mean_wait_ms: 0.0,
             mean_spread: 0.0,
             mean_imbalance: 0.0,
             mean_worst_rtt_ms: 0.0,
-            tick_us: Percentiles::default(),
-            ticks: 0,
-            virtual_end_ms: 0,
-            wall_ms: 0.0,
-            waits: hist(),
-            tick_times: hist(),
+            waits: histogram(),
             sums: Sums::default(),
         }
     }
 }
 
-impl Summary {
-    pub(crate) fn record_match(&mut self, m: &Match) {
+impl Formed {
+    fn record(&mut self, m: &Match) {
         self.matches += 1;
         self.tickets_matched += m.tickets.len() as u64;
         self.players_matched += m.players.len() as u64;
@@ -142,23 +162,76 @@ impl Summary {
         self.mean_wait_ms = self.sums.wait / self.tickets_matched as f64;
     }
 
+    fn finish(&mut self) {
+        self.wait_ms = Percentiles::of(&self.waits, self.sums.wait_max_ms);
+    }
+}
+
+impl Default for Summary {
+    fn default() -> Self {
+        Summary {
+            lines_read: 0,
+            accepted: 0,
+            rejected: BTreeMap::new(),
+            cancelled: 0,
+            cancel_not_waiting: 0,
+            still_waiting: 0,
+            formed: Formed::default(),
+            by_mode: Vec::new(),
+            tick_us: Percentiles::default(),
+            ticks: 0,
+            virtual_end_ms: 0,
+            wall_ms: 0.0,
+            tick_times: histogram(),
+            tick_max_us: 0,
+        }
+    }
+}
+
+impl Summary {
+    /// An empty summary with a part for each of `modes` (names in the rules' order, so
+    /// `ModeId(i)` is `by_mode[i]`).
+    pub(crate) fn for_modes(modes: impl IntoIterator<Item = String>) -> Self {
+        Summary { by_mode: modes.into_iter().map(|name| (name, ModeSummary::default())).collect(), ..Self::default() }
+    }
+
+    /// Mode `mode`'s part (`ModeId(mode)`); `None` for an id no mode has.
+    pub(crate) fn mode_mut(&mut self, mode: u16) -> Option<&mut ModeSummary> {
+        self.by_mode.get_mut(usize::from(mode)).map(|(_, part)| part)
+    }
+
+    pub(crate) fn record_match(&mut self, m: &Match) {
+        self.formed.record(m);
+        if let Some(part) = self.mode_mut(m.mode.0) {
+            part.formed.record(m);
+        }
+    }
+
     pub(crate) fn record_tick(&mut self, took: Duration) {
         self.ticks += 1;
         let us = u64::try_from(took.as_micros()).unwrap_or(u64::MAX);
         self.tick_times.saturating_record(us);
-        self.sums.tick_max_us = self.sums.tick_max_us.max(us);
+        self.tick_max_us = self.tick_max_us.max(us);
     }
 
     /// Brings derived figures up to date; called once at the end of a replay.
     pub(crate) fn finish(&mut self) {
-        self.tick_us = Percentiles::of(&self.tick_times, self.sums.tick_max_us);
-        self.wait_ms = Percentiles::of(&self.waits, self.sums.wait_max_ms);
+        self.tick_us = Percentiles::of(&self.tick_times, self.tick_max_us);
+        self.formed.finish();
+        for (_, part) in &mut self.by_mode {
+            part.formed.finish();
+        }
     }
 
     /// Total lines skipped as bad.
     pub fn rejected_total(&self) -> u64 {
         self.rejected.values().sum()
     }
+}
+
+/// Serialises the modes' parts as one JSON object keyed by mode name, in the rules' order.
+fn by_name<S: serde::Serializer>(by_mode: &[(String, ModeSummary)], s: S) -> Result<S::Ok, S::Error> {
+    s.collect_map(by_mode.iter().map(|(name, part)| (name, part)))
 }
 
 impl fmt::Display for Summary {
@@ -170,18 +243,56 @@ impl fmt::Display for Summary {
             writeln!(f, "  {reason:<30} {n}")?;
         }
         writeln!(f, "cancelled         {} (+{} not waiting)", self.cancelled, self.cancel_not_waiting)?;
-        writeln!(f, "matches           {}", self.matches)?;
-        writeln!(f, "tickets matched   {} ({} players)", self.tickets_matched, self.players_matched)?;
+        let formed = &self.formed;
+        writeln!(f, "matches           {}", formed.matches)?;
+        writeln!(f, "tickets matched   {} ({} players)", formed.tickets_matched, formed.players_matched)?;
         writeln!(f, "still waiting     {}", self.still_waiting)?;
-        let w = &self.wait_ms;
+        let w = &formed.wait_ms;
         writeln!(
             f,
             "wait ms           p50 {} p95 {} p99 {} max {} mean {:.1}",
-            w.p50, w.p95, w.p99, w.max, self.mean_wait_ms
+            w.p50, w.p95, w.p99, w.max, formed.mean_wait_ms
         )?;
-        writeln!(f, "mean spread       {:.2}", self.mean_spread)?;
-        writeln!(f, "mean imbalance    {:.2}", self.mean_imbalance)?;
-        writeln!(f, "mean worst rtt ms {:.2}", self.mean_worst_rtt_ms)?;
+        writeln!(f, "mean spread       {:.2}", formed.mean_spread)?;
+        writeln!(f, "mean imbalance    {:.2}", formed.mean_imbalance)?;
+        writeln!(f, "mean worst rtt ms {:.2}", formed.mean_worst_rtt_ms)?;
+        if !self.by_mode.is_empty() {
+            let width = self.by_mode.iter().map(|(name, _)| name.chars().count()).max().unwrap_or(0).max(4);
+            writeln!(
+                f,
+                "{:<width$}  {:>7} {:>7} {:>9} {:>7} {:>7}  {:>8} {:>7} {:>7}  {:>9} {:>7} {:>9}",
+                "mode",
+                "tickets",
+                "matched",
+                "cancelled",
+                "waiting",
+                "matches",
+                "wait p50",
+                "p95",
+                "p99",
+                "imbalance",
+                "spread",
+                "worst rtt"
+            )?;
+            for (name, part) in &self.by_mode {
+                let (formed, w) = (&part.formed, &part.formed.wait_ms);
+                writeln!(
+                    f,
+                    "{name:<width$}  {:>7} {:>7} {:>9} {:>7} {:>7}  {:>8} {:>7} {:>7}  {:>9.2} {:>7.2} {:>9.2}",
+                    part.enqueued,
+                    formed.tickets_matched,
+                    part.cancelled,
+                    part.still_waiting,
+                    formed.matches,
+                    w.p50,
+                    w.p95,
+                    w.p99,
+                    formed.mean_imbalance,
+                    formed.mean_spread,
+                    formed.mean_worst_rtt_ms
+                )?;
+            }
+        }
         let t = &self.tick_us;
         writeln!(f, "tick µs           p50 {} p99 {} max {} ({} ticks)", t.p50, t.p99, t.max, self.ticks)?;
         write!(f, "wall ms           {:.1}", self.wall_ms)

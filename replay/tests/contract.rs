@@ -221,7 +221,7 @@ fn invalid_utf8_is_a_bad_line_not_an_error() {
     input.extend_from_slice(solo(2, "b", "pb", 1500.0).as_bytes());
     let out = replay_with(rules(), &input, ReplayOptions::default()).unwrap();
     assert_eq!(out.summary.rejected.get("malformed_json"), Some(&1));
-    assert_eq!(out.summary.matches, 1);
+    assert_eq!(out.summary.formed.matches, 1);
 }
 
 #[test]
@@ -369,6 +369,53 @@ fn regions_split_into_shards_still_give_valid_matches() {
     // The last line reuses the id *and* names a waiting player: still a reused id.
     assert_eq!(out.summary.rejected.get("ticket_id_used_before"), Some(&2), "{}", out.diag);
     evaluate(&split, &events, &out.matches).expect("every match is valid");
+}
+
+#[test]
+fn the_summary_splits_by_mode_and_adds_up() {
+    // Two shards, so a mode's waiting tickets are summed over both; no drain, so some wait.
+    let text = format!("shards = [[\"eu\"], [\"na\", \"ap\"]]\n{RULES}");
+    let split = Arc::new(Rules::from_toml(&text).unwrap());
+    let mut events = generate(&split, &WorkloadSpec::mixed(&split, 13, 100.0, 20.0));
+    events.push_str(
+        r#"{"at_ms":60000,"op":"enqueue","ticket":"x1","mode":"no-such-mode","players":[{"id":"x","mmr":1,"rtt_ms":{"eu-west":5}}]}
+"#,
+    );
+    let options = ReplayOptions { drain_ms: 0, ..ReplayOptions::default() };
+    let out = replay_with(split.clone(), events.as_bytes(), options).unwrap();
+    let s = &out.summary;
+    let names: Vec<&str> = s.by_mode.iter().map(|(name, _)| name.as_str()).collect();
+    assert_eq!(names, ["duel-1v1", "trio-3v3", "squad-5v5", "ffa-8"], "the rules' order");
+    let sum = |f: fn(&rally_replay::ModeSummary) -> u64| s.by_mode.iter().map(|(_, part)| f(part)).sum::<u64>();
+    assert_eq!(sum(|p| p.enqueued), s.accepted - s.cancelled - s.cancel_not_waiting, "refused lines count nowhere");
+    assert_eq!(sum(|p| p.cancelled), s.cancelled);
+    assert_eq!(sum(|p| p.still_waiting), s.still_waiting);
+    assert_eq!(sum(|p| p.formed.matches), s.formed.matches);
+    assert_eq!(sum(|p| p.formed.tickets_matched), s.formed.tickets_matched);
+    assert_eq!(sum(|p| p.formed.players_matched), s.formed.players_matched);
+    assert!(s.still_waiting > 0 && s.cancelled > 0, "the run leaves every kind of ticket: {s:?}");
+    let lines: Vec<serde_json::Value> = out.matches.lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+    for (name, part) in &s.by_mode {
+        // Every ticket accepted is matched, cancelled or still waiting: exactly one.
+        assert_eq!(part.enqueued, part.formed.tickets_matched + part.cancelled + part.still_waiting, "{name}");
+        let mine: Vec<&serde_json::Value> = lines.iter().filter(|m| m["mode"] == name.as_str()).collect();
+        assert_eq!(part.formed.matches, mine.len() as u64, "{name}");
+        let waits: Vec<u64> =
+            mine.iter().flat_map(|m| m["wait_ms"].as_array().unwrap()).map(|w| w.as_u64().unwrap()).collect();
+        assert_eq!(part.formed.tickets_matched, waits.len() as u64, "{name}");
+        assert_eq!(part.formed.wait_ms.max, *waits.iter().max().unwrap() as f64, "{name}");
+        let imbalance: f64 =
+            mine.iter().map(|m| m["team_imbalance"].as_f64().unwrap()).sum::<f64>() / mine.len() as f64;
+        assert!(
+            (part.formed.mean_imbalance - imbalance).abs() < 1e-9,
+            "{name}: {} {imbalance}",
+            part.formed.mean_imbalance
+        );
+    }
+    // The JSON form keys the parts by mode name.
+    let json = serde_json::to_value(s).unwrap();
+    assert_eq!(json["by_mode"]["squad-5v5"]["tickets_matched"], s.by_mode[2].1.formed.tickets_matched);
+    assert_eq!(json["tickets_matched"], s.formed.tickets_matched, "the totals stay at the top level");
 }
 
 #[test]
