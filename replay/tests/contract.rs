@@ -350,10 +350,15 @@ fn same_input_gives_byte_identical_output() {
     evaluate(&rules, &events, &a.matches).expect("every match is valid");
 }
 
+/// The example rules with `eu` in one shard and `na` and `ap` in another.
+fn split_rules() -> Arc<Rules> {
+    let text = format!("shards = [[\"eu\"], [\"na\", \"ap\"]]\n{RULES}");
+    Arc::new(Rules::from_toml(&text).unwrap())
+}
+
 #[test]
 fn regions_split_into_shards_still_give_valid_matches() {
-    let text = format!("shards = [[\"eu\"], [\"na\", \"ap\"]]\n{RULES}");
-    let split = Arc::new(Rules::from_toml(&text).unwrap());
+    let split = split_rules();
     let mut events = generate(&split, &WorkloadSpec::mixed(&split, 12, 150.0, 20.0));
     // A player queueing in a second shard while waiting in the first, and a ticket id
     // reused across shards, are refused as with one shard.
@@ -374,8 +379,7 @@ fn regions_split_into_shards_still_give_valid_matches() {
 #[test]
 fn the_summary_splits_by_mode_and_adds_up() {
     // Two shards, so a mode's waiting tickets are summed over both; no drain, so some wait.
-    let text = format!("shards = [[\"eu\"], [\"na\", \"ap\"]]\n{RULES}");
-    let split = Arc::new(Rules::from_toml(&text).unwrap());
+    let split = split_rules();
     let mut events = generate(&split, &WorkloadSpec::mixed(&split, 13, 100.0, 20.0));
     events.push_str(
         r#"{"at_ms":60000,"op":"enqueue","ticket":"x1","mode":"no-such-mode","players":[{"id":"x","mmr":1,"rtt_ms":{"eu-west":5}}]}
