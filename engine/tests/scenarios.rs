@@ -715,3 +715,30 @@ fn in_a_dense_pool_a_wide_duel_pair_waits_a_second_at_most() {
     "#]]
     .assert_eq(&render(s.rules(), &matches));
 }
+
+/// When two duelists 55 apart, enqueued at 50 ms beside `unmatchable` tickets rated far
+/// away and 400 apart (past the window's max), match: their windows (50 + 10 a second) cover the gap from 550 ms, and their
+/// first search, at 100 ms, fails.
+fn duel_formed_at_beside(unmatchable: u64) -> u64 {
+    let mut s = shard();
+    for i in 0..unmatchable {
+        enqueue(&mut s, 0, ticket(10_000 + i, "duel", vec![eu(10_000 + i, 10_000.0 + 400.0 * i as f64)]));
+    }
+    enqueue(&mut s, 50, ticket(1, "duel", vec![eu(1, 1500.0)]));
+    enqueue(&mut s, 50, ticket(2, "duel", vec![eu(2, 1555.0)]));
+    let matches = run_ticks(&mut s, 100, 10_000);
+    let ours: Vec<u64> =
+        matches.iter().filter(|m| m.tickets.iter().any(|t| t.id.0 == 1)).map(|m| m.formed_at_ms).collect();
+    assert_eq!(ours.len(), 1, "{}", render(s.rules(), &matches));
+    ours[0]
+}
+
+#[test]
+fn in_a_big_pool_a_failed_anchor_waits_for_its_share_of_the_re_search_rate() {
+    // A small pool searches again as soon as the pair can match.
+    assert_eq!(duel_formed_at_beside(100), 600);
+    // 4,002 waiting: under load, where a failed anchor waits at least the time its window
+    // takes to grow 2 points (200 ms) and its share of the pool's re-search rate (4,002 /
+    // 2,000 a second, 2.0 s): the pair searches again at 2.1 s, then matches.
+    assert_eq!(duel_formed_at_beside(4_000), 2_200);
+}

@@ -112,6 +112,18 @@ const RESEARCH_DELAY_MIN_MS: u64 = 100;
 pub(crate) const RESEARCH_DELAY_MAX_MS: u64 = 5_000;
 /// Pool size from which the re-search delay applies.
 const RESEARCH_DELAY_FROM_WAITING: usize = 1_500;
+/// Under load, also at least `n_waiting / RESEARCH_RATE_PER_S` seconds (within
+/// `RESEARCH_DELAY_MAX_MS`): failed anchors re-search about this many times a second in
+/// all, whatever the rules, so a big pool's searches stay bounded when windows grow fast.
+/// With `examples/narrow-windows.toml`'s windows growing 2–20 points a second instead of
+/// 0.5, the 240k-ticket replay spent most of its time re-searching anchors every
+/// 100–1,000 ms (10,000 or more of them in each team mode): 10.6–26.5 s instead of 3.7 s.
+/// With this bound it took 5.6–7.7 s (BENCHMARKS.md), matching 0.04–0.2% fewer tickets
+/// (1.1% at 20 points a second, where any delay past 100 ms costs as much). The rules as
+/// they are: 3.3 s, 3 more matched. Mixed traffic up to 1,500/s never puts a pool under
+/// load, so it matches byte for byte. 3,000 and 4,000 a second matched as many and ran
+/// 7.0–8.5 and 7.7–9.4 s.
+const RESEARCH_RATE_PER_S: f64 = 2_000.0;
 
 /// A ticket ready to be stored, already validated by the shard.
 pub(crate) struct NewTicket<'a> {
@@ -572,9 +584,14 @@ impl Pool {
     }
 
     /// When an anchor whose search failed for reasons time cannot bound searches again:
-    /// next tick, or on a big pool after `research_delay_ms`.
+    /// next tick, or on a big pool after `research_delay_ms`, and no sooner than its share
+    /// of `RESEARCH_RATE_PER_S`.
     fn research_at(&self, now_ms: u64) -> u64 {
-        if self.under_load() { now_ms + self.research_delay_ms } else { now_ms + 1 }
+        if !self.under_load() {
+            return now_ms + 1;
+        }
+        let share_ms = (self.n_waiting as f64 * 1000.0 / RESEARCH_RATE_PER_S) as u64;
+        now_ms + self.research_delay_ms.max(share_ms.min(RESEARCH_DELAY_MAX_MS))
     }
 
     /// A pool of at least `RESEARCH_DELAY_FROM_WAITING` tickets: failed anchors wait the
