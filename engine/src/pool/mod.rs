@@ -121,8 +121,9 @@ const RESEARCH_DELAY_FROM_WAITING: usize = 1_500;
 /// With this bound it took 5.6–7.7 s (BENCHMARKS.md), matching 0.04–0.2% fewer tickets
 /// (1.1% at 20 points a second, where any delay past 100 ms costs as much). The rules as
 /// they are: 3.3 s, 3 more matched. Mixed traffic up to 1,500/s never puts a pool under
-/// load, so it matches byte for byte. 3,000 and 4,000 a second matched as many and ran
-/// 7.0–8.5 and 7.7–9.4 s.
+/// load, so it matches byte for byte; at 2,000/s for two minutes it does (9.7 → 7.5 s,
+/// 0.16% fewer matched). 3,000 and 4,000 a second matched as many and ran 7.0–8.5 and
+/// 7.7–9.4 s.
 const RESEARCH_RATE_PER_S: f64 = 2_000.0;
 
 /// A ticket ready to be stored, already validated by the shard.
