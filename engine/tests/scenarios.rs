@@ -717,8 +717,8 @@ fn in_a_dense_pool_a_wide_duel_pair_waits_a_second_at_most() {
 }
 
 /// When two duelists 55 apart, enqueued at 50 ms beside `unmatchable` tickets rated far
-/// away and 400 apart (past the window's max), match: their windows (50 + 10 a second) cover the gap from 550 ms, and their
-/// first search, at 100 ms, fails.
+/// away and 400 apart (past the window's max), match: their windows (50 + 10 a second)
+/// cover the gap from 550 ms, and their first search, at 100 ms, fails.
 fn duel_formed_at_beside(unmatchable: u64) -> u64 {
     let mut s = shard();
     for i in 0..unmatchable {
