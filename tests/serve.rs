@@ -158,6 +158,7 @@ fn dev_serves_loadgen_and_stops_on_ctrl_c() {
         "rally_edge_frames_sent_total",
         "rally_engine_tick_seconds",
         "rally_engine_waiting_tickets",
+        "rally_engine_searches_total",
         "rally_engine_matches_total",
     ] {
         assert!(metrics.contains(name), "{name} missing from /metrics");

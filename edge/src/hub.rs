@@ -655,10 +655,11 @@ impl ShardEvents {
 impl rally_engine::EventSink for ShardEvents {
     fn deliver(&self, event: RuntimeEvent) {
         let (shard, event) = match event {
-            RuntimeEvent::Tick { shard, duration, waiting, .. } => {
+            RuntimeEvent::Tick { shard, duration, waiting, searches, .. } => {
                 let shard = shard.0.to_string();
                 metrics::histogram!("rally_engine_tick_seconds", "shard" => shard.clone())
                     .record(duration.as_secs_f64());
+                metrics::counter!("rally_engine_searches_total", "shard" => shard.clone()).increment(searches);
                 metrics::gauge!("rally_engine_waiting_tickets", "shard" => shard).set(waiting as f64);
                 return;
             }

@@ -102,6 +102,8 @@ pub enum RuntimeEvent {
         duration: Duration,
         /// Tickets still waiting after it.
         waiting: usize,
+        /// Searches for a match it ran (`Shard::searches`).
+        searches: u64,
     },
 }
 
@@ -270,7 +272,7 @@ impl Worker {
         loop {
             let now = self.now_ms();
             if now >= next_tick_ms {
-                let t0 = Instant::now();
+                let (t0, searches_before) = (Instant::now(), self.shard.searches());
                 self.shard.tick(now, &mut out);
                 let duration = t0.elapsed();
                 self.flush(&mut out);
@@ -279,6 +281,7 @@ impl Worker {
                     at_ms: now,
                     duration,
                     waiting: self.shard.waiting_total(),
+                    searches: self.shard.searches() - searches_before,
                 });
                 next_tick_ms = next_tick_at(next_tick_ms, now, self.tick_ms, duration);
             }

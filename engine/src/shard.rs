@@ -125,7 +125,12 @@ impl Shard {
         for (bit, dc) in dcs.iter().enumerate() {
             local_dc[usize::from(dc.0)] = bit as u8;
         }
-        let pools = rules.modes.iter().enumerate().map(|(i, m)| Pool::new(ModeId(i as u16), m, dcs.len())).collect();
+        let pools = rules
+            .modes
+            .iter()
+            .enumerate()
+            .map(|(i, m)| Pool::new(ModeId(i as u16), m, dcs.len(), rules.tick_ms))
+            .collect();
         Shard {
             rules,
             id,
@@ -164,6 +169,13 @@ impl Shard {
     /// Tickets waiting in every mode.
     pub fn waiting_total(&self) -> usize {
         self.pools.iter().map(Pool::len).sum()
+    }
+
+    /// Searches for a match run so far, in every mode: each is one anchor's look at its
+    /// neighbours (now, or ahead for a set to hold or plan). They are what a big pool's tick
+    /// costs, so the count says how hard the rules make a tick work.
+    pub fn searches(&self) -> u64 {
+        self.pools.iter().map(Pool::searches).sum()
     }
 
     /// When the next tick is due (ms on the caller's clock): one `tick_ms` after the last,

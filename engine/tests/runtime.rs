@@ -47,6 +47,22 @@ fn enqueued_tickets_are_matched_on_a_real_clock_tick() {
 }
 
 #[test]
+fn ticks_report_the_searches_they_ran() {
+    let (tx, rx) = crossbeam_channel::unbounded();
+    let runtime = Runtime::start(rules(), RuntimeConfig::default(), tx).unwrap();
+    let shard = runtime.shard(ShardId(0)).unwrap().clone();
+    // Too far apart to match for minutes: each searches and fails.
+    shard.try_submit(Command::Enqueue(ticket(1, "duel", vec![eu(1, 1500.0)]))).unwrap();
+    shard.try_submit(Command::Enqueue(ticket(2, "duel", vec![eu(2, 3000.0)]))).unwrap();
+    let searches = wait_for(&rx, |e| match e {
+        RuntimeEvent::Tick { waiting: 2, searches, .. } if *searches > 0 => Some(*searches),
+        _ => None,
+    });
+    assert!(searches <= 4, "two anchors, each now and ahead at most: {searches}");
+    runtime.shutdown();
+}
+
+#[test]
 fn a_full_mailbox_is_a_retryable_rejection() {
     // A rendezvous event channel nobody reads: the shard thread blocks on its first event,
     // so nothing leaves its mailbox of one.

@@ -742,3 +742,37 @@ fn in_a_big_pool_a_failed_anchor_waits_for_its_share_of_the_re_search_rate() {
     // 2,000 a second, 2.0 s): the pair searches again at 2.1 s, then matches.
     assert_eq!(duel_formed_at_beside(4_000), 2_200);
 }
+
+/// The searches a free-for-all of four run from 0 to `until_ms` with ticks `tick_ms`
+/// apart, and when they match. Two of them (1,500) accept all three others, the other two
+/// (1,440 and 1,560) are 120 apart, past every window until the windows (100 + 10 a
+/// second) reach 120 at 2 s: until then the middle two search and find no set, a failure
+/// no time can be learned from.
+fn ffa_searches_and_match_with_ticks(tick_ms: u64, until_ms: u64) -> (u64, Vec<u64>) {
+    let text = RULES.replacen("tick_ms = 100", &format!("tick_ms = {tick_ms}"), 1);
+    let rules = std::sync::Arc::new(rally_engine::Rules::from_toml(&text).unwrap());
+    let mut s = rally_engine::Shard::new(rules, rally_engine::ShardId(0), Default::default());
+    for (id, mmr) in [(1, 1_500.0), (2, 1_440.0), (3, 1_560.0), (4, 1_500.0)] {
+        enqueue(&mut s, 0, ticket(id, "ffa4", vec![eu(id, mmr)]));
+    }
+    let searches_before_match = {
+        let early = run_ticks(&mut s, 0, until_ms);
+        assert!(early.is_empty(), "{}", render(s.rules(), &early));
+        s.searches()
+    };
+    let matches = run_ticks(&mut s, until_ms + tick_ms, 3_000);
+    (searches_before_match, matches.iter().map(|m| m.formed_at_ms).collect())
+}
+
+#[test]
+fn faster_ticks_do_not_search_again_sooner_for_an_anchor_that_learned_nothing() {
+    // Until 1 s, before a look-ahead sees the set and holds it every tick: at 100 ms ticks
+    // the middle two search at each of the 11 ticks (now and ahead: 44 searches), the outer
+    // two at the first only (4: their failure says when the window reaches 120). 20 ms
+    // ticks search as often (208 times before `research_floor_ms`), and the four match as
+    // soon.
+    let (searches_100, formed_100) = ffa_searches_and_match_with_ticks(100, 1_000);
+    let (searches_20, formed_20) = ffa_searches_and_match_with_ticks(20, 1_000);
+    assert_eq!((searches_100, formed_100), (48, vec![2_000]));
+    assert_eq!((searches_20, formed_20), (48, vec![2_000]));
+}

@@ -132,6 +132,7 @@ impl Pool {
     /// the limits are taken at: the tick's own, or later for a look-ahead.
     pub(super) fn find_match(&mut self, anchor: usize, now_ms: u64, tick_ms: u64) -> bool {
         self.search_met_hold = false;
+        self.searches += 1;
         let a = self.candidate(anchor, now_ms);
         let own_spread = a.max_mmr - a.min_mmr;
         if own_spread > a.window {
@@ -171,7 +172,8 @@ impl Pool {
         // among compatible candidates) is retried next tick — or, on a big pool, after
         // `research_delay_ms` even if a neighbour becomes compatible sooner: under load,
         // a failed anchor waits its turn (others still pick it, new tickets still find it).
-        let research_at = self.research_at(tick_ms);
+        // With ticks faster than `RESEARCH_EVERY_MS`, not before `research_floor_ms` either.
+        let research_at = self.research_at(tick_ms).max(tick_ms + self.research_floor_ms);
         self.retry_at_ms = u64::MAX;
         // Refused neighbours since the last time `retry_at_ms` was set outright; their
         // times are folded in only if the search fails.
