@@ -178,6 +178,11 @@ impl Shard {
         self.pools.iter().map(Pool::searches).sum()
     }
 
+    /// Searches run so far in `mode` (0 for an unknown mode).
+    pub fn searches_in(&self, mode: ModeId) -> u64 {
+        self.pools.get(usize::from(mode.0)).map_or(0, Pool::searches)
+    }
+
     /// When the next tick is due (ms on the caller's clock): one `tick_ms` after the last,
     /// or 0 — at once — if none ran yet. Always `Some`; the `Option` leaves room for a shard
     /// with nothing to do.

@@ -213,9 +213,11 @@ pub fn run(
     r.run_ticks_through(end_ms)?;
     r.out.flush()?;
     r.summary.still_waiting = r.shards.iter().map(Shard::waiting_total).sum::<usize>() as u64;
+    r.summary.searches = r.shards.iter().map(Shard::searches).sum();
     for (i, (_, part)) in r.summary.by_mode.iter_mut().enumerate() {
         let mode = ModeId(i as u16);
         part.still_waiting = r.shards.iter().map(|shard| shard.waiting(mode)).sum::<usize>() as u64;
+        part.searches = r.shards.iter().map(|shard| shard.searches_in(mode)).sum();
     }
     r.summary.virtual_end_ms = end_ms;
     r.summary.finish();

@@ -60,6 +60,10 @@ pub struct Summary {
     pub tick_us: Percentiles,
     /// Ticks run.
     pub ticks: u64,
+    /// Searches for a match the engine ran, each one anchor's look at its neighbours: what
+    /// the ticks' time is made of, so a mode's rules can be compared by it (deterministic,
+    /// unlike the times).
+    pub searches: u64,
     /// The virtual time the clock stopped at, ms.
     pub virtual_end_ms: u64,
     /// Wall time of the whole replay, JSON included, ms.
@@ -104,6 +108,8 @@ pub struct ModeSummary {
     pub cancelled: u64,
     /// Its tickets still waiting when the clock stopped.
     pub still_waiting: u64,
+    /// Searches for a match its pools ran (see `Summary::searches`).
+    pub searches: u64,
     /// Its matches.
     #[serde(flatten)]
     pub formed: Formed,
@@ -180,6 +186,7 @@ impl Default for Summary {
             by_mode: Vec::new(),
             tick_us: Percentiles::default(),
             ticks: 0,
+            searches: 0,
             virtual_end_ms: 0,
             wall_ms: 0.0,
             tick_times: histogram(),
@@ -294,7 +301,11 @@ impl fmt::Display for Summary {
             }
         }
         let t = &self.tick_us;
-        writeln!(f, "tick µs           p50 {} p99 {} max {} ({} ticks)", t.p50, t.p99, t.max, self.ticks)?;
+        writeln!(
+            f,
+            "tick µs           p50 {} p99 {} max {} ({} ticks, {} searches)",
+            t.p50, t.p99, t.max, self.ticks, self.searches
+        )?;
         write!(f, "wall ms           {:.1}", self.wall_ms)
     }
 }

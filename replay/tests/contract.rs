@@ -397,6 +397,8 @@ fn the_summary_splits_by_mode_and_adds_up() {
     assert_eq!(sum(|p| p.formed.matches), s.formed.matches);
     assert_eq!(sum(|p| p.formed.tickets_matched), s.formed.tickets_matched);
     assert_eq!(sum(|p| p.formed.players_matched), s.formed.players_matched);
+    assert_eq!(sum(|p| p.searches), s.searches);
+    assert!(s.by_mode.iter().all(|(_, p)| p.searches >= p.formed.matches), "a match takes a search: {s:?}");
     assert!(s.still_waiting > 0 && s.cancelled > 0, "the run leaves every kind of ticket: {s:?}");
     let lines: Vec<serde_json::Value> = out.matches.lines().map(|l| serde_json::from_str(l).unwrap()).collect();
     for (name, part) in &s.by_mode {
