@@ -23,13 +23,21 @@ fn wait_for<T>(rx: &Receiver<RuntimeEvent>, mut pick: impl FnMut(&RuntimeEvent) 
     }
 }
 
-#[test]
-fn enqueued_tickets_are_matched_on_a_real_clock_tick() {
+/// A runtime with default settings and two duelists rated `mmr` (tickets and players 1
+/// and 2) enqueued on shard 0, and its event stream.
+fn runtime_with_duelists(mmr: [f64; 2]) -> (Runtime, Receiver<RuntimeEvent>) {
     let (tx, rx) = crossbeam_channel::unbounded();
     let runtime = Runtime::start(rules(), RuntimeConfig::default(), tx).unwrap();
     let shard = runtime.shard(ShardId(0)).unwrap().clone();
-    shard.try_submit(Command::Enqueue(ticket(1, "duel", vec![eu(1, 1500.0)]))).unwrap();
-    shard.try_submit(Command::Enqueue(ticket(2, "duel", vec![eu(2, 1510.0)]))).unwrap();
+    for (id, mmr) in [1, 2].into_iter().zip(mmr) {
+        shard.try_submit(Command::Enqueue(ticket(id, "duel", vec![eu(id, mmr)]))).unwrap();
+    }
+    (runtime, rx)
+}
+
+#[test]
+fn enqueued_tickets_are_matched_on_a_real_clock_tick() {
+    let (runtime, rx) = runtime_with_duelists([1500.0, 1510.0]);
     let m = wait_for(&rx, |e| match e {
         RuntimeEvent::Shard { event: Event::Matched(m), .. } => Some(m.clone()),
         _ => None,
@@ -48,12 +56,8 @@ fn enqueued_tickets_are_matched_on_a_real_clock_tick() {
 
 #[test]
 fn ticks_report_the_searches_they_ran() {
-    let (tx, rx) = crossbeam_channel::unbounded();
-    let runtime = Runtime::start(rules(), RuntimeConfig::default(), tx).unwrap();
-    let shard = runtime.shard(ShardId(0)).unwrap().clone();
     // Too far apart to match for minutes: each searches and fails.
-    shard.try_submit(Command::Enqueue(ticket(1, "duel", vec![eu(1, 1500.0)]))).unwrap();
-    shard.try_submit(Command::Enqueue(ticket(2, "duel", vec![eu(2, 3000.0)]))).unwrap();
+    let (runtime, rx) = runtime_with_duelists([1500.0, 3000.0]);
     let searches = wait_for(&rx, |e| match e {
         RuntimeEvent::Tick { waiting: 2, searches, .. } if *searches > 0 => Some(*searches),
         _ => None,
