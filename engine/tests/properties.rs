@@ -32,6 +32,12 @@ fn op() -> impl Strategy<Value = Op> {
     ]
 }
 
+/// The rules' tick period: the rules' own 100 ms mostly, or a fast one, under which failed
+/// anchors re-search at the 100 ms pace.
+fn tick_period() -> impl Strategy<Value = u64> {
+    prop_oneof![2 => Just(100u64), 1 => Just(2u64), 1 => Just(20u64)]
+}
+
 fn request(ticket: u64, mode: usize, players: &[GenPlayer]) -> TicketRequest {
     TicketRequest {
         id: TicketId(ticket),
@@ -49,9 +55,11 @@ fn request(ticket: u64, mode: usize, players: &[GenPlayer]) -> TicketRequest {
     }
 }
 
-/// Runs the ops through a fresh shard; returns every event with the time it happened at.
-fn run(ops: &[Op]) -> Vec<(u64, Event)> {
-    let mut s = shard();
+/// Runs the ops through a fresh shard whose rules tick every `tick_ms` (the ops' ticks
+/// come when they come; the rules' period sets the pace of re-searches); returns every
+/// event with the time it happened at.
+fn run(ops: &[Op], tick_ms: u64) -> Vec<(u64, Event)> {
+    let mut s = shard_ticking(tick_ms);
     let mut now = 0u64;
     let mut events = Vec::new();
     let mut out = Vec::new();
@@ -191,14 +199,14 @@ proptest! {
     #![proptest_config(ProptestConfig { cases: 256, ..ProptestConfig::default() })]
 
     #[test]
-    fn every_match_is_valid_and_whole(ops in prop::collection::vec(op(), 1..400)) {
-        let events = run(&ops);
+    fn every_match_is_valid_and_whole(ops in prop::collection::vec(op(), 1..400), tick_ms in tick_period()) {
+        let events = run(&ops, tick_ms);
         check(&ops, &events)?;
     }
 
     #[test]
-    fn same_inputs_same_events(ops in prop::collection::vec(op(), 1..300)) {
-        prop_assert_eq!(run(&ops), run(&ops));
+    fn same_inputs_same_events(ops in prop::collection::vec(op(), 1..300), tick_ms in tick_period()) {
+        prop_assert_eq!(run(&ops, tick_ms), run(&ops, tick_ms));
     }
 }
 
@@ -213,7 +221,7 @@ fn many_tickets_in_every_mode_all_match_validly() {
 #[test]
 fn with_ticks_faster_than_the_plans_period_every_match_is_still_valid() {
     // The same traffic, ticking every 10 ms: plans are searched every 100 ms and held
-    // again by slot and id in between.
+    // again by slot and id in between, and failed anchors re-search at the 100 ms pace.
     let matched = dense_run(1, 10);
     assert!(matched > 2_500, "only {matched} of 3000 tickets matched");
 }
@@ -240,7 +248,7 @@ fn a_party_pool_under_load_whose_limits_open_slowly_matches_validly() {
         })
         .collect();
     ops.extend((0..300).map(|_| Op::Tick { advance_ms: 100 }));
-    let events = run(&ops);
+    let events = run(&ops, 100);
     check(&ops, &events).unwrap();
     let matched: usize =
         events.iter().filter_map(|(_, e)| if let Event::Matched(m) = e { Some(m.tickets.len()) } else { None }).sum();
@@ -275,7 +283,8 @@ fn dense_run(tickets_per_tick: u64, advance_ms: u64) -> usize {
         }
     }
     ops.extend((0..300).map(|_| Op::Tick { advance_ms: 100 }));
-    let events = run(&ops);
+    // The rules tick as the arrivals do.
+    let events = run(&ops, advance_ms);
     check(&ops, &events).unwrap();
     events.iter().filter_map(|(_, e)| if let Event::Matched(m) = e { Some(m.tickets.len()) } else { None }).sum()
 }

@@ -749,9 +749,7 @@ fn in_a_big_pool_a_failed_anchor_waits_for_its_share_of_the_re_search_rate() {
 /// second) reach 120 at 2 s: until then the middle two search and find no set, a failure
 /// no time can be learned from.
 fn ffa_searches_and_match_with_ticks(tick_ms: u64, until_ms: u64) -> (u64, Vec<u64>) {
-    let text = RULES.replacen("tick_ms = 100", &format!("tick_ms = {tick_ms}"), 1);
-    let rules = std::sync::Arc::new(rally_engine::Rules::from_toml(&text).unwrap());
-    let mut s = rally_engine::Shard::new(rules, rally_engine::ShardId(0), Default::default());
+    let mut s = shard_ticking(tick_ms);
     for (id, mmr) in [(1, 1_500.0), (2, 1_440.0), (3, 1_560.0), (4, 1_500.0)] {
         enqueue(&mut s, 0, ticket(id, "ffa4", vec![eu(id, mmr)]));
     }

@@ -48,6 +48,14 @@ pub fn shard() -> Shard {
     Shard::new(rules(), ShardId(0), ShardConfig::default())
 }
 
+/// A shard of the test rules with `tick_ms` set to `tick_ms` (the pace of re-searches
+/// depends on it; see `RESEARCH_EVERY_MS`).
+pub fn shard_ticking(tick_ms: u64) -> Shard {
+    let text = RULES.replacen("tick_ms = 100", &format!("tick_ms = {tick_ms}"), 1);
+    let rules = Arc::new(Rules::from_toml(&text).expect("test rules are valid"));
+    Shard::new(rules, ShardId(0), ShardConfig::default())
+}
+
 pub fn mode(name: &str) -> ModeId {
     rules().mode_id(name).expect("mode exists")
 }
