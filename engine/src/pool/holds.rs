@@ -1,7 +1,7 @@
 //! Sets held for tickets that cannot match yet: look-ahead holds (the starvation guard),
 //! wide parties' plans, and when younger anchors may go through them; duel patience.
 
-use super::rows::Entry;
+use super::rows::{Entry, NONE};
 use super::{MatchSink, Pool, Retire};
 use crate::command::TicketId;
 
@@ -14,6 +14,22 @@ const PLAN_STEP_MS: u64 = 500;
 /// How often plans are searched afresh; in between, the sets found are held again as they
 /// are, so a runtime ticking every few milliseconds does not search every tick.
 const PLAN_PERIOD_MS: u64 = 100;
+/// In a dense pool (not `sparse`), a plan due within this long (the look-ahead of a party
+/// that already fits its window) is kept from one planning pass to the next: its holder
+/// searches only for a set it could have sooner, and holds the same set again if there is
+/// none. Searched afresh at every pass, such a plan never came due: the search starts at
+/// least `PLAN_STEP_MS` ahead and takes the set it finds first, so once the party fitted,
+/// each pass found a set about 1.5–2 s ahead again (often another set, with younger
+/// members), and the party matched only when some set happened to be valid at once. At
+/// 1,000/s, trio-3v3 parties that fitted within 1–3 s matched a median 1.5–2.5 s after
+/// they fitted; kept, 0.6 s. Measured on the held-out sweep (BENCHMARKS.md): the p95 wait
+/// over matched tickets, above greedy's at 700–1,500/s, is 5–10% below it, and 6–8% below
+/// instead of level with it at 500/s; about 2% fewer extra tickets matched. Plans due
+/// later are searched afresh as before: kept too, they held young tickets for seconds for
+/// parties that fit much later, and with party members rated further apart
+/// (`RALLY_QUALITY_PARTY_SD=120`) the p95 wait over matched tickets rose by a seventh. Not
+/// in sparse pools, where it lost runs at 40–80/s.
+const PLAN_KEEP_WITHIN_MS: u64 = PLAN_STEP_MS + PLAN_BEYOND_FIT_MS;
 /// In a dense pool (not `sparse`), a wide party whose plan search found no set searches
 /// again, for a match or a plan, only this much later, or sooner when an arrival nearby
 /// wakes it (`wake_neighbours_of_pending`); others still pick it as a candidate meanwhile.
@@ -147,11 +163,17 @@ impl Pool {
             return;
         }
         self.next_plan_ms = now_ms.saturating_add(PLAN_PERIOD_MS);
-        self.plans.clear();
-        self.plan_members.clear();
-        let Some(wait_cap_ms) = sink.plan_wait_cap_ms() else { return };
-        let start_window = self.mmr_window.at(0);
         let dense = !self.sparse();
+        let wait_cap_ms = sink.plan_wait_cap_ms();
+        if dense && wait_cap_ms.is_some() {
+            self.keep_plans_due_soon(now_ms);
+        } else {
+            self.plans.clear();
+            self.plan_members.clear();
+            self.plan_index.clear();
+        }
+        let Some(wait_cap_ms) = wait_cap_ms else { return };
+        let start_window = self.mmr_window.at(0);
         for age_idx in 0..self.age.len() {
             if self.n_waiting < 2 {
                 break;
@@ -172,23 +194,51 @@ impl Pool {
             if fits_at == u64::MAX {
                 continue;
             }
+            // Its kept plan's members are its own to search among.
+            let kept = self.kept_plan_of(e.slot, e.id);
+            if let Some(k) = kept {
+                self.release_kept_plan(k);
+            }
             if self.find_match(pos, now_ms, now_ms) {
+                if let Some(k) = kept {
+                    self.drop_plan(k);
+                }
                 self.take_match(now_ms, sink);
                 continue;
             }
+            // A kept plan already due that the search now did not find is stale.
+            let mut kept = kept;
+            if let Some(k) = kept
+                && self.plans[k].valid_at_ms <= now_ms
+            {
+                self.drop_plan(k);
+                kept = None;
+            }
             let first = fits_at.max(now_ms + PLAN_STEP_MS);
             // Past `now_ms + wait_cap_ms` any set's members (all here now) would wait past
-            // the cap, and `hold_plan` would refuse it: not searched.
-            let last = (first + PLAN_BEYOND_FIT_MS).min(now_ms.saturating_add(wait_cap_ms));
+            // the cap, and `hold_plan` would refuse it: not searched. With a kept plan, only
+            // a set it could have sooner replaces it.
+            let mut last = (first + PLAN_BEYOND_FIT_MS).min(now_ms.saturating_add(wait_cap_ms));
+            if let Some(k) = kept {
+                last = last.min(self.plans[k].valid_at_ms - 1);
+            }
             let mut at = first;
             let mut found = false;
+            let mut planned = false;
             while at <= last {
                 if self.find_match(pos, at, now_ms) {
-                    self.hold_plan(pos, at, now_ms, wait_cap_ms);
+                    planned = self.hold_plan(pos, at, now_ms, wait_cap_ms);
                     found = true;
                     break;
                 }
                 at += PLAN_STEP_MS;
+            }
+            if let Some(k) = kept {
+                if !planned && self.hold_kept_plan_again(pos, k, now_ms) {
+                    found = true;
+                } else {
+                    self.drop_plan(k);
+                }
             }
             if dense && !found {
                 let slot = e.slot as usize;
@@ -204,16 +254,80 @@ impl Pool {
             // Searched this tick: the anchor loop passes it by.
             self.set_retry(pos, age_idx, now_ms + 1);
         }
+        self.plans.retain(|p| p.holder.0 != NONE);
+    }
+
+    /// At a planning pass in a dense pool: holds again the plans due within
+    /// `PLAN_KEEP_WITHIN_MS` whose holder and members all still wait, drops the others, and
+    /// indexes the kept ones by their holder's slot (`kept_plan_of`). Their holds are the
+    /// pass's first, `holds[k]` for `plans[k]`.
+    fn keep_plans_due_soon(&mut self, now_ms: u64) {
+        debug_assert!(self.holds.is_empty() && self.reserved.is_empty());
+        let keep_until_ms = now_ms.saturating_add(PLAN_KEEP_WITHIN_MS);
+        self.plans.retain(|p| p.valid_at_ms <= keep_until_ms);
+        self.hold_plans_again(now_ms);
+        // The members of plans dropped stay behind in `plan_members` otherwise.
+        self.plan_members_scratch.clear();
+        for p in &mut self.plans {
+            let start = self.plan_members_scratch.len();
+            self.plan_members_scratch.extend_from_slice(&self.plan_members[p.members.clone()]);
+            p.members = start..self.plan_members_scratch.len();
+        }
+        std::mem::swap(&mut self.plan_members, &mut self.plan_members_scratch);
+        self.plan_index.clear();
+        self.plan_index.extend(self.plans.iter().enumerate().map(|(k, p)| (p.holder.0, k as u32)));
+        self.plan_index.sort_unstable();
+    }
+
+    /// The index in `plans` of the kept plan of the ticket `id` in `slot`, if any.
+    fn kept_plan_of(&self, slot: u32, id: TicketId) -> Option<usize> {
+        let i = self.plan_index.binary_search_by_key(&slot, |&(s, _)| s).ok()?;
+        let k = self.plan_index[i].1 as usize;
+        (self.plans[k].holder == (slot, id)).then_some(k)
+    }
+
+    /// Unholds the members of kept plan `plans[k]` while its holder searches.
+    fn release_kept_plan(&mut self, k: usize) {
+        for m in self.plans[k].members.clone() {
+            let (slot, _) = self.plan_members[m];
+            self.sorted.entries[self.slots[slot as usize].pos as usize].reserved = false;
+        }
+        if self.record_holds {
+            self.holds[k].released = true;
+        }
+    }
+
+    /// Holds kept plan `plans[k]` of the wide party at `sorted[holder]` again after
+    /// `release_kept_plan`, unless one of its members has been held or taken since.
+    fn hold_kept_plan_again(&mut self, holder: usize, k: usize, now_ms: u64) -> bool {
+        self.look_ahead_set.clear();
+        for m in self.plans[k].members.clone() {
+            let (slot, _) = self.plan_members[m];
+            let pos = self.slots[slot as usize].pos;
+            let e = &self.sorted.entries[pos as usize];
+            if e.reserved || e.taken {
+                return false;
+            }
+            self.look_ahead_set.push(pos);
+        }
+        self.hold_look_ahead_set(holder, self.plans[k].valid_at_ms.saturating_sub(now_ms), true);
+        self.sorted.entries[holder].planning = true;
+        true
+    }
+
+    /// Marks `plans[k]` for removal at the end of the planning pass.
+    fn drop_plan(&mut self, k: usize) {
+        self.plans[k].holder.0 = NONE;
     }
 
     /// Holds `best_chosen`, the set the wide party at `sorted[holder]` can have at
     /// `valid_at_ms`, unless that would hold a ticket past `wait_cap_ms`, and keeps it as a
-    /// plan.
-    fn hold_plan(&mut self, holder: usize, valid_at_ms: u64, now_ms: u64, wait_cap_ms: u64) {
+    /// plan. Returns whether it did.
+    fn hold_plan(&mut self, holder: usize, valid_at_ms: u64, now_ms: u64, wait_cap_ms: u64) -> bool {
         let members = self.best_chosen.iter().filter(|&&m| m as usize != holder);
         let oldest_ms = members.clone().map(|&m| self.sorted.entries[m as usize].enqueued_at_ms).min();
         if oldest_ms.is_none_or(|oldest| valid_at_ms.saturating_sub(oldest) > wait_cap_ms) {
-            return;
+            return false;
         }
         self.look_ahead_set.clear();
         self.look_ahead_set.extend(members);
@@ -226,6 +340,7 @@ impl Pool {
         }
         let e = &self.sorted.entries[holder];
         self.plans.push(Plan { holder: (e.slot, e.id), valid_at_ms, members: start..self.plan_members.len() });
+        true
     }
 
     /// Between planning passes: holds each plan's set again while its holder and every

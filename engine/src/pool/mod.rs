@@ -289,6 +289,11 @@ pub(crate) struct Pool {
     plans: Vec<Plan>,
     /// Their members.
     plan_members: Vec<(u32, TicketId)>,
+    /// Scratch for compacting `plan_members` when plans are kept.
+    plan_members_scratch: Vec<(u32, TicketId)>,
+    /// The kept plans by their holder's slot: (slot, index in `plans`), sorted; valid
+    /// during a planning pass.
+    plan_index: Vec<(u32, u32)>,
     /// By slot: before this time the wide party there is not planned for again, after a
     /// plan search that found nothing in a dense pool (`PLAN_RETRY_DENSE_MS`). Written only
     /// in team-mode pools, so it grows only there; reset when a slot is reused.
@@ -368,6 +373,8 @@ impl Pool {
             record_holds: false,
             plans: Vec::new(),
             plan_members: Vec::new(),
+            plan_members_scratch: Vec::new(),
+            plan_index: Vec::new(),
             plan_not_before_ms: Vec::new(),
             next_plan_ms: 0,
             search_met_hold: false,
@@ -1010,7 +1017,8 @@ impl Pool {
             + self.plans.capacity() * size_of::<Plan>()
             + self.holds.capacity() * size_of::<Hold>()
             + self.reserved.capacity() * 4
-            + self.plan_members.capacity() * size_of::<(u32, TicketId)>()
+            + (self.plan_members.capacity() + self.plan_members_scratch.capacity()) * size_of::<(u32, TicketId)>()
+            + self.plan_index.capacity() * 8
             + self.plan_not_before_ms.capacity() * 8
     }
 }
