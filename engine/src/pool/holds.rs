@@ -20,15 +20,16 @@ const PLAN_PERIOD_MS: u64 = 100;
 /// none. Searched afresh at every pass, such a plan never came due: the search starts at
 /// least `PLAN_STEP_MS` ahead and takes the set it finds first, so once the party fitted,
 /// each pass found a set about 1.5–2 s ahead again (often another set, with younger
-/// members), and the party matched only when some set happened to be valid at once. At
-/// 1,000/s, trio-3v3 parties that fitted within 1–3 s matched a median 1.5–2.5 s after
-/// they fitted; kept, 0.6 s. Measured on the held-out sweep (BENCHMARKS.md): the p95 wait
-/// over matched tickets, above greedy's at 700–1,500/s, is 5–10% below it, and 6–8% below
-/// instead of level with it at 500/s; about 2% fewer extra tickets matched. Plans due
-/// later are searched afresh as before: kept too, they held young tickets for seconds for
-/// parties that fit much later, and with party members rated further apart
-/// (`RALLY_QUALITY_PARTY_SD=120`) the p95 wait over matched tickets rose by a seventh. Not
-/// in sparse pools, where it lost runs at 40–80/s.
+/// members), and the party matched only when some set happened to be valid at once. On
+/// mixed traffic at 1,000/s, trio-3v3 parties that fitted their window 1–3 s after they
+/// came matched a median 1.5–2.5 s after that; kept, 0.5–0.9 s (squad-5v5: 2.2–3.5 →
+/// 1.3–2.5 s). Measured on the held-out sweep (BENCHMARKS.md): the p95 wait over matched
+/// tickets, 1–7% above greedy's at 700–1,500/s, is 4–10% below it, and at 100–500/s up to
+/// 8 points further below it (most at 300–500/s); the lead in tickets matched is about a
+/// tenth smaller at 150–700/s, alike at 1,000–1,500/s. Plans due later are searched afresh as before:
+/// kept too, they held young tickets for seconds for parties that fit much later, and
+/// with party members rated further apart (`RALLY_QUALITY_PARTY_SD=120`) the p95 wait over
+/// matched tickets rose by a seventh. Not in sparse pools, where it lost runs at 40–80/s.
 const PLAN_KEEP_WITHIN_MS: u64 = PLAN_STEP_MS + PLAN_BEYOND_FIT_MS;
 /// In a dense pool (not `sparse`), a wide party whose plan search found no set searches
 /// again, for a match or a plan, only this much later, or sooner when an arrival nearby
