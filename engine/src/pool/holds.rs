@@ -26,10 +26,11 @@ const PLAN_PERIOD_MS: u64 = 100;
 /// 1.3–2.5 s). Measured on the held-out sweep (BENCHMARKS.md): the p95 wait over matched
 /// tickets, 1–7% above greedy's at 700–1,500/s, is 4–10% below it, and at 100–500/s up to
 /// 8 points further below it (most at 300–500/s); the lead in tickets matched is about a
-/// tenth smaller at 150–700/s, alike at 1,000–1,500/s. Plans due later are searched afresh as before:
-/// kept too, they held young tickets for seconds for parties that fit much later, and
-/// with party members rated further apart (`RALLY_QUALITY_PARTY_SD=120`) the p95 wait over
-/// matched tickets rose by a seventh. Not in sparse pools, where it lost runs at 40–80/s.
+/// tenth smaller at 150–700/s, alike at 1,000–1,500/s. Plans due later are searched
+/// afresh as before: kept too, they held young tickets for seconds for parties that fit
+/// much later, and with party members rated further apart (`RALLY_QUALITY_PARTY_SD=120`)
+/// the p95 wait over matched tickets rose by a seventh. Not in sparse pools, where it
+/// lost runs at 40–80/s.
 const PLAN_KEEP_WITHIN_MS: u64 = PLAN_STEP_MS + PLAN_BEYOND_FIT_MS;
 /// In a dense pool (not `sparse`), a wide party whose plan search found no set searches
 /// again, for a match or a plan, only this much later, or sooner when an arrival nearby
@@ -267,6 +268,7 @@ impl Pool {
         let keep_until_ms = now_ms.saturating_add(PLAN_KEEP_WITHIN_MS);
         self.plans.retain(|p| p.valid_at_ms <= keep_until_ms);
         self.hold_plans_again(now_ms);
+        debug_assert!(!self.record_holds || self.holds.len() == self.plans.len());
         // The members of plans dropped stay behind in `plan_members` otherwise.
         self.plan_members_scratch.clear();
         for p in &mut self.plans {
@@ -293,8 +295,8 @@ impl Pool {
             let (slot, _) = self.plan_members[m];
             self.sorted.entries[self.slots[slot as usize].pos as usize].reserved = false;
         }
-        if self.record_holds {
-            self.holds[k].released = true;
+        if let Some(hold) = self.holds.get_mut(k).filter(|_| self.record_holds) {
+            hold.released = true;
         }
     }
 
