@@ -236,7 +236,9 @@ impl Pool {
                 at += PLAN_STEP_MS;
             }
             if let Some(k) = kept {
-                if !planned && self.hold_kept_plan_again(pos, k, now_ms) {
+                // Its members were released to it above; nothing else held them since.
+                let plan = self.plans[k].clone();
+                if !planned && self.hold_plan_set(pos, &plan, now_ms) {
                     found = true;
                 } else {
                     self.drop_plan(k);
@@ -289,7 +291,8 @@ impl Pool {
         (self.plans[k].holder == (slot, id)).then_some(k)
     }
 
-    /// Unholds the members of kept plan `plans[k]` while its holder searches.
+    /// Unholds the members of kept plan `plans[k]` while its holder searches (`hold_plan_set`
+    /// holds them again).
     fn release_kept_plan(&mut self, k: usize) {
         for m in self.plans[k].members.clone() {
             let (slot, _) = self.plan_members[m];
@@ -298,24 +301,6 @@ impl Pool {
         if let Some(hold) = self.holds.get_mut(k).filter(|_| self.record_holds) {
             hold.released = true;
         }
-    }
-
-    /// Holds kept plan `plans[k]` of the wide party at `sorted[holder]` again after
-    /// `release_kept_plan`, unless one of its members has been held or taken since.
-    fn hold_kept_plan_again(&mut self, holder: usize, k: usize, now_ms: u64) -> bool {
-        self.look_ahead_set.clear();
-        for m in self.plans[k].members.clone() {
-            let (slot, _) = self.plan_members[m];
-            let pos = self.slots[slot as usize].pos;
-            let e = &self.sorted.entries[pos as usize];
-            if e.reserved || e.taken {
-                return false;
-            }
-            self.look_ahead_set.push(pos);
-        }
-        self.hold_look_ahead_set(holder, self.plans[k].valid_at_ms.saturating_sub(now_ms), true);
-        self.sorted.entries[holder].planning = true;
-        true
     }
 
     /// Marks `plans[k]` for removal at the end of the planning pass.
@@ -358,20 +343,30 @@ impl Pool {
             }
             let holder = self.slots[slot as usize].pos as usize;
             let members = &self.plan_members[plan.members.clone()];
-            if !members.iter().all(|&(slot, id)| self.holds(slot, id)) {
+            if !members.iter().all(|&(slot, id)| self.holds(slot, id)) || !self.hold_plan_set(holder, &plan, now_ms) {
                 continue;
             }
-            self.look_ahead_set.clear();
-            self.look_ahead_set.extend(members.iter().map(|&(slot, _)| self.slots[slot as usize].pos));
-            if self.look_ahead_set.iter().any(|&m| self.sorted.entries[m as usize].reserved) {
-                continue;
-            }
-            self.hold_look_ahead_set(holder, plan.valid_at_ms.saturating_sub(now_ms), true);
-            self.sorted.entries[holder].planning = true;
             self.plans[kept] = plan;
             kept += 1;
         }
         self.plans.truncate(kept);
+    }
+
+    /// Holds the members of `plan` (all still waiting) for its holder at `sorted[holder]`,
+    /// unless one of them is held or taken already this tick.
+    fn hold_plan_set(&mut self, holder: usize, plan: &Plan, now_ms: u64) -> bool {
+        self.look_ahead_set.clear();
+        for &(slot, _) in &self.plan_members[plan.members.clone()] {
+            let pos = self.slots[slot as usize].pos;
+            let e = &self.sorted.entries[pos as usize];
+            if e.reserved || e.taken {
+                return false;
+            }
+            self.look_ahead_set.push(pos);
+        }
+        self.hold_look_ahead_set(holder, plan.valid_at_ms.saturating_sub(now_ms), true);
+        self.sorted.entries[holder].planning = true;
+        true
     }
 
     /// Reserves `look_ahead_set` for the anchor at `sorted[anchor]` for the rest of the tick.
