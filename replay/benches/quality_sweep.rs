@@ -25,8 +25,13 @@
 //! - `RALLY_QUALITY_ARRIVALS=poisson` Poisson arrivals instead of evenly spaced ones;
 //! - `RALLY_QUALITY_MMR_SD=450` another spread of ratings (default 300);
 //! - `RALLY_QUALITY_REGION_WEIGHTS=0.6,0.3,0.1` other weights of the home regions;
+//! - `RALLY_QUALITY_EVENTS=FILE,FILE…` contests these `EVENTS.jsonl` files (recorded traffic,
+//!   or another generator's) instead of generated ones; the traffic settings above are then
+//!   ignored;
 //! - `RALLY_QUALITY_DUMP=DIR` writes each run's events and both matchers' matches there
-//!   (`seedN-events.jsonl`, `seedN-engine.jsonl`, `seedN-greedy.jsonl`) for a closer look.
+//!   (`seedN-events.jsonl`, `seedN-engine.jsonl`, `seedN-greedy.jsonl`; for
+//!   `RALLY_QUALITY_EVENTS`, the matches as `NAME-engine.jsonl` and `NAME-greedy.jsonl`) for a
+//!   closer look.
 //!
 //! A bad setting ends the run with a message naming the variable and exit code 64.
 
@@ -98,7 +103,20 @@ fn sweep() -> Result<(), String> {
     };
     let dump_dir = std::env::var("RALLY_QUALITY_DUMP").ok();
 
-    let (mut runs, mut fewer, mut slower, mut worse, mut slower_common) = (0, 0, 0, 0, 0);
+    let mut tally = Tally::default();
+    if let Ok(files) = std::env::var("RALLY_QUALITY_EVENTS") {
+        for path in files.split(',').map(str::trim).filter(|p| !p.is_empty()) {
+            let events = std::fs::read_to_string(path).map_err(|e| format!("RALLY_QUALITY_EVENTS: {path}: {e}"))?;
+            let contest = greedy::contest(&rules, &events, drain).unwrap_or_else(|e| panic!("{path}: {e}"));
+            if let Some(dir) = &dump_dir {
+                let name = std::path::Path::new(path).file_stem().map_or("events".into(), |s| s.to_string_lossy());
+                dump(dir, &name, None, &contest)?;
+            }
+            tally.report(path, &contest);
+        }
+        tally.summary();
+        return Ok(());
+    }
     for seed in first..last {
         let rate = rates[seed as usize % rates.len()];
         let mut spec = shape(&rules, seed, rate, duration_s);
@@ -127,23 +145,37 @@ fn sweep() -> Result<(), String> {
         // A matcher writing an invalid match is a bug, not a measurement: stop loudly.
         let contest = greedy::contest(&rules, &events, drain).unwrap_or_else(|e| panic!("seed {seed}: {e}"));
         if let Some(dir) = &dump_dir {
-            for (what, text) in
-                [("events", &events), ("engine", &contest.engine_matches), ("greedy", &contest.greedy_matches)]
-            {
-                let path = format!("{dir}/seed{seed}-{what}.jsonl");
-                std::fs::write(&path, text).map_err(|e| format!("RALLY_QUALITY_DUMP: {path}: {e}"))?;
-            }
+            dump(dir, &format!("seed{seed}"), Some(&events), &contest)?;
         }
+        tally.report(&format!("seed {seed:>3} rate {rate:>3}"), &contest);
+    }
+    tally.summary();
+    Ok(())
+}
+
+/// How many runs missed each criterion.
+#[derive(Default)]
+struct Tally {
+    runs: usize,
+    fewer: usize,
+    slower: usize,
+    worse: usize,
+    slower_common: usize,
+}
+
+impl Tally {
+    /// Prints one run's line and counts its misses.
+    fn report(&mut self, label: &str, contest: &greedy::Contest) {
         let (e, g) = (&contest.engine, &contest.greedy);
         // No ticket matched by both (an empty run) counts as lost, and prints as 0 / 0.
         let (common_e, common_g) = contest.common_wait_p95_ms().unwrap_or_default();
-        runs += 1;
-        fewer += usize::from(e.tickets_matched < g.tickets_matched);
-        slower += usize::from(e.wait_p95_all_ms >= g.wait_p95_all_ms);
-        worse += usize::from(e.mean_imbalance >= g.mean_imbalance);
-        slower_common += usize::from(common_e >= common_g);
+        self.runs += 1;
+        self.fewer += usize::from(e.tickets_matched < g.tickets_matched);
+        self.slower += usize::from(e.wait_p95_all_ms >= g.wait_p95_all_ms);
+        self.worse += usize::from(e.mean_imbalance >= g.mean_imbalance);
+        self.slower_common += usize::from(common_e >= common_g);
         eprintln!(
-            "seed {seed:>3} rate {rate:>3}: matched {} / {}, p95 wait {} / {} ms, imbalance {:.1} / {:.1}, \
+            "{label}: matched {} / {}, p95 wait {} / {} ms, imbalance {:.1} / {:.1}, \
              p95 wait of matched {} / {} ms, mean wait {:.0} / {:.0} ms, p95 wait of both-matched {common_e} / \
              {common_g} ms",
             e.tickets_matched,
@@ -158,10 +190,24 @@ fn sweep() -> Result<(), String> {
             g.mean_wait_ms
         );
     }
-    eprintln!(
-        "{runs} runs: fewer matched in {fewer}, p95 wait not lower in {slower}, imbalance not lower in {worse}, \
-         p95 wait of both-matched not lower in {slower_common}"
-    );
+
+    fn summary(&self) {
+        eprintln!(
+            "{} runs: fewer matched in {}, p95 wait not lower in {}, imbalance not lower in {}, \
+             p95 wait of both-matched not lower in {}",
+            self.runs, self.fewer, self.slower, self.worse, self.slower_common
+        );
+    }
+}
+
+/// Writes a run's events (when generated) and both matchers' matches to `dir` as
+/// `{stem}-events.jsonl`, `{stem}-engine.jsonl` and `{stem}-greedy.jsonl`.
+fn dump(dir: &str, stem: &str, events: Option<&str>, contest: &greedy::Contest) -> Result<(), String> {
+    let outputs = [("engine", contest.engine_matches.as_str()), ("greedy", contest.greedy_matches.as_str())];
+    for (what, text) in events.map(|e| ("events", e)).into_iter().chain(outputs) {
+        let path = format!("{dir}/{stem}-{what}.jsonl");
+        std::fs::write(&path, text).map_err(|e| format!("RALLY_QUALITY_DUMP: {path}: {e}"))?;
+    }
     Ok(())
 }
 
