@@ -191,6 +191,7 @@ impl Tally {
         );
     }
 
+    /// Prints how many runs missed each criterion.
     fn summary(&self) {
         eprintln!(
             "{} runs: fewer matched in {}, p95 wait not lower in {}, imbalance not lower in {}, \
