@@ -270,7 +270,8 @@ impl Pool {
         let keep_until_ms = now_ms.saturating_add(PLAN_KEEP_WITHIN_MS);
         self.plans.retain(|p| p.valid_at_ms <= keep_until_ms);
         self.hold_plans_again(now_ms);
-        debug_assert!(!self.record_holds || self.holds.len() == self.plans.len());
+        // Not under load (those pools have no plans), so every hold is recorded.
+        debug_assert!(self.record_holds && self.holds.len() == self.plans.len());
         // The members of plans dropped stay behind in `plan_members` otherwise.
         self.plan_members_scratch.clear();
         for p in &mut self.plans {
@@ -292,15 +293,13 @@ impl Pool {
     }
 
     /// Unholds the members of kept plan `plans[k]` while its holder searches (`hold_plan_set`
-    /// holds them again).
+    /// holds them again): `holds[k]` is its hold (`keep_plans_due_soon`), released as
+    /// `take_through_plans` releases a plan's hold.
     fn release_kept_plan(&mut self, k: usize) {
-        for m in self.plans[k].members.clone() {
-            let (slot, _) = self.plan_members[m];
-            self.sorted.entries[self.slots[slot as usize].pos as usize].reserved = false;
-        }
-        if let Some(hold) = self.holds.get_mut(k).filter(|_| self.record_holds) {
-            hold.released = true;
-        }
+        let Some(hold) = self.holds.get_mut(k) else { return };
+        hold.released = true;
+        let members = hold.members();
+        mark_held(&mut self.sorted.entries, &self.reserved[members], false);
     }
 
     /// Marks `plans[k]` for removal at the end of the planning pass.
