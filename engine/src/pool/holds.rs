@@ -197,7 +197,7 @@ impl Pool {
                 continue;
             }
             // Its kept plan's members are its own to search among.
-            let kept = self.kept_plan_of(e.slot, e.id);
+            let mut kept = self.kept_plan_of(e.slot, e.id);
             if let Some(k) = kept {
                 self.release_kept_plan(k);
             }
@@ -209,7 +209,6 @@ impl Pool {
                 continue;
             }
             // A kept plan already due that the search now did not find is stale.
-            let mut kept = kept;
             if let Some(k) = kept
                 && self.plans[k].valid_at_ms <= now_ms
             {
