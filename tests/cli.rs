@@ -65,6 +65,7 @@ fn replays_the_example_from_file_to_stdout_with_a_summary() {
         "mean_worst_rtt_ms",
         "tick_us",
         "searches",
+        "neighbours_scanned",
         "wall_ms",
         "by_mode",
     ] {

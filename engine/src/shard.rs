@@ -178,6 +178,13 @@ impl Shard {
         self.pools.iter().map(Pool::searches).sum()
     }
 
+    /// Neighbours the searches looked at so far, in every mode: with `searches`, what the
+    /// ticks cost. A search that can rule itself out early (no solo in reach for a party
+    /// one player short) looks at few or none.
+    pub fn neighbours_scanned(&self) -> u64 {
+        self.pools.iter().map(Pool::neighbours_scanned).sum()
+    }
+
     /// Searches run so far in `mode` (0 for an unknown mode).
     pub fn searches_in(&self, mode: ModeId) -> u64 {
         self.pools.get(usize::from(mode.0)).map_or(0, Pool::searches)

@@ -214,6 +214,7 @@ pub fn run(
     r.out.flush()?;
     r.summary.still_waiting = r.shards.iter().map(Shard::waiting_total).sum::<usize>() as u64;
     r.summary.searches = r.shards.iter().map(Shard::searches).sum();
+    r.summary.neighbours_scanned = r.shards.iter().map(Shard::neighbours_scanned).sum();
     for (i, (_, part)) in r.summary.by_mode.iter_mut().enumerate() {
         let mode = ModeId(i as u16);
         part.still_waiting = r.shards.iter().map(|shard| shard.waiting(mode)).sum::<usize>() as u64;

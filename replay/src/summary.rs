@@ -64,6 +64,9 @@ pub struct Summary {
     /// the ticks' time is made of, so a mode's rules can be compared by it (deterministic,
     /// unlike the times).
     pub searches: u64,
+    /// Neighbours those searches looked at: with `searches`, the work the rules make a tick
+    /// do (deterministic too).
+    pub neighbours_scanned: u64,
     /// The virtual time the clock stopped at, ms.
     pub virtual_end_ms: u64,
     /// Wall time of the whole replay, JSON included, ms.
@@ -187,6 +190,7 @@ impl Default for Summary {
             tick_us: Percentiles::default(),
             ticks: 0,
             searches: 0,
+            neighbours_scanned: 0,
             virtual_end_ms: 0,
             wall_ms: 0.0,
             tick_times: histogram(),
@@ -303,8 +307,8 @@ impl fmt::Display for Summary {
         let t = &self.tick_us;
         writeln!(
             f,
-            "tick µs           p50 {} p99 {} max {} ({} ticks, {} searches)",
-            t.p50, t.p99, t.max, self.ticks, self.searches
+            "tick µs           p50 {} p99 {} max {} ({} ticks, {} searches, {} neighbours scanned)",
+            t.p50, t.p99, t.max, self.ticks, self.searches, self.neighbours_scanned
         )?;
         write!(f, "wall ms           {:.1}", self.wall_ms)
     }

@@ -399,6 +399,7 @@ fn the_summary_splits_by_mode_and_adds_up() {
     assert_eq!(sum(|p| p.formed.players_matched), s.formed.players_matched);
     assert_eq!(sum(|p| p.searches), s.searches);
     assert!(s.by_mode.iter().all(|(_, p)| p.searches >= p.formed.matches), "a match takes a search: {s:?}");
+    assert!(s.neighbours_scanned >= s.formed.tickets_matched - s.formed.matches, "a match's tickets were looked at");
     assert!(s.still_waiting > 0 && s.cancelled > 0, "the run leaves every kind of ticket: {s:?}");
     let lines: Vec<serde_json::Value> = out.matches.lines().map(|l| serde_json::from_str(l).unwrap()).collect();
     for (name, part) in &s.by_mode {

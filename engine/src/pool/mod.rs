@@ -316,7 +316,17 @@ pub(crate) struct Pool {
     research_floor_ms: u64,
     /// Searches run (`find_match` calls), for the shard's `searches` count.
     searches: u64,
+    /// Neighbours those searches looked at (`Shard::neighbours_scanned`).
+    neighbours_scanned: u64,
     skips: Skips,
+    /// Under load, in team modes: `skips` over everything but the untaken solos, so an
+    /// anchor whose team only a solo can fill finds the solos near it without wading
+    /// through the parties between (`solo_in_reach`). Built at a tick's first such anchor.
+    solo_skips: Skips,
+    /// `solo_skips` is built for this tick.
+    solo_skips_ready: bool,
+    /// Debug builds, while confirming a `solo_in_reach` refusal: search without it.
+    solo_check_off: bool,
     /// The last `limits` computed: (wait, MMR window, RTT limit). Neighbours in a burst
     /// share their enqueue time, and the division in `Widening::at` is not free.
     last_limits: (u64, f64, f64),
@@ -393,7 +403,11 @@ impl Pool {
                 RESEARCH_EVERY_MS / tick_ms * tick_ms - tick_ms / 2
             },
             searches: 0,
+            neighbours_scanned: 0,
             skips: Skips::default(),
+            solo_skips: Skips::default(),
+            solo_skips_ready: false,
+            solo_check_off: false,
             last_limits: (u64::MAX, 0.0, 0.0),
             arrivals_since_tick: 0,
             rate_updated_ms: None,
@@ -408,6 +422,11 @@ impl Pool {
     /// Searches run so far (see `Shard::searches`).
     pub(crate) fn searches(&self) -> u64 {
         self.searches
+    }
+
+    /// Neighbours looked at so far (see `Shard::neighbours_scanned`).
+    pub(crate) fn neighbours_scanned(&self) -> u64 {
+        self.neighbours_scanned
     }
 
     /// Stores a validated ticket; returns its slot.
@@ -710,6 +729,7 @@ impl Pool {
             return;
         }
         self.skips.reset(self.sorted.len());
+        self.solo_skips_ready = false;
         self.record_holds = !self.under_load();
         self.skip_unfit_parties(now_ms);
         self.rebase_age_retries(now_ms);
@@ -984,6 +1004,9 @@ impl Pool {
             self.sorted.entries[pos].taken = true;
             self.n_waiting -= 1;
             self.skips.take(pos);
+            if self.solo_skips_ready {
+                self.solo_skips.take(pos);
+            }
         }
         debug_assert_eq!(usize::from(team) + 1, usize::from(self.teams));
         debug_assert_eq!(players.len(), self.players_per_match);
@@ -1013,7 +1036,7 @@ impl Pool {
             + self.pending.capacity_bytes()
             + (self.by_key.capacity() + self.by_age.capacity()) * 4
             + self.age.capacity() * size_of::<Aged>()
-            + self.skips.links.capacity() * 8
+            + (self.skips.links.capacity() + self.solo_skips.links.capacity()) * 8
             + self.plans.capacity() * size_of::<Plan>()
             + self.holds.capacity() * size_of::<Hold>()
             + self.reserved.capacity() * 4

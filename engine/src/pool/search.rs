@@ -49,6 +49,14 @@ const SUBSET_LEAVES: u32 = 16;
 /// from the p95 itself or never (balance alone) lost the p95 over matched tickets at 500/s
 /// in 3 and 4 of 10 runs instead of 1.
 const SUBSET_AGE_WEIGHT: f64 = 100.0;
+/// Most solos `solo_in_reach` looks at before it leaves the answer to the full search.
+/// Where solos are near but refused (their windows too narrow, or no datacenter in
+/// common), the look is pure overhead. Measured on the 240k-ticket replays of `gen.py`'s
+/// shapes (BENCHMARKS.md): with `scan_limit` (up to 480) `bimodal_missing` took 0.5 s
+/// longer, its looks finding no solo to rule out in 63,830 of 72,007; 96 keeps most of the
+/// gain on `uniform_home` (48 gave back a third of it) and costs `bimodal_missing` and
+/// `junk_mix` about 5%.
+const SOLO_SCAN: usize = 2 * SCAN_PER_PLAYER;
 /// Node budget of the team-split search per candidate set.
 const SPLIT_BUDGET: u32 = 4_000;
 
@@ -66,7 +74,7 @@ pub(super) struct Candidate {
 impl Pool {
     /// `sorted[pos]` as a candidate for anchor `a`, if the two accept each other. The RTT
     /// row (a likely cache miss) is read only once the ratings fit.
-    #[inline]
+    #[inline(always)]
     fn candidate_for(&mut self, a: &Candidate, pos: usize, now_ms: u64) -> Option<Candidate> {
         let e = self.sorted.entries[pos];
         let wait = now_ms.saturating_sub(e.enqueued_at_ms);
@@ -174,6 +182,16 @@ impl Pool {
         // a failed anchor waits its turn (others still pick it, new tickets still find it).
         // With ticks faster than `RESEARCH_EVERY_MS`, not before `research_floor_ms` either.
         let research_at = self.research_at(tick_ms).max(tick_ms + self.research_floor_ms);
+        if self.needs_solo(&a) && !self.solo_in_reach(&a, anchor, now_ms) {
+            debug_assert!(self.search_fails_past_solo_check(anchor, now_ms, tick_ms), "no solo in reach, yet a set");
+            // Searched again as after a search that ran out of scan (under load, all these
+            // searches did): the pace of re-searches, and so the matches, stay as they
+            // were. Sleeping until a refused solo could accept it saved more searches
+            // (1.69 → 1.26 million on `uniform_home`), but changed which matches form: a
+            // new solo whose own capped search missed the anchor no longer met it.
+            self.retry_at_ms = research_at;
+            return false;
+        }
         self.retry_at_ms = u64::MAX;
         // Refused neighbours since the last time `retry_at_ms` was set outright; their
         // times are folded in only if the search fails.
@@ -237,6 +255,7 @@ impl Pool {
                     }
                 };
                 scanned += 1;
+                self.neighbours_scanned += 1;
                 if self.sorted.entries[pos].reserved && !self.ignore_holds {
                     // Held for an older anchor this tick; free again after it.
                     self.search_met_hold = true;
@@ -283,6 +302,78 @@ impl Pool {
             // and search once more (nearest first still, so tight sets are still found first).
             target = usize::MAX;
         }
+    }
+
+    /// Under load, in a team mode: whether only a solo can fill the anchor's team (it is
+    /// one player short). In a big party pool most failed searches were such anchors (of
+    /// the 240k-ticket replay of `gen.py`'s `uniform_home` shape, 1.26 of 1.50 million):
+    /// the solos near them had matched long before, and each search scanned some 200
+    /// parties to learn it.
+    fn needs_solo(&self, a: &Candidate) -> bool {
+        self.team_size > 1 && self.under_load() && u16::from(a.n_players) + 1 == self.team_size && !self.solo_check_off
+    }
+
+    /// Debug builds: whether the full search from `anchor` finds nothing either, once
+    /// `solo_in_reach` has said no set can hold it. What a failed search leaves behind is
+    /// put back as the solo check left it.
+    fn search_fails_past_solo_check(&mut self, anchor: usize, now_ms: u64, tick_ms: u64) -> bool {
+        let (retry_at_ms, searches, scanned, met_hold) =
+            (self.retry_at_ms, self.searches, self.neighbours_scanned, self.search_met_hold);
+        self.solo_check_off = true;
+        let found = self.find_match(anchor, now_ms, tick_ms);
+        self.solo_check_off = false;
+        (self.retry_at_ms, self.searches, self.neighbours_scanned, self.search_met_hold) =
+            (retry_at_ms, searches, scanned, met_hold);
+        !found
+    }
+
+    /// For an anchor only a solo can complete (`needs_solo`): whether some untaken solo
+    /// within its window may accept it and be accepted. When none can, no set holds the
+    /// anchor now (every member of a valid set accepts every other), and the search fails
+    /// at once. A held solo, or more than `SOLO_SCAN` solos in reach, answer yes: the full
+    /// search decides.
+    fn solo_in_reach(&mut self, a: &Candidate, anchor: usize, now_ms: u64) -> bool {
+        if !self.solo_skips_ready {
+            self.solo_skips.reset(self.sorted.len());
+            for (pos, e) in self.sorted.entries.iter().enumerate() {
+                if e.taken || e.n_players != 1 {
+                    self.solo_skips.take(pos);
+                }
+            }
+            self.solo_skips_ready = true;
+        }
+        let len = self.sorted.len();
+        let (lo_bound, hi_bound) = (a.max_mmr - a.window, a.min_mmr + a.window);
+        // The anchor is no solo here, or (teams of two) it is skipped by starting beside it.
+        let mut l_any = self.solo_skips.next_left(anchor);
+        let mut r_any = Some(self.solo_skips.next_right(anchor + 1)).filter(|&p| p < len);
+        for _ in 0..SOLO_SCAN {
+            let l = l_any.filter(|&p| self.sorted.entries[p].min_mmr >= lo_bound);
+            let r = r_any.filter(|&p| self.sorted.entries[p].min_mmr <= hi_bound);
+            let pos = match (l, r) {
+                (None, None) => return false,
+                (Some(lp), Some(rp))
+                    if self.sorted.entries[rp].min_mmr - a.min_mmr < a.min_mmr - self.sorted.entries[lp].min_mmr =>
+                {
+                    r_any = Some(self.solo_skips.next_right(rp + 1)).filter(|&p| p < len);
+                    rp
+                }
+                (Some(lp), _) => {
+                    l_any = self.solo_skips.next_left(lp);
+                    lp
+                }
+                (None, Some(rp)) => {
+                    r_any = Some(self.solo_skips.next_right(rp + 1)).filter(|&p| p < len);
+                    rp
+                }
+            };
+            self.neighbours_scanned += 1;
+            if (self.sorted.entries[pos].reserved && !self.ignore_holds) || self.candidate_for(a, pos, now_ms).is_some()
+            {
+                return true;
+            }
+        }
+        true
     }
 
     /// The first untaken position ≥ `i` in `sorted`, if any.
