@@ -305,12 +305,17 @@ impl Pool {
     }
 
     /// Under load, in a team mode: whether only a solo can fill the anchor's team (it is
-    /// one player short). In a big party pool most failed searches were such anchors (of
-    /// the 240k-ticket replay of `gen.py`'s `uniform_home` shape, 1.26 of 1.50 million):
-    /// the solos near them had matched long before, and each search scanned some 200
-    /// parties to learn it.
+    /// one player short) and it has searched before. In a big party pool most failed
+    /// searches were such anchors (of the 240k-ticket replay of `gen.py`'s `uniform_home`
+    /// shape, 1.26 of 1.50 million): the solos near them had matched long before, and each
+    /// search scanned some 200 parties to learn it. New anchors, as in a burst, mostly
+    /// match: for them the look would only add to the search.
     fn needs_solo(&self, a: &Candidate) -> bool {
-        self.team_size > 1 && self.under_load() && u16::from(a.n_players) + 1 == self.team_size && !self.solo_check_off
+        self.team_size > 1
+            && self.under_load()
+            && u16::from(a.n_players) + 1 == self.team_size
+            && self.sorted.entries[a.pos as usize].retry_at_ms != 0
+            && !self.solo_check_off
     }
 
     /// Debug builds: whether the full search from `anchor` finds nothing either, once
