@@ -73,7 +73,9 @@ pub(super) struct Candidate {
 
 impl Pool {
     /// `sorted[pos]` as a candidate for anchor `a`, if the two accept each other. The RTT
-    /// row (a likely cache miss) is read only once the ratings fit.
+    /// row (a likely cache miss) is read only once the ratings fit. Always inlined: with a
+    /// second caller (`solo_in_reach`) the compiler made it a call, and the neighbour scan
+    /// paid for one per neighbour.
     #[inline(always)]
     fn candidate_for(&mut self, a: &Candidate, pos: usize, now_ms: u64) -> Option<Candidate> {
         let e = self.sorted.entries[pos];
