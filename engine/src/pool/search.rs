@@ -54,8 +54,8 @@ const SUBSET_AGE_WEIGHT: f64 = 100.0;
 /// common), the look is pure overhead. Measured on the 240k-ticket replays of `gen.py`'s
 /// shapes (BENCHMARKS.md): with `scan_limit` (up to 480) `bimodal_missing` took 0.5 s
 /// longer, its looks finding no solo to rule out in 63,830 of 72,007; 96 keeps most of the
-/// gain on `uniform_home` (48 gave back a third of it) and costs `bimodal_missing` and
-/// `junk_mix` about 5%.
+/// gain on `uniform_home` (48 gave back a third of it) and costs `junk_mix` about 3% and
+/// `bimodal_missing` about 8%.
 const SOLO_SCAN: usize = 2 * SCAN_PER_PLAYER;
 /// Node budget of the team-split search per candidate set.
 const SPLIT_BUDGET: u32 = 4_000;
