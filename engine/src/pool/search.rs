@@ -2,6 +2,7 @@
 //! solos, the subset search over parties, and the team split.
 
 use super::Pool;
+use super::rows::Walk;
 
 /// How many sorted neighbours an anchor looks at, at most, per match slot to fill.
 const SCAN_PER_PLAYER: usize = 48;
@@ -174,7 +175,6 @@ impl Pool {
         // Solo modes may try their one run early (see below), once.
         let mut early_run = self.team_size == 1;
         let mut target = need + slack;
-        let (mut left, mut right) = (anchor, anchor + 1);
         let mut scanned = 0usize;
         // The earliest time a later search could find what this one did not: when a
         // rejected neighbour becomes compatible, or the window reaches the next one out.
@@ -199,8 +199,7 @@ impl Pool {
         // times are folded in only if the search fails.
         self.refused.clear();
         // The next untaken entry on each side (links only change when a match is taken).
-        let mut l_any = self.skips.next_left(left);
-        let mut r_any = self.next_right_within(right);
+        let mut walk = Walk::around(&mut self.skips, anchor, self.sorted.len());
         loop {
             let mut exhausted = false;
             while collected < target {
@@ -211,8 +210,7 @@ impl Pool {
                     break;
                 }
                 // Next nearest untaken neighbour by sort key, from whichever side is closer.
-                let l = l_any.filter(|&p| self.sorted.entries[p].min_mmr >= lo_bound);
-                let r = r_any.filter(|&p| self.sorted.entries[p].min_mmr <= hi_bound);
+                let (l, r) = walk.in_reach(&self.sorted.entries, lo_bound, hi_bound);
                 // Solo modes: once one side is out of reach and the other holds `need`
                 // candidates, every run of ratings that can include the anchor is already
                 // among the candidates (a run holds at most `need` on one side), so spares
@@ -223,38 +221,18 @@ impl Pool {
                         return true;
                     }
                 }
-                let pos = match (l, r) {
-                    (None, None) => {
-                        exhausted = true;
-                        let anchor_at = self.sorted.entries[anchor].enqueued_at_ms;
-                        // Lower bounds on the spread with anything at or beyond the next
-                        // entry out: `sorted` is ordered by lowest rating only, so a wide
-                        // party there may hide a close solo behind it.
-                        let left_gap = l_any.map(|p| a.max_mmr - self.sorted.entries[p].min_mmr);
-                        let right_gap = r_any.map(|p| a.max_mmr.max(self.sorted.entries[p].min_mmr) - a.min_mmr);
-                        for gap in [left_gap, right_gap].into_iter().flatten() {
-                            self.retry_at_ms = self.retry_at_ms.min(self.mmr_window.reached_at(anchor_at, gap));
-                        }
-                        break;
+                let Some(pos) = walk.step(&mut self.skips, &self.sorted.entries, (l, r), a.min_mmr) else {
+                    exhausted = true;
+                    let anchor_at = self.sorted.entries[anchor].enqueued_at_ms;
+                    // Lower bounds on the spread with anything at or beyond the next entry
+                    // out: `sorted` is ordered by lowest rating only, so a wide party there
+                    // may hide a close solo behind it.
+                    let left_gap = walk.left.map(|p| a.max_mmr - self.sorted.entries[p].min_mmr);
+                    let right_gap = walk.right.map(|p| a.max_mmr.max(self.sorted.entries[p].min_mmr) - a.min_mmr);
+                    for gap in [left_gap, right_gap].into_iter().flatten() {
+                        self.retry_at_ms = self.retry_at_ms.min(self.mmr_window.reached_at(anchor_at, gap));
                     }
-                    (Some(lp), Some(rp))
-                        if self.sorted.entries[rp].min_mmr - a.min_mmr
-                            < a.min_mmr - self.sorted.entries[lp].min_mmr =>
-                    {
-                        right = rp + 1;
-                        r_any = self.next_right_within(right);
-                        rp
-                    }
-                    (Some(lp), _) => {
-                        left = lp;
-                        l_any = self.skips.next_left(left);
-                        lp
-                    }
-                    (None, Some(rp)) => {
-                        right = rp + 1;
-                        r_any = self.next_right_within(right);
-                        rp
-                    }
+                    break;
                 };
                 scanned += 1;
                 self.neighbours_scanned += 1;
@@ -349,30 +327,13 @@ impl Pool {
             }
             self.solo_skips_ready = true;
         }
-        let len = self.sorted.len();
         let (lo_bound, hi_bound) = (a.max_mmr - a.window, a.min_mmr + a.window);
-        // The anchor is no solo here, or (teams of two) it is skipped by starting beside it.
-        let mut l_any = self.solo_skips.next_left(anchor);
-        let mut r_any = Some(self.solo_skips.next_right(anchor + 1)).filter(|&p| p < len);
+        // The anchor is no solo here, or (teams of two) the walk starts beside it.
+        let mut walk = Walk::around(&mut self.solo_skips, anchor, self.sorted.len());
         for _ in 0..SOLO_SCAN {
-            let l = l_any.filter(|&p| self.sorted.entries[p].min_mmr >= lo_bound);
-            let r = r_any.filter(|&p| self.sorted.entries[p].min_mmr <= hi_bound);
-            let pos = match (l, r) {
-                (None, None) => return false,
-                (Some(lp), Some(rp))
-                    if self.sorted.entries[rp].min_mmr - a.min_mmr < a.min_mmr - self.sorted.entries[lp].min_mmr =>
-                {
-                    r_any = Some(self.solo_skips.next_right(rp + 1)).filter(|&p| p < len);
-                    rp
-                }
-                (Some(lp), _) => {
-                    l_any = self.solo_skips.next_left(lp);
-                    lp
-                }
-                (None, Some(rp)) => {
-                    r_any = Some(self.solo_skips.next_right(rp + 1)).filter(|&p| p < len);
-                    rp
-                }
+            let reach = walk.in_reach(&self.sorted.entries, lo_bound, hi_bound);
+            let Some(pos) = walk.step(&mut self.solo_skips, &self.sorted.entries, reach, a.min_mmr) else {
+                return false;
             };
             self.neighbours_scanned += 1;
             if (self.sorted.entries[pos].reserved && !self.ignore_holds) || self.candidate_for(a, pos, now_ms).is_some()
@@ -381,12 +342,6 @@ impl Pool {
             }
         }
         true
-    }
-
-    /// The first untaken position ≥ `i` in `sorted`, if any.
-    #[inline]
-    fn next_right_within(&mut self, i: usize) -> Option<usize> {
-        Some(self.skips.next_right(i)).filter(|&p| p < self.sorted.len())
     }
 
     /// Solo modes: the run of `players_per_match` consecutive candidates (by MMR, anchor
