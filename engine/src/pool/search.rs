@@ -236,8 +236,8 @@ impl Pool {
                 };
                 scanned += 1;
                 self.neighbours_scanned += 1;
-                if self.sorted.entries[pos].reserved && !self.ignore_holds {
-                    // Held for an older anchor this tick; free again after it.
+                if self.held_from_search(pos) {
+                    // Free again after its holder.
                     self.search_met_hold = true;
                     self.retry_at_ms = self.retry_at_ms.min(research_at);
                     continue;
@@ -282,6 +282,14 @@ impl Pool {
             // and search once more (nearest first still, so tight sets are still found first).
             target = usize::MAX;
         }
+    }
+
+    /// Whether `sorted[pos]` is held this tick for an older anchor, so the search in
+    /// progress may not take it (unless it searches as if nothing were held, see
+    /// `take_from_hold`).
+    #[inline(always)]
+    fn held_from_search(&self, pos: usize) -> bool {
+        self.sorted.entries[pos].reserved && !self.ignore_holds
     }
 
     /// Under load, in a team mode: whether only a solo can fill the anchor's team (it is
@@ -336,8 +344,7 @@ impl Pool {
                 return false;
             };
             self.neighbours_scanned += 1;
-            if (self.sorted.entries[pos].reserved && !self.ignore_holds) || self.candidate_for(a, pos, now_ms).is_some()
-            {
+            if self.held_from_search(pos) || self.candidate_for(a, pos, now_ms).is_some() {
                 return true;
             }
         }
