@@ -63,6 +63,10 @@ struct ReplayArgs {
     /// Also write the summary as JSON to this file (`-`: stdout).
     #[arg(long, value_name = "FILE")]
     summary_json: Option<PathBuf>,
+    /// Run every part of a tick on one thread (by default, modes with many tickets waiting
+    /// tick at once on threads of their own). The matches are the same.
+    #[arg(long)]
+    one_thread: bool,
 }
 
 #[derive(Args)]
@@ -186,7 +190,12 @@ fn replay(args: ReplayArgs) -> Result<ExitCode> {
     let rules = load_rules(&args.modes)?;
     let mut input = open_input(&args.input)?;
     let mut output = open_output(&args.output)?;
-    let options = ReplayOptions { drain_ms: args.drain_ms, strict: args.strict, ..ReplayOptions::default() };
+    let options = ReplayOptions {
+        drain_ms: args.drain_ms,
+        strict: args.strict,
+        parallel_pools: !args.one_thread,
+        ..ReplayOptions::default()
+    };
     let mut diag = BufWriter::new(io::stderr().lock());
     let summary = match rally_replay::run(rules, options, &mut input, &mut output, &mut diag) {
         Ok(summary) => summary,

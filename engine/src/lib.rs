@@ -37,4 +37,4 @@ pub use rules::{
     RulesError, ShardId, ShardPlan, Widening,
 };
 pub use runtime::{EventSink, Runtime, RuntimeConfig, RuntimeEvent, ShardHandle, SubmitError, ThreadStartHook};
-pub use shard::{Shard, ShardConfig};
+pub use shard::{PoolTick, PoolTicks, Shard, ShardConfig};

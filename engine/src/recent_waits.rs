@@ -25,7 +25,6 @@ pub(crate) const DUEL_PATIENCE_QUANTILE: f64 = 0.75;
 pub(crate) struct RecentWaits {
     ring: Vec<u32>,
     next: usize,
-    scratch: Vec<u32>,
 }
 
 impl RecentWaits {
@@ -40,19 +39,20 @@ impl RecentWaits {
     }
 
     /// The `q` quantile (nearest rank, 0 < q ≤ 1) of the recorded waits, once there are
-    /// `MIN_SAMPLES` of them.
-    pub(crate) fn quantile(&mut self, q: f64) -> Option<u64> {
+    /// `MIN_SAMPLES` of them. `scratch` is the caller's, so pools ticking at once can each
+    /// ask without a lock or an allocation.
+    pub(crate) fn quantile(&self, q: f64, scratch: &mut Vec<u32>) -> Option<u64> {
         if self.ring.len() < MIN_SAMPLES {
             return None;
         }
-        self.scratch.clone_from(&self.ring);
-        let rank = ((self.scratch.len() as f64 * q).ceil() as usize).clamp(1, self.scratch.len());
-        let (_, at, _) = self.scratch.select_nth_unstable(rank - 1);
+        scratch.clone_from(&self.ring);
+        let rank = ((scratch.len() as f64 * q).ceil() as usize).clamp(1, scratch.len());
+        let (_, at, _) = scratch.select_nth_unstable(rank - 1);
         Some(u64::from(*at))
     }
 
     pub(crate) fn heap_bytes(&self) -> usize {
-        (self.ring.capacity() + self.scratch.capacity()) * std::mem::size_of::<u32>()
+        self.ring.capacity() * std::mem::size_of::<u32>()
     }
 }
 
@@ -66,11 +66,11 @@ mod tests {
         for ms in 1..MIN_SAMPLES as u64 {
             w.record(ms);
         }
-        assert_eq!(w.quantile(0.95), None);
+        assert_eq!(w.quantile(0.95, &mut Vec::new()), None);
         w.record(MIN_SAMPLES as u64);
         // 1..=64: the 95th percentile by nearest rank is the 61st value.
-        assert_eq!(w.quantile(0.95), Some(61));
-        assert_eq!(w.quantile(1.0), Some(64));
+        assert_eq!(w.quantile(0.95, &mut Vec::new()), Some(61));
+        assert_eq!(w.quantile(1.0, &mut Vec::new()), Some(64));
     }
 
     #[test]
@@ -82,12 +82,12 @@ mod tests {
         for _ in 0..RECENT_WAITS {
             w.record(1_000);
         }
-        assert_eq!(w.quantile(0.95), Some(1_000));
+        assert_eq!(w.quantile(0.95, &mut Vec::new()), Some(1_000));
         // Waits past u32::MAX ms saturate instead of wrapping.
         for _ in 0..RECENT_WAITS {
             w.record(u64::MAX);
         }
-        assert_eq!(w.quantile(0.5), Some(u64::from(u32::MAX)));
+        assert_eq!(w.quantile(0.5, &mut Vec::new()), Some(u64::from(u32::MAX)));
     }
 
     #[test]
@@ -104,7 +104,11 @@ mod tests {
             run[run.len() - RECENT_WAITS..].iter().for_each(|&ms| last.record(ms));
             for round in 0..3 {
                 for q in [0.05, 0.5, 0.75, 0.95, 1.0] {
-                    assert_eq!(all.quantile(q), last.quantile(q), "ring of {already}, round {round}, q {q}");
+                    assert_eq!(
+                        all.quantile(q, &mut Vec::new()),
+                        last.quantile(q, &mut Vec::new()),
+                        "ring of {already}, round {round}, q {q}"
+                    );
                 }
                 // And the same waits drop out as more arrive.
                 for ms in 0..400 {

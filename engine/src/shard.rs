@@ -9,10 +9,8 @@ use std::sync::Arc;
 
 use rustc_hash::FxHashMap;
 
-use crate::command::{Command, Event, PlayerEntry, PlayerId, Rejection, TicketId, TicketRequest};
-use crate::pool::{
-    DUEL_PATIENCE_MAX_MS, MatchSink, NewTicket, PLAN_RETRY_DENSE_MS, Pool, RESEARCH_DELAY_MAX_MS, Retire,
-};
+use crate::command::{Command, Event, Match, MatchId, PlayerEntry, PlayerId, Rejection, TicketId, TicketRequest};
+use crate::pool::{DUEL_PATIENCE_MAX_MS, MatchSink, NewTicket, PLAN_RETRY_DENSE_MS, Pool, RESEARCH_DELAY_MAX_MS};
 use crate::recent_waits::{RECENT_WAITS, RecentWaits};
 use crate::rules::{DatacenterId, MAX_DATACENTERS_PER_SHARD, ModeId, Rules, ShardId};
 
@@ -62,31 +60,6 @@ enum TicketState {
     Done,
 }
 
-/// What the pools report as they form matches. Matching touches no index: a matched
-/// ticket's entries in `tickets` and `players` are recognised as stale through its pool
-/// slot (which no longer holds it) and are dropped when its id is forgotten. Updating
-/// both hash maps per matched ticket was a fifth of a burst tick, all cache misses.
-struct Indexes<'a> {
-    finished: &'a mut VecDeque<(u64, TicketId)>,
-    finished_players: &'a mut VecDeque<(u64, PlayerId, TicketId)>,
-    /// Whether ids are ever forgotten (otherwise nothing needs remembering for it).
-    forgets: bool,
-    now_ms: u64,
-}
-
-impl Retire for Indexes<'_> {
-    #[inline]
-    fn retire(&mut self, ticket: TicketId, players: &[PlayerId]) {
-        if !self.forgets {
-            return;
-        }
-        self.finished.push_back((self.now_ms, ticket));
-        for &p in players {
-            self.finished_players.push_back((self.now_ms, p, ticket));
-        }
-    }
-}
-
 /// One shard's matchmaking state machine.
 pub struct Shard {
     rules: Arc<Rules>,
@@ -111,6 +84,8 @@ pub struct Shard {
     /// Waits of the tickets matched lately, all modes: what wide parties' plans and duels'
     /// patience are capped by.
     recent_waits: RecentWaits,
+    /// Each pool's buffers for its part of a tick, by mode (see `PoolTick`).
+    tick_buffers: Vec<PoolTickBuffers>,
     // Enqueue scratch.
     rtt_scratch: Vec<f64>,
     player_scratch: Vec<PlayerId>,
@@ -146,6 +121,7 @@ impl Shard {
             last_change_ms: 0,
             limits_settle_at_ms: None,
             recent_waits: RecentWaits::default(),
+            tick_buffers: Vec::new(),
             rtt_scratch: Vec::new(),
             player_scratch: Vec::new(),
         }
@@ -246,6 +222,7 @@ impl Shard {
             last_change_ms: self.last_change_ms,
             limits_settle_at_ms: self.limits_settle_at_ms,
             recent_waits: self.recent_waits.clone(),
+            tick_buffers: Vec::new(),
             rtt_scratch: Vec::new(),
             player_scratch: Vec::new(),
         };
@@ -404,22 +381,26 @@ impl Shard {
 
     /// Forms every match the rules allow at `now_ms`, pushing `Event::Matched` into `out`.
     pub fn tick(&mut self, now_ms: u64, out: &mut Vec<Event>) {
+        self.tick_with(now_ms, out, |pools| pools.for_each(PoolTick::run));
+    }
+
+    /// [`tick`](Self::tick), with the running of each mode's pool left to `run`. During a
+    /// tick the pools share nothing, so a caller with cores to spare (`rally replay`) may
+    /// run them on threads of its own; the shard itself starts none. Whatever order they
+    /// run in, their matches are numbered and handed out in mode order, so the events are
+    /// `tick`'s, byte for byte. A pool `run` drops unrun forms no match this tick.
+    pub fn tick_with(&mut self, now_ms: u64, out: &mut Vec<Event>, run: impl FnOnce(PoolTicks<'_>)) {
         self.last_tick_ms = Some(now_ms);
         self.forget_old_ids(now_ms);
-        let dcs = &self.rules.shards[usize::from(self.id.0)].datacenters;
-        let shard_tag = u64::from(self.id.0) << 48;
-        let mut indexes = Indexes {
-            finished: &mut self.finished,
-            finished_players: &mut self.finished_players,
-            forgets: self.config.remember_ids_ms.is_some(),
+        self.tick_buffers.resize_with(self.pools.len(), PoolTickBuffers::default);
+        run(PoolTicks {
+            pools: self.pools.iter_mut().zip(self.tick_buffers.iter_mut()),
+            region_dcs: &self.rules.shards[usize::from(self.id.0)].datacenters,
+            recent_waits: &self.recent_waits,
             now_ms,
-        };
+        });
         let first_new = out.len();
-        let mut sink =
-            MatchSink::new(dcs, shard_tag, &mut self.next_match_seq, &mut indexes, out, &mut self.recent_waits);
-        for pool in &mut self.pools {
-            pool.tick(now_ms, &mut sink);
-        }
+        self.collect_matches(now_ms, out);
         // Only the last `RECENT_WAITS` waits stay in the ring, so a burst's earlier matches
         // need no second read (it was a twentieth of a 100k-ticket burst's tick).
         let mut from = out.len();
@@ -445,6 +426,30 @@ impl Shard {
         {
             // A quiet stretch: worth one pass over the rows to learn when it may end.
             self.limits_settle_at_ms = self.pools.iter().filter_map(Pool::limits_settle_at_ms).max();
+        }
+    }
+
+    /// Numbers the tick's matches in mode order and hands them out as events. Matching
+    /// touches no index: a matched ticket's entries in `tickets` and `players` are known to
+    /// be stale through its pool slot (which no longer holds it) and are dropped when its id
+    /// is forgotten, for which its id and players are noted here. Updating both hash maps
+    /// per matched ticket was a fifth of a burst tick, all cache misses.
+    fn collect_matches(&mut self, now_ms: u64, out: &mut Vec<Event>) {
+        let shard_tag = u64::from(self.id.0) << 48;
+        let forgets = self.config.remember_ids_ms.is_some();
+        for buffers in &mut self.tick_buffers {
+            for mut m in buffers.matches.drain(..) {
+                self.next_match_seq += 1;
+                m.id = MatchId(shard_tag | self.next_match_seq);
+                if forgets {
+                    for t in &m.tickets {
+                        self.finished.push_back((now_ms, t.id));
+                        let players = &m.players[usize::from(t.first_player)..][..usize::from(t.n_players)];
+                        self.finished_players.extend(players.iter().map(|&p| (now_ms, p, t.id)));
+                    }
+                }
+                out.push(Event::Matched(m));
+            }
         }
     }
 
@@ -477,9 +482,68 @@ impl Shard {
         }
         self.pools.iter().map(Pool::heap_bytes).sum::<usize>()
             + self.recent_waits.heap_bytes()
+            + self
+                .tick_buffers
+                .iter()
+                .map(|b| b.matches.capacity() * std::mem::size_of::<Match>() + b.quantile_scratch.capacity() * 4)
+                .sum::<usize>()
             + map_bytes(&self.tickets)
             + map_bytes(&self.players)
             + self.finished.capacity() * 16
             + self.finished_players.capacity() * 24
     }
+}
+
+/// The parts of a shard's tick, one per mode in mode order, handed to the caller of
+/// [`Shard::tick_with`] to run where it likes.
+pub struct PoolTicks<'a> {
+    pools: std::iter::Zip<std::slice::IterMut<'a, Pool>, std::slice::IterMut<'a, PoolTickBuffers>>,
+    region_dcs: &'a [DatacenterId],
+    recent_waits: &'a RecentWaits,
+    now_ms: u64,
+}
+
+impl<'a> Iterator for PoolTicks<'a> {
+    type Item = PoolTick<'a>;
+
+    fn next(&mut self) -> Option<PoolTick<'a>> {
+        let (pool, buffers) = self.pools.next()?;
+        let sink =
+            MatchSink::new(self.region_dcs, &mut buffers.matches, self.recent_waits, &mut buffers.quantile_scratch);
+        Some(PoolTick { pool, sink, now_ms: self.now_ms })
+    }
+
+    fn size_hint(&self) -> (usize, Option<usize>) {
+        self.pools.size_hint()
+    }
+}
+
+impl ExactSizeIterator for PoolTicks<'_> {}
+
+/// One mode's part of a shard's tick. It borrows only its own pool, its own buffers and
+/// the shard's recent waits (read only), so the parts of a tick may run on different
+/// threads at once.
+pub struct PoolTick<'a> {
+    pool: &'a mut Pool,
+    sink: MatchSink<'a>,
+    now_ms: u64,
+}
+
+impl PoolTick<'_> {
+    /// Tickets waiting in this mode, what the part's cost grows with.
+    pub fn waiting(&self) -> usize {
+        self.pool.len()
+    }
+
+    /// Forms this mode's matches for the tick.
+    pub fn run(mut self) {
+        self.pool.tick(self.now_ms, &mut self.sink);
+    }
+}
+
+/// A pool's buffers for its part of a tick, kept between ticks so their room is reused.
+#[derive(Default)]
+struct PoolTickBuffers {
+    matches: Vec<Match>,
+    quantile_scratch: Vec<u32>,
 }

@@ -8,7 +8,7 @@ use std::collections::HashMap;
 
 use common::*;
 use proptest::prelude::*;
-use rally_engine::{Command, Event, Match, PlayerEntry, PlayerId, Rules, TicketId, TicketRequest};
+use rally_engine::{Command, Event, Match, PlayerEntry, PlayerId, PoolTick, Rules, Shard, TicketId, TicketRequest};
 
 /// (player id, rating, (datacenter index, RTT) pairs).
 type GenPlayer = (u64, f64, Vec<(usize, f64)>);
@@ -59,6 +59,26 @@ fn request(ticket: u64, mode: usize, players: &[GenPlayer]) -> TicketRequest {
 /// come when they come; the rules' period sets the pace of re-searches); returns every
 /// event with the time it happened at.
 fn run(ops: &[Op], tick_ms: u64) -> Vec<(u64, Event)> {
+    run_with(ops, tick_ms, |s, now, out| s.tick(now, out))
+}
+
+/// `run`, with each tick's parts (one per mode) run in reverse mode order, each on a
+/// thread of its own, as a caller of `tick_with` may.
+fn run_parts_on_threads(ops: &[Op], tick_ms: u64) -> Vec<(u64, Event)> {
+    run_with(ops, tick_ms, |s, now, out| {
+        s.tick_with(now, out, |pools| {
+            let mut pools: Vec<PoolTick<'_>> = pools.collect();
+            pools.reverse();
+            std::thread::scope(|scope| {
+                for pool in pools {
+                    scope.spawn(move || pool.run());
+                }
+            });
+        })
+    })
+}
+
+fn run_with(ops: &[Op], tick_ms: u64, tick: impl Fn(&mut Shard, u64, &mut Vec<Event>)) -> Vec<(u64, Event)> {
     let mut s = shard_ticking(tick_ms);
     let mut now = 0u64;
     let mut events = Vec::new();
@@ -71,7 +91,7 @@ fn run(ops: &[Op], tick_ms: u64) -> Vec<(u64, Event)> {
             Op::Cancel(id) => s.handle(now, Command::Cancel(TicketId(*id)), &mut out),
             Op::Tick { advance_ms } => {
                 now += advance_ms;
-                s.tick(now, &mut out);
+                tick(&mut s, now, &mut out);
             }
         }
         events.extend(out.drain(..).map(|e| (now, e)));
@@ -207,6 +227,14 @@ proptest! {
     #[test]
     fn same_inputs_same_events(ops in prop::collection::vec(op(), 1..300), tick_ms in tick_period()) {
         prop_assert_eq!(run(&ops, tick_ms), run(&ops, tick_ms));
+    }
+
+    #[test]
+    fn the_parts_of_a_tick_may_run_in_any_order_on_any_thread(
+        ops in prop::collection::vec(op(), 1..300),
+        tick_ms in tick_period(),
+    ) {
+        prop_assert_eq!(run(&ops, tick_ms), run_parts_on_threads(&ops, tick_ms));
     }
 }
 

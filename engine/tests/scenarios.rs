@@ -21,6 +21,22 @@ fn two_close_duelists_match_on_the_first_tick_in_their_best_datacenter() {
 }
 
 #[test]
+fn a_part_of_a_tick_left_unrun_forms_no_match_and_loses_no_ticket() {
+    let mut s = shard();
+    enqueue(&mut s, 0, ticket(1, "duel", vec![eu(1, 1500.0)]));
+    enqueue(&mut s, 0, ticket(2, "duel", vec![eu(2, 1510.0)]));
+    let mut out = Vec::new();
+    s.tick_with(0, &mut out, |pools| assert_eq!(pools.map(|pool| pool.waiting()).collect::<Vec<_>>(), [2, 0, 0]));
+    assert!(out.is_empty());
+    assert_eq!(s.waiting_total(), 2);
+    let matches = tick(&mut s, 100);
+    expect![[r#"
+        t=100 duel @eu-west [t1] vs [t2] spread=10.0 imbalance=10.0 worst_rtt=20.0 waits=100,100
+    "#]]
+    .assert_eq(&render(s.rules(), &matches));
+}
+
+#[test]
 fn a_wide_gap_waits_until_both_windows_cover_it() {
     let mut s = shard();
     enqueue(&mut s, 0, ticket(1, "duel", vec![eu(1, 1500.0)]));

@@ -149,27 +149,26 @@ impl Admission {
         if players.is_empty() || players.len() > team_size {
             return None;
         }
-        let bad = |x: f64| !x.is_finite() || x < 0.0;
-        if players.iter().any(|p| bad(p.mmr) || p.rtt_ms.iter().any(|(_, r)| bad(*r))) {
-            return None;
-        }
         for (i, p) in players.iter().enumerate() {
             if players[..i].iter().any(|q| q.id == p.id) {
                 return None;
             }
         }
-        let players: Vec<CheckPlayer> = players
-            .iter()
-            .map(|p| CheckPlayer {
-                id: p.id.to_string(),
-                mmr: p.mmr,
-                rtt: p
-                    .rtt_ms
-                    .iter()
-                    .filter_map(|(dc, r)| rules.datacenter_id(dc).map(|d| (usize::from(d.0), *r)))
-                    .collect(),
-            })
-            .collect();
+        // RTT keys naming no configured datacenter are ignored, whatever their value.
+        let mut checked = Vec::with_capacity(players.len());
+        for p in players {
+            let mut rtt = Vec::with_capacity(p.rtt_ms.len());
+            for (name, value) in &p.rtt_ms {
+                let Some(dc) = rules.datacenter_id(name) else { continue };
+                rtt.push((usize::from(dc.0), (*value)?));
+            }
+            checked.push(CheckPlayer { id: p.id.to_string(), mmr: p.mmr, rtt });
+        }
+        let players = checked;
+        let bad = |x: f64| !x.is_finite() || x < 0.0;
+        if players.iter().any(|p| bad(p.mmr) || p.rtt.iter().any(|(_, r)| bad(*r))) {
+            return None;
+        }
         let known = (0..rules.datacenters.len()).any(|dc| players.iter().all(|p| p.rtt_to(dc).is_some()));
         if !known {
             return None;

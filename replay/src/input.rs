@@ -104,8 +104,13 @@ pub struct InputPlayer<'a> {
     pub mmr: f64,
     /// RTT per datacenter name, in file order.
     #[serde(borrow, deserialize_with = "pairs", default)]
-    pub rtt_ms: Vec<(Cow<'a, str>, f64)>,
+    pub rtt_ms: RttEntries<'a>,
 }
+
+/// A player's RTT entries, (datacenter name, ms) in file order; `None` where the value is
+/// not a number, which only matters if the name is a configured datacenter (the contract
+/// ignores the others).
+pub type RttEntries<'a> = Vec<(Cow<'a, str>, Option<f64>)>;
 
 #[derive(Deserialize)]
 struct RawLine<'a> {
@@ -166,25 +171,69 @@ pub fn parse_line(line: &str, last_at_ms: u64) -> Result<InputEvent<'_>, LineErr
 }
 
 /// Deserialises a JSON object into its (key, value) pairs in file order, without a map.
-fn pairs<'de, D>(d: D) -> Result<Vec<(Cow<'de, str>, f64)>, D::Error>
+fn pairs<'de, D>(d: D) -> Result<RttEntries<'de>, D::Error>
 where
     D: de::Deserializer<'de>,
 {
     struct Pairs;
     impl<'de> Visitor<'de> for Pairs {
-        type Value = Vec<(Cow<'de, str>, f64)>;
+        type Value = RttEntries<'de>;
         fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
             f.write_str("an object of datacenter name to rtt in ms")
         }
         fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
             let mut out = Vec::with_capacity(map.size_hint().unwrap_or(4).min(64));
             while let Some(key) = map.next_key::<CowStr<'de>>()? {
-                out.push((key.0, map.next_value::<f64>()?));
+                out.push((key.0, map.next_value::<MaybeNumber>()?.0));
             }
             Ok(out)
         }
     }
     d.deserialize_map(Pairs)
+}
+
+/// Any JSON value, kept only if it is a number. The contract ignores RTT keys that name
+/// no configured datacenter, whatever their value, and the parser does not know the rules;
+/// the replay refuses a non-number under a known name.
+struct MaybeNumber(Option<f64>);
+
+impl<'de> Deserialize<'de> for MaybeNumber {
+    fn deserialize<D: de::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct Value;
+        impl<'de> Visitor<'de> for Value {
+            type Value = MaybeNumber;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("any JSON value")
+            }
+            fn visit_f64<E: de::Error>(self, v: f64) -> Result<Self::Value, E> {
+                Ok(MaybeNumber(Some(v)))
+            }
+            fn visit_u64<E: de::Error>(self, v: u64) -> Result<Self::Value, E> {
+                Ok(MaybeNumber(Some(v as f64)))
+            }
+            fn visit_i64<E: de::Error>(self, v: i64) -> Result<Self::Value, E> {
+                Ok(MaybeNumber(Some(v as f64)))
+            }
+            fn visit_bool<E: de::Error>(self, _: bool) -> Result<Self::Value, E> {
+                Ok(MaybeNumber(None))
+            }
+            fn visit_str<E: de::Error>(self, _: &str) -> Result<Self::Value, E> {
+                Ok(MaybeNumber(None))
+            }
+            fn visit_unit<E: de::Error>(self) -> Result<Self::Value, E> {
+                Ok(MaybeNumber(None))
+            }
+            fn visit_seq<A: de::SeqAccess<'de>>(self, mut seq: A) -> Result<Self::Value, A::Error> {
+                while seq.next_element::<de::IgnoredAny>()?.is_some() {}
+                Ok(MaybeNumber(None))
+            }
+            fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
+                while map.next_entry::<de::IgnoredAny, de::IgnoredAny>()?.is_some() {}
+                Ok(MaybeNumber(None))
+            }
+        }
+        d.deserialize_any(Value)
+    }
 }
 
 /// A string that borrows from the line unless JSON escapes made a new one. serde's own
@@ -228,7 +277,7 @@ mod tests {
         .unwrap();
         let InputEvent::Enqueue { at_ms, ticket, mode, players } = e else { panic!("not an enqueue") };
         assert_eq!((at_ms, &*ticket, &*mode), (0, "t1", "squad-5v5"));
-        assert_eq!(players[0].rtt_ms, vec![("eu-west".into(), 31.0), ("eu-central".into(), 48.2)]);
+        assert_eq!(players[0].rtt_ms, vec![("eu-west".into(), Some(31.0)), ("eu-central".into(), Some(48.2))]);
         let e = parse_line(r#"{"at_ms":1200,"op":"cancel","ticket":"t1"}"#, 0).unwrap();
         assert_eq!(e, InputEvent::Cancel { at_ms: 1200, ticket: "t1".into() });
     }
@@ -270,6 +319,17 @@ mod tests {
         assert_eq!(parse_line(&long, 0).unwrap_err(), LineError::BadTicketId);
         let edge = format!(r#"{{"at_ms":10,"op":"cancel","ticket":"{}"}}"#, "x".repeat(128));
         assert!(parse_line(&edge, 0).is_ok());
+    }
+
+    #[test]
+    fn an_rtt_that_is_not_a_number_is_kept_as_none() {
+        // Which names are datacenters is the rules' business, so the parser keeps the key.
+        let line = r#"{"at_ms":0,"op":"enqueue","ticket":"t","mode":"duel","players":[{"id":"p","mmr":1,"rtt_ms":{"mars":"far","moon":[1,{"a":null}],"x":null,"y":true,"eu-west":7}}]}"#;
+        let InputEvent::Enqueue { players, .. } = parse_line(line, 0).unwrap() else { panic!() };
+        let values: Vec<Option<f64>> = players[0].rtt_ms.iter().map(|(_, r)| *r).collect();
+        assert_eq!(values, [None, None, None, None, Some(7.0)]);
+        let broken = r#"{"at_ms":0,"op":"enqueue","ticket":"t","mode":"duel","players":[{"id":"p","mmr":1,"rtt_ms":{"mars":[1,}}]}"#;
+        assert_eq!(parse_line(broken, 0).unwrap_err().code(), "malformed_json");
     }
 
     #[test]

@@ -26,12 +26,12 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use rally_engine::{
-    Command, DatacenterId, Event, Match, ModeId, PlayerEntry, PlayerId, Rejection, Rules, Shard, ShardConfig, ShardId,
-    TicketId, TicketRequest, home_shard,
+    Command, DatacenterId, Event, Match, ModeId, PlayerEntry, PlayerId, PoolTick, PoolTicks, Rejection, Rules, Shard,
+    ShardConfig, ShardId, TicketId, TicketRequest, home_shard,
 };
 use rustc_hash::{FxHashMap, FxHashSet};
 
-pub use input::{InputEvent, InputPlayer, LineError, MAX_TICKET_ID_BYTES, parse_line};
+pub use input::{InputEvent, InputPlayer, LineError, MAX_TICKET_ID_BYTES, RttEntries, parse_line};
 pub use summary::{Formed, ModeSummary, Percentiles, Summary};
 
 /// The shortest stretch of virtual time the replay skips when every shard is idle
@@ -53,11 +53,16 @@ pub struct ReplayOptions {
     /// `IDLE_SKIP_MIN_MS`). On by default; the output is the same either way, and turning
     /// it off is how the tests show that.
     pub skip_idle: bool,
+    /// Run the modes' parts of a tick on threads of their own when two or more modes have
+    /// many tickets waiting (see `Shard::tick_with`). On by default where there is more
+    /// than one core; the output is the same either way, and turning it off is how the
+    /// tests show that.
+    pub parallel_pools: bool,
 }
 
 impl Default for ReplayOptions {
     fn default() -> Self {
-        ReplayOptions { drain_ms: 60_000, strict: false, skip_idle: true }
+        ReplayOptions { drain_ms: 60_000, strict: false, skip_idle: true, parallel_pools: true }
     }
 }
 
@@ -145,16 +150,41 @@ impl AcrossShards {
     }
 }
 
+/// Below this many waiting tickets a mode's part of a tick costs less than a thread.
+const THREAD_MIN_WAITING: usize = 1_000;
+
+/// Runs the parts of a shard's tick (one per mode): with `parallel`, when two or more
+/// modes are busy, each busy one but the first on a scoped thread of its own and the rest
+/// here. The shard numbers their matches in mode order, so the output does not depend on
+/// which finishes first.
+fn run_pool_ticks(pools: PoolTicks<'_>, parallel: bool) {
+    if !parallel {
+        pools.for_each(PoolTick::run);
+        return;
+    }
+    let (busy, light): (Vec<_>, Vec<_>) = pools.partition(|pool| pool.waiting() >= THREAD_MIN_WAITING);
+    light.into_iter().for_each(PoolTick::run);
+    let mut busy = busy.into_iter();
+    let Some(here) = busy.next() else { return };
+    std::thread::scope(|scope| {
+        for pool in busy {
+            scope.spawn(move || pool.run());
+        }
+        here.run();
+    });
+}
+
 /// Runs a whole replay: `input` events in, matches to `output`, one line per bad input line
 /// to `diag`. Returns the summary (wall time included).
 pub fn run(
     rules: Arc<Rules>,
-    options: ReplayOptions,
+    mut options: ReplayOptions,
     input: &mut impl BufRead,
     output: &mut impl Write,
     diag: &mut impl Write,
 ) -> Result<Summary, ReplayError> {
     let started = Instant::now();
+    options.parallel_pools &= std::thread::available_parallelism().is_ok_and(|cores| cores.get() > 1);
     let shards: Vec<Shard> = (0..rules.shards.len())
         .map(|i| {
             Shard::new(rules.clone(), ShardId(i as u16), ShardConfig { remember_ids_ms: None, first_match_seq: 0 })
@@ -275,8 +305,9 @@ impl<W: Write, D: Write> Replayer<'_, W, D> {
 
     fn tick(&mut self, now: u64) -> Result<(), ReplayError> {
         let started = Instant::now();
+        let parallel = self.options.parallel_pools;
         for shard in &mut self.shards {
-            shard.tick(now, &mut self.events);
+            shard.tick_with(now, &mut self.events, |pools| run_pool_ticks(pools, parallel));
         }
         self.summary.record_tick(started.elapsed());
         let mut events = std::mem::take(&mut self.events);
@@ -334,13 +365,18 @@ impl<W: Write, D: Write> Replayer<'_, W, D> {
         let at_ms = event.at_ms();
         match event {
             InputEvent::Enqueue { ticket, mode, players, .. } => {
+                let rtts = match players.iter().map(|p| self.rtt_map(&p.rtt_ms)).collect::<Result<Vec<_>, _>>() {
+                    Ok(rtts) => rtts,
+                    Err(e) => return self.bad_line(line_no, Bad::Line(&e)),
+                };
                 let id = self.intern_ticket(&ticket);
                 // An unknown name becomes an id no mode has; the shard refuses it in its
                 // usual order of checks, so every reason is decided in one place.
                 let mode = self.rules.mode_id(&mode).unwrap_or(ModeId(u16::MAX));
                 let players: Vec<PlayerEntry> = players
                     .iter()
-                    .map(|p| PlayerEntry { id: self.intern_player(&p.id), mmr: p.mmr, rtt_ms: self.rtt_map(&p.rtt_ms) })
+                    .zip(rtts)
+                    .map(|(p, rtt_ms)| PlayerEntry { id: self.intern_player(&p.id), mmr: p.mmr, rtt_ms })
                     .collect();
                 // A ticket no shard can take goes to the first, which says why in its
                 // usual order of checks.
@@ -421,18 +457,20 @@ impl<W: Write, D: Write> Replayer<'_, W, D> {
         self.last_at_ms = at_ms;
     }
 
-    /// A player's RTTs by configured datacenter: unknown names are ignored, and a name
+    /// A player's RTTs by configured datacenter: unknown names are ignored whatever their
+    /// value, a known name whose value is not a number makes the line malformed, and a name
     /// given twice keeps its last value, as JSON readers do.
-    fn rtt_map(&self, rtt_ms: &[(std::borrow::Cow<'_, str>, f64)]) -> Vec<(DatacenterId, f64)> {
+    fn rtt_map(&self, rtt_ms: &RttEntries<'_>) -> Result<Vec<(DatacenterId, f64)>, LineError> {
         let mut out: Vec<(DatacenterId, f64)> = Vec::with_capacity(rtt_ms.len());
         for (name, rtt) in rtt_ms {
             let Some(dc) = self.rules.datacenter_id(name) else { continue };
+            let rtt = rtt.ok_or_else(|| LineError::Malformed(format!("rtt_ms for {name:?} is not a number")))?;
             match out.iter_mut().find(|(d, _)| *d == dc) {
-                Some(entry) => entry.1 = *rtt,
-                None => out.push((dc, *rtt)),
+                Some(entry) => entry.1 = rtt,
+                None => out.push((dc, rtt)),
             }
         }
-        out
+        Ok(out)
     }
 
     fn write_match(&mut self, m: &Match) -> Result<(), ReplayError> {

@@ -133,6 +133,30 @@ fn a_player_whose_ticket_is_matched_before_the_line_may_queue_again() {
 }
 
 #[test]
+fn rtt_keys_naming_no_datacenter_are_ignored_whatever_their_value() {
+    let line = |t: &str, p: &str, rtt: &str| {
+        format!(
+            r#"{{"at_ms":0,"op":"enqueue","ticket":"{t}","mode":"duel-1v1","players":[{{"id":"{p}","mmr":1500,"rtt_ms":{rtt}}}]}}"#
+        )
+    };
+    let input = [
+        line("a", "pa", r#"{"mars-1":"far","eu-west":20}"#),
+        line("b", "pb", r#"{"moon":-3,"eu-west":20,"venus":[null,{"x":1}]}"#),
+        // Under a configured name, a value that is not a number is a bad line.
+        line("c", "pc", r#"{"eu-west":"20"}"#),
+        line("d", "pd", r#"{"mars-1":1,"eu-west":null}"#),
+    ]
+    .join("\n");
+    let out = replay(&input);
+    assert_eq!(out.summary.accepted, 2, "{}", out.diag);
+    assert_eq!(out.summary.rejected.get("malformed_json"), Some(&2), "{}", out.diag);
+    assert!(out.diag.contains(r#"line 3: malformed_json: rtt_ms for "eu-west" is not a number"#), "{}", out.diag);
+    assert_eq!(formed_at(&out), [0]);
+    let quality = evaluate(&rules(), &input, &out.matches).expect("every match is valid");
+    assert_eq!(quality.tickets_matched, 2);
+}
+
+#[test]
 fn duplicate_rtt_keys_keep_the_last_value() {
     let line = |at: u64, t: &str, p: &str| {
         format!(
@@ -348,6 +372,24 @@ fn same_input_gives_byte_identical_output() {
     assert!(!a.matches.is_empty());
     assert_eq!(a.matches, b.matches);
     evaluate(&rules, &events, &a.matches).expect("every match is valid");
+}
+
+#[test]
+fn modes_ticking_on_threads_of_their_own_give_the_matches_of_one_thread() {
+    // 6,000 tickets in half a second under narrow windows: every mode has well over the
+    // 1,000 waiting tickets from which its part of a tick gets a thread of its own.
+    let rules = Arc::new(Rules::from_toml(include_str!("../../examples/narrow-windows.toml")).unwrap());
+    let events = generate(&rules, &WorkloadSpec::mixed(&rules, 17, 12_000.0, 0.5));
+    let run = |parallel_pools| {
+        let options = ReplayOptions { drain_ms: 20_000, parallel_pools, ..ReplayOptions::default() };
+        replay_with(rules.clone(), events.as_bytes(), options).unwrap()
+    };
+    let (at_once, one_by_one) = (run(true), run(false));
+    assert!(at_once.summary.by_mode.iter().filter(|(_, m)| m.enqueued > 1_000).count() >= 2);
+    assert!(at_once.summary.formed.matches > 100, "{}", at_once.summary.formed.matches);
+    assert_eq!(at_once.matches, one_by_one.matches);
+    assert_eq!(at_once.summary.searches, one_by_one.summary.searches);
+    evaluate(&rules, &events, &at_once.matches).expect("every match is valid");
 }
 
 /// The example rules with `eu` in one shard and `na` and `ap` in another.

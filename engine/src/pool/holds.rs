@@ -2,7 +2,7 @@
 //! wide parties' plans, and when younger anchors may go through them; duel patience.
 
 use super::rows::{Entry, NONE};
-use super::{MatchSink, Pool, Retire};
+use super::{MatchSink, Pool};
 use crate::command::TicketId;
 
 /// Plans for wide parties (see `plan_wide_parties`) look from when the party fits its own
@@ -129,7 +129,7 @@ pub(super) fn mark_held(entries: &mut [Entry], positions: &[u32], held: bool) {
 impl Pool {
     /// Whether the duel pair in `best_chosen` should wait for a closer opponent (see
     /// `DUEL_PATIENCE_FRACTION`). Judged by the pair's older ticket, whichever searched.
-    pub(super) fn waits_for_closer_opponent(&self, now_ms: u64, sink: &mut MatchSink<'_, impl Retire>) -> bool {
+    pub(super) fn waits_for_closer_opponent(&self, now_ms: u64, sink: &mut MatchSink<'_>) -> bool {
         let (lo, hi, oldest_ms) =
             self.best_chosen.iter().fold((f64::INFINITY, f64::NEG_INFINITY, u64::MAX), |(lo, hi, oldest), &m| {
                 let c = &self.sorted.entries[m as usize];
@@ -155,7 +155,7 @@ impl Pool {
     /// tickets, level with greedy's before, is lower in most runs at 40–300/s. Small
     /// team-mode pools only: under load the searches would be too many, and such parties
     /// leave the scans there (`skip_unfit_parties`).
-    pub(super) fn plan_wide_parties(&mut self, now_ms: u64, sink: &mut MatchSink<'_, impl Retire>) {
+    pub(super) fn plan_wide_parties(&mut self, now_ms: u64, sink: &mut MatchSink<'_>) {
         if self.team_size == 1 || self.under_load() {
             self.plans.clear();
             return;

@@ -152,56 +152,40 @@ pub(crate) struct NewTicket<'a> {
     pub rtt_ms: &'a [f64],
 }
 
-/// Matched tickets leave the pool through this, so the shard can update its indexes.
-pub(crate) trait Retire {
-    fn retire(&mut self, ticket: TicketId, players: &[PlayerId]);
-}
-
-/// Where a tick's matches go: what the pool needs to name them, the shard's indexes to
-/// retire their tickets from, and the event list; and the shard's recent waits, which cap
-/// wide parties' plans and set the tail's edge (`TAIL_EDGE_WAIT_FRACTION`).
-pub(crate) struct MatchSink<'a, R: Retire> {
+/// Where a pool's matches go during a tick, and the shard's recent waits, which cap wide
+/// parties' plans and set the tail's edge (`TAIL_EDGE_WAIT_FRACTION`). Each pool has its
+/// own, so pools can tick at once (`Shard::tick_with`); the shard numbers the matches and
+/// retires their tickets as it collects them, in mode order.
+pub(crate) struct MatchSink<'a> {
     /// The shard's datacenters, by local bit.
     region_dcs: &'a [DatacenterId],
-    /// The shard's id in the top bits of every match id.
-    shard_tag: u64,
-    next_match_seq: &'a mut u64,
-    retire: &'a mut R,
-    out: &'a mut Vec<crate::command::Event>,
+    out: &'a mut Vec<Match>,
     /// Read only during the tick (the shard records the tick's waits after it).
-    recent_waits: &'a mut RecentWaits,
-    /// `plan_wait_cap_ms`, once a pool has asked this tick.
+    recent_waits: &'a RecentWaits,
+    quantile_scratch: &'a mut Vec<u32>,
+    /// `plan_wait_cap_ms`, once asked this tick.
     plan_wait_cap_ms: Option<Option<u64>>,
-    /// `duel_patience_ms`, once a pool has asked this tick.
+    /// `duel_patience_ms`, once asked this tick.
     duel_patience_ms: Option<Option<u64>>,
 }
 
-impl<'a, R: Retire> MatchSink<'a, R> {
+impl<'a> MatchSink<'a> {
     pub(crate) fn new(
         region_dcs: &'a [DatacenterId],
-        shard_tag: u64,
-        next_match_seq: &'a mut u64,
-        retire: &'a mut R,
-        out: &'a mut Vec<crate::command::Event>,
-        recent_waits: &'a mut RecentWaits,
+        out: &'a mut Vec<Match>,
+        recent_waits: &'a RecentWaits,
+        quantile_scratch: &'a mut Vec<u32>,
     ) -> Self {
-        MatchSink {
-            region_dcs,
-            shard_tag,
-            next_match_seq,
-            retire,
-            out,
-            recent_waits,
-            plan_wait_cap_ms: None,
-            duel_patience_ms: None,
-        }
+        MatchSink { region_dcs, out, recent_waits, quantile_scratch, plan_wait_cap_ms: None, duel_patience_ms: None }
     }
 
     /// How long wide parties' plans may hold a ticket: the shard's recent p95 wait
     /// (`PLAN_WAIT_QUANTILE`), worked out at most once a tick and only when a pool asks;
     /// `None` until enough tickets have matched.
     fn plan_wait_cap_ms(&mut self) -> Option<u64> {
-        *self.plan_wait_cap_ms.get_or_insert_with(|| self.recent_waits.quantile(PLAN_WAIT_QUANTILE))
+        *self
+            .plan_wait_cap_ms
+            .get_or_insert_with(|| self.recent_waits.quantile(PLAN_WAIT_QUANTILE, self.quantile_scratch))
     }
 
     /// The wait from which a ticket counts as near the tail (`TAIL_EDGE_WAIT_FRACTION` of
@@ -214,7 +198,9 @@ impl<'a, R: Retire> MatchSink<'a, R> {
     /// the shard's recent `DUEL_PATIENCE_QUANTILE` wait, worked out at most once a tick and
     /// only when a pair is wide enough to ask; `None` until enough tickets have matched.
     fn duel_patience_ms(&mut self) -> Option<u64> {
-        *self.duel_patience_ms.get_or_insert_with(|| self.recent_waits.quantile(DUEL_PATIENCE_QUANTILE))
+        *self
+            .duel_patience_ms
+            .get_or_insert_with(|| self.recent_waits.quantile(DUEL_PATIENCE_QUANTILE, self.quantile_scratch))
     }
 }
 
@@ -722,7 +708,7 @@ impl Pool {
     }
 
     /// Forms every match it can at `now_ms`, oldest anchors first.
-    pub(crate) fn tick(&mut self, now_ms: u64, sink: &mut MatchSink<'_, impl Retire>) {
+    pub(crate) fn tick(&mut self, now_ms: u64, sink: &mut MatchSink<'_>) {
         self.reorganise();
         self.update_arrival_rate(now_ms);
         if self.n_waiting < 2 {
@@ -948,7 +934,7 @@ impl Pool {
     }
 
     /// Removes the tickets of `best_chosen` and sends their match to `sink`.
-    fn take_match(&mut self, now_ms: u64, sink: &mut MatchSink<'_, impl Retire>) {
+    fn take_match(&mut self, now_ms: u64, sink: &mut MatchSink<'_>) {
         // The datacenter everyone accepts with the lowest worst RTT; ties to the first listed.
         let dc_mask = self.best_dc_mask;
         debug_assert_ne!(dc_mask, 0);
@@ -999,7 +985,6 @@ impl Pool {
                 wait_ms: now_ms.saturating_sub(e.enqueued_at_ms),
             });
             players.extend_from_slice(self.sorted.players(pos));
-            sink.retire.retire(e.id, self.sorted.players(pos));
             // Its slot is freed at the next compaction.
             self.sorted.entries[pos].taken = true;
             self.n_waiting -= 1;
@@ -1012,9 +997,9 @@ impl Pool {
         debug_assert_eq!(players.len(), self.players_per_match);
         let mean = team_sum / size;
         (min_mean, max_mean) = (min_mean.min(mean), max_mean.max(mean));
-        *sink.next_match_seq += 1;
-        sink.out.push(crate::command::Event::Matched(Match {
-            id: MatchId(sink.shard_tag | *sink.next_match_seq),
+        sink.out.push(Match {
+            // The shard numbers a tick's matches as it collects them (`Shard::tick_with`).
+            id: MatchId(0),
             mode: self.mode,
             datacenter: sink.region_dcs[best_dc],
             formed_at_ms: now_ms,
@@ -1024,7 +1009,7 @@ impl Pool {
             mmr_spread: hi - lo,
             team_imbalance: max_mean - min_mean,
             worst_rtt_ms: best_rtt,
-        }));
+        });
     }
 
     /// Bytes held by this pool's buffers (capacity, not length), for memory figures.
