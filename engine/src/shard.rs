@@ -9,7 +9,7 @@ use std::sync::Arc;
 
 use rustc_hash::FxHashMap;
 
-use crate::command::{Command, Event, Match, MatchId, PlayerEntry, PlayerId, Rejection, TicketId, TicketRequest};
+use crate::command::{Command, Event, MatchId, PlayerEntry, PlayerId, Rejection, TicketId, TicketRequest};
 use crate::pool::{DUEL_PATIENCE_MAX_MS, MatchSink, NewTicket, PLAN_RETRY_DENSE_MS, Pool, RESEARCH_DELAY_MAX_MS};
 use crate::recent_waits::{RECENT_WAITS, RecentWaits};
 use crate::rules::{DatacenterId, MAX_DATACENTERS_PER_SHARD, ModeId, Rules, ShardId};
@@ -381,18 +381,24 @@ impl Shard {
 
     /// Forms every match the rules allow at `now_ms`, pushing `Event::Matched` into `out`.
     pub fn tick(&mut self, now_ms: u64, out: &mut Vec<Event>) {
-        self.tick_with(now_ms, out, |pools| pools.for_each(PoolTick::run));
+        self.start_tick(now_ms);
+        let first_new = out.len();
+        let region_dcs = &self.rules.shards[usize::from(self.id.0)].datacenters;
+        for (pool, buffers) in self.pools.iter_mut().zip(&mut self.tick_buffers) {
+            let mut sink = MatchSink::new(region_dcs, out, &self.recent_waits, &mut buffers.quantile_scratch);
+            pool.tick(now_ms, &mut sink);
+        }
+        self.finish_tick(now_ms, out, first_new);
     }
 
     /// [`tick`](Self::tick), with the running of each mode's pool left to `run`. During a
     /// tick the pools share nothing, so a caller with cores to spare (`rally replay`) may
-    /// run them on threads of its own; the shard itself starts none. Whatever order they
-    /// run in, their matches are numbered and handed out in mode order, so the events are
-    /// `tick`'s, byte for byte. A pool `run` drops unrun forms no match this tick.
+    /// run them on threads of its own; the shard itself starts none. Each part keeps its
+    /// matches apart, and they are handed out in mode order whatever order the parts ran
+    /// in, so the events are `tick`'s, byte for byte. A part `run` drops unrun forms no
+    /// match this tick.
     pub fn tick_with(&mut self, now_ms: u64, out: &mut Vec<Event>, run: impl FnOnce(PoolTicks<'_>)) {
-        self.last_tick_ms = Some(now_ms);
-        self.forget_old_ids(now_ms);
-        self.tick_buffers.resize_with(self.pools.len(), PoolTickBuffers::default);
+        self.start_tick(now_ms);
         run(PoolTicks {
             pools: self.pools.iter_mut().zip(self.tick_buffers.iter_mut()),
             region_dcs: &self.rules.shards[usize::from(self.id.0)].datacenters,
@@ -400,7 +406,39 @@ impl Shard {
             now_ms,
         });
         let first_new = out.len();
-        self.collect_matches(now_ms, out);
+        for buffers in &mut self.tick_buffers {
+            out.append(&mut buffers.events);
+        }
+        self.finish_tick(now_ms, out, first_new);
+    }
+
+    fn start_tick(&mut self, now_ms: u64) {
+        self.last_tick_ms = Some(now_ms);
+        self.forget_old_ids(now_ms);
+        self.tick_buffers.resize_with(self.pools.len(), PoolTickBuffers::default);
+    }
+
+    /// Numbers the tick's matches (`out[first_new..]`, in mode order), notes their tickets
+    /// as finished and records their waits. Matching touches no index: a matched ticket's
+    /// entries in `tickets` and `players` are known to be stale through its pool slot
+    /// (which no longer holds it) and are dropped when its id is forgotten, for which its id
+    /// and players are noted here. Updating both hash maps per matched ticket was a fifth
+    /// of a burst tick, all cache misses.
+    fn finish_tick(&mut self, now_ms: u64, out: &mut [Event], first_new: usize) {
+        let shard_tag = u64::from(self.id.0) << 48;
+        let forgets = self.config.remember_ids_ms.is_some();
+        for event in &mut out[first_new..] {
+            let Event::Matched(m) = event else { continue };
+            self.next_match_seq += 1;
+            m.id = MatchId(shard_tag | self.next_match_seq);
+            if forgets {
+                for t in &m.tickets {
+                    self.finished.push_back((now_ms, t.id));
+                    let players = &m.players[usize::from(t.first_player)..][..usize::from(t.n_players)];
+                    self.finished_players.extend(players.iter().map(|&p| (now_ms, p, t.id)));
+                }
+            }
+        }
         // Only the last `RECENT_WAITS` waits stay in the ring, so a burst's earlier matches
         // need no second read (it was a twentieth of a 100k-ticket burst's tick).
         let mut from = out.len();
@@ -426,30 +464,6 @@ impl Shard {
         {
             // A quiet stretch: worth one pass over the rows to learn when it may end.
             self.limits_settle_at_ms = self.pools.iter().filter_map(Pool::limits_settle_at_ms).max();
-        }
-    }
-
-    /// Numbers the tick's matches in mode order and hands them out as events. Matching
-    /// touches no index: a matched ticket's entries in `tickets` and `players` are known to
-    /// be stale through its pool slot (which no longer holds it) and are dropped when its id
-    /// is forgotten, for which its id and players are noted here. Updating both hash maps
-    /// per matched ticket was a fifth of a burst tick, all cache misses.
-    fn collect_matches(&mut self, now_ms: u64, out: &mut Vec<Event>) {
-        let shard_tag = u64::from(self.id.0) << 48;
-        let forgets = self.config.remember_ids_ms.is_some();
-        for buffers in &mut self.tick_buffers {
-            for mut m in buffers.matches.drain(..) {
-                self.next_match_seq += 1;
-                m.id = MatchId(shard_tag | self.next_match_seq);
-                if forgets {
-                    for t in &m.tickets {
-                        self.finished.push_back((now_ms, t.id));
-                        let players = &m.players[usize::from(t.first_player)..][..usize::from(t.n_players)];
-                        self.finished_players.extend(players.iter().map(|&p| (now_ms, p, t.id)));
-                    }
-                }
-                out.push(Event::Matched(m));
-            }
         }
     }
 
@@ -485,7 +499,7 @@ impl Shard {
             + self
                 .tick_buffers
                 .iter()
-                .map(|b| b.matches.capacity() * std::mem::size_of::<Match>() + b.quantile_scratch.capacity() * 4)
+                .map(|b| b.events.capacity() * std::mem::size_of::<Event>() + b.quantile_scratch.capacity() * 4)
                 .sum::<usize>()
             + map_bytes(&self.tickets)
             + map_bytes(&self.players)
@@ -509,7 +523,7 @@ impl<'a> Iterator for PoolTicks<'a> {
     fn next(&mut self) -> Option<PoolTick<'a>> {
         let (pool, buffers) = self.pools.next()?;
         let sink =
-            MatchSink::new(self.region_dcs, &mut buffers.matches, self.recent_waits, &mut buffers.quantile_scratch);
+            MatchSink::new(self.region_dcs, &mut buffers.events, self.recent_waits, &mut buffers.quantile_scratch);
         Some(PoolTick { pool, sink, now_ms: self.now_ms })
     }
 
@@ -542,8 +556,9 @@ impl PoolTick<'_> {
 }
 
 /// A pool's buffers for its part of a tick, kept between ticks so their room is reused.
+/// `tick` writes matches straight to its caller's list; only `tick_with` fills `events`.
 #[derive(Default)]
 struct PoolTickBuffers {
-    matches: Vec<Match>,
+    events: Vec<Event>,
     quantile_scratch: Vec<u32>,
 }

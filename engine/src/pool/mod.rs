@@ -155,11 +155,11 @@ pub(crate) struct NewTicket<'a> {
 /// Where a pool's matches go during a tick, and the shard's recent waits, which cap wide
 /// parties' plans and set the tail's edge (`TAIL_EDGE_WAIT_FRACTION`). Each pool has its
 /// own, so pools can tick at once (`Shard::tick_with`); the shard numbers the matches and
-/// retires their tickets as it collects them, in mode order.
+/// notes their tickets as finished after the tick, in mode order.
 pub(crate) struct MatchSink<'a> {
     /// The shard's datacenters, by local bit.
     region_dcs: &'a [DatacenterId],
-    out: &'a mut Vec<Match>,
+    out: &'a mut Vec<crate::command::Event>,
     /// Read only during the tick (the shard records the tick's waits after it).
     recent_waits: &'a RecentWaits,
     quantile_scratch: &'a mut Vec<u32>,
@@ -172,7 +172,7 @@ pub(crate) struct MatchSink<'a> {
 impl<'a> MatchSink<'a> {
     pub(crate) fn new(
         region_dcs: &'a [DatacenterId],
-        out: &'a mut Vec<Match>,
+        out: &'a mut Vec<crate::command::Event>,
         recent_waits: &'a RecentWaits,
         quantile_scratch: &'a mut Vec<u32>,
     ) -> Self {
@@ -997,8 +997,8 @@ impl Pool {
         debug_assert_eq!(players.len(), self.players_per_match);
         let mean = team_sum / size;
         (min_mean, max_mean) = (min_mean.min(mean), max_mean.max(mean));
-        sink.out.push(Match {
-            // The shard numbers a tick's matches as it collects them (`Shard::tick_with`).
+        sink.out.push(crate::command::Event::Matched(Match {
+            // The shard numbers a tick's matches after it (`Shard::tick`).
             id: MatchId(0),
             mode: self.mode,
             datacenter: sink.region_dcs[best_dc],
@@ -1009,7 +1009,7 @@ impl Pool {
             mmr_spread: hi - lo,
             team_imbalance: max_mean - min_mean,
             worst_rtt_ms: best_rtt,
-        });
+        }));
     }
 
     /// Bytes held by this pool's buffers (capacity, not length), for memory figures.
