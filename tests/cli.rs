@@ -167,6 +167,20 @@ fn workload_output_replays_cleanly() {
 }
 
 #[test]
+fn one_thread_gives_the_same_matches() {
+    // A burst under narrow windows: every mode has over 1,000 tickets waiting, so by
+    // default their parts of a tick run on threads of their own.
+    let narrow = concat!(env!("CARGO_MANIFEST_DIR"), "/examples/narrow-windows.toml");
+    let workload = ["workload", "--modes", narrow, "--rate", "12000", "--duration-s", "0.5", "--seed", "3"];
+    let events = rally(&workload, b"").stdout;
+    let replay = ["replay", "--modes", narrow, "--input", "-", "--output", "-", "--drain-ms", "5000"];
+    let (threads, one) = (rally(&replay, &events), rally(&[&replay[..], &["--one-thread"]].concat(), &events));
+    assert!(threads.status.success() && one.status.success(), "{}", String::from_utf8_lossy(&one.stderr));
+    assert!(threads.stdout.len() > 10_000, "matches formed");
+    assert_eq!(threads.stdout, one.stdout);
+}
+
+#[test]
 fn workload_poisson_arrivals_with_tight_parties_replay_cleanly() {
     let args = ["workload", "--modes", MODES, "--rate", "50", "--duration-s", "5", "--seed", "9"];
     let even = rally(&args, b"").stdout;
