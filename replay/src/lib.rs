@@ -150,7 +150,9 @@ impl AcrossShards {
     }
 }
 
-/// Below this many waiting tickets a mode's part of a tick costs less than a thread.
+/// Below this many waiting tickets a mode's part of a tick costs less than a thread. Not
+/// sharp: 250 and 4,000 gave the same wall times on the 240k-ticket replays, within the
+/// host's ±10% (BENCHMARKS.md), since the parts that matter there hold tens of thousands.
 const THREAD_MIN_WAITING: usize = 1_000;
 
 /// Runs the parts of a shard's tick (one per mode): with `parallel`, when two or more
