@@ -383,7 +383,7 @@ impl Shard {
     pub fn tick(&mut self, now_ms: u64, out: &mut Vec<Event>) {
         self.start_tick(now_ms);
         let first_new = out.len();
-        let region_dcs = &self.rules.shards[usize::from(self.id.0)].datacenters;
+        let region_dcs = &self.rules.shard(self.id).datacenters;
         for (pool, buffers) in self.pools.iter_mut().zip(&mut self.tick_buffers) {
             let mut sink = MatchSink::new(region_dcs, out, &self.recent_waits, &mut buffers.quantile_scratch);
             pool.tick(now_ms, &mut sink);
@@ -401,7 +401,7 @@ impl Shard {
         self.start_tick(now_ms);
         run(PoolTicks {
             pools: self.pools.iter_mut().zip(self.tick_buffers.iter_mut()),
-            region_dcs: &self.rules.shards[usize::from(self.id.0)].datacenters,
+            region_dcs: &self.rules.shard(self.id).datacenters,
             recent_waits: &self.recent_waits,
             now_ms,
         });
@@ -499,7 +499,10 @@ impl Shard {
             + self
                 .tick_buffers
                 .iter()
-                .map(|b| b.events.capacity() * std::mem::size_of::<Event>() + b.quantile_scratch.capacity() * 4)
+                .map(|b| {
+                    b.events.capacity() * std::mem::size_of::<Event>()
+                        + b.quantile_scratch.capacity() * std::mem::size_of::<u32>()
+                })
                 .sum::<usize>()
             + map_bytes(&self.tickets)
             + map_bytes(&self.players)
