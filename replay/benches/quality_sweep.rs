@@ -31,13 +31,19 @@
 //! - `RALLY_QUALITY_DUMP=DIR` writes each run's events and both matchers' matches there
 //!   (`seedN-events.jsonl`, `seedN-engine.jsonl`, `seedN-greedy.jsonl`; for
 //!   `RALLY_QUALITY_EVENTS`, the matches as `NAME-engine.jsonl` and `NAME-greedy.jsonl`) for a
-//!   closer look.
+//!   closer look;
+//! - `RALLY_QUALITY_JOBS=N` runs N contests at once (default: one per core). Lines still print
+//!   in run order, and every run's figures are the same whatever N: each contest is
+//!   deterministic on its own.
 //!
 //! A bad setting ends the run with a message naming the variable and exit code 64.
 
+use std::collections::BTreeMap;
 use std::process::ExitCode;
 use std::str::FromStr;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::mpsc;
 
 use rally_engine::Rules;
 use rally_replay::greedy;
@@ -79,7 +85,6 @@ fn sweep() -> Result<(), String> {
     if rates.is_empty() || rates.iter().any(|&r| !(r.is_finite() && r > 0.0)) {
         return Err("RALLY_QUALITY_RATES: positive tickets per second".to_owned());
     }
-    let party_weights = env_list("RALLY_QUALITY_PARTY_WEIGHTS")?;
     let mode_weights = env_list("RALLY_QUALITY_MODE_WEIGHTS")?;
     if mode_weights.as_ref().is_some_and(|w| w.len() != rules.modes.len()) {
         return Err(format!("RALLY_QUALITY_MODE_WEIGHTS: one weight per mode ({})", rules.modes.len()));
@@ -88,69 +93,174 @@ fn sweep() -> Result<(), String> {
     if region_weights.as_ref().is_some_and(|w| w.len() != rules.regions.len()) {
         return Err(format!("RALLY_QUALITY_REGION_WEIGHTS: one weight per region ({})", rules.regions.len()));
     }
-    let cancel_fraction = env_value("RALLY_QUALITY_CANCEL")?;
-    let party_sd = env_value("RALLY_QUALITY_PARTY_SD")?;
-    let mmr_sd = env_value("RALLY_QUALITY_MMR_SD")?;
-    let arrivals = match std::env::var("RALLY_QUALITY_ARRIVALS").as_deref() {
-        Err(_) | Ok("even") => Arrivals::Even,
-        Ok("poisson") => Arrivals::Poisson,
-        Ok(other) => return Err(format!("RALLY_QUALITY_ARRIVALS={other}: even or poisson")),
-    };
-    let shape: fn(&Rules, u64, f64, f64) -> WorkloadSpec = match std::env::var("RALLY_QUALITY_SHAPE").as_deref() {
-        Err(_) | Ok("mixed") => WorkloadSpec::mixed,
-        Ok("party-heavy") => WorkloadSpec::party_heavy,
-        Ok(other) => return Err(format!("RALLY_QUALITY_SHAPE={other}: mixed or party-heavy")),
+    let traffic = Traffic {
+        shape: match std::env::var("RALLY_QUALITY_SHAPE").as_deref() {
+            Err(_) | Ok("mixed") => WorkloadSpec::mixed,
+            Ok("party-heavy") => WorkloadSpec::party_heavy,
+            Ok(other) => return Err(format!("RALLY_QUALITY_SHAPE={other}: mixed or party-heavy")),
+        },
+        rates,
+        duration_s,
+        arrivals: match std::env::var("RALLY_QUALITY_ARRIVALS").as_deref() {
+            Err(_) | Ok("even") => Arrivals::Even,
+            Ok("poisson") => Arrivals::Poisson,
+            Ok(other) => return Err(format!("RALLY_QUALITY_ARRIVALS={other}: even or poisson")),
+        },
+        party_weights: env_list("RALLY_QUALITY_PARTY_WEIGHTS")?,
+        mode_weights,
+        region_weights,
+        cancel_fraction: env_value("RALLY_QUALITY_CANCEL")?,
+        party_sd: env_value("RALLY_QUALITY_PARTY_SD")?,
+        mmr_sd: env_value("RALLY_QUALITY_MMR_SD")?,
     };
     let dump_dir = std::env::var("RALLY_QUALITY_DUMP").ok();
+    let jobs = match env_value::<usize>("RALLY_QUALITY_JOBS")? {
+        Some(0) => return Err("RALLY_QUALITY_JOBS: at least 1".to_owned()),
+        Some(n) => n,
+        None => std::thread::available_parallelism().map_or(1, usize::from),
+    };
 
-    let mut tally = Tally::default();
-    if let Ok(files) = std::env::var("RALLY_QUALITY_EVENTS") {
-        for path in files.split(',').map(str::trim).filter(|p| !p.is_empty()) {
-            let events = std::fs::read_to_string(path).map_err(|e| format!("RALLY_QUALITY_EVENTS: {path}: {e}"))?;
-            let contest = greedy::contest(&rules, &events, drain).unwrap_or_else(|e| panic!("{path}: {e}"));
-            if let Some(dir) = &dump_dir {
-                let name = std::path::Path::new(path).file_stem().map_or("events".into(), |s| s.to_string_lossy());
-                dump(dir, &name, None, &contest)?;
+    let runs: Vec<Run> = match std::env::var("RALLY_QUALITY_EVENTS") {
+        Ok(files) => {
+            let paths: Vec<&str> = files.split(',').map(str::trim).filter(|p| !p.is_empty()).collect();
+            // Before any run starts, so a typo does not wait for the whole sweep.
+            for path in &paths {
+                std::fs::metadata(path).map_err(|e| format!("RALLY_QUALITY_EVENTS: {path}: {e}"))?;
             }
-            tally.report(path, &contest);
+            paths.into_iter().map(|p| Run::File(p.to_owned())).collect()
         }
-        tally.summary();
-        return Ok(());
-    }
-    for seed in first..last {
-        let rate = rates[seed as usize % rates.len()];
-        let mut spec = shape(&rules, seed, rate, duration_s);
-        spec.arrivals = arrivals;
-        if let Some(weights) = &party_weights {
+        Err(_) => (first..last).map(Run::Seed).collect(),
+    };
+    let mut tally = Tally::default();
+    let mut first_error = None;
+    in_run_order(
+        runs.len(),
+        jobs,
+        |i| runs[i].contest(&rules, drain, &traffic, dump_dir.as_deref()),
+        |outcome| match outcome {
+            Ok((label, contest)) => tally.report(&label, &contest),
+            Err(message) => {
+                first_error.get_or_insert(message);
+            }
+        },
+    );
+    tally.summary();
+    first_error.map_or(Ok(()), Err)
+}
+
+/// The traffic settings of generated runs (`RALLY_QUALITY_*`, see the top of this file).
+struct Traffic {
+    shape: fn(&Rules, u64, f64, f64) -> WorkloadSpec,
+    rates: Vec<f64>,
+    duration_s: f64,
+    arrivals: Arrivals,
+    party_weights: Option<Vec<f64>>,
+    mode_weights: Option<Vec<f64>>,
+    region_weights: Option<Vec<f64>>,
+    cancel_fraction: Option<f64>,
+    party_sd: Option<f64>,
+    mmr_sd: Option<f64>,
+}
+
+impl Traffic {
+    /// Seed `seed`'s rate and workload.
+    fn spec(&self, rules: &Rules, seed: u64) -> (f64, WorkloadSpec) {
+        let rate = self.rates[seed as usize % self.rates.len()];
+        let mut spec = (self.shape)(rules, seed, rate, self.duration_s);
+        spec.arrivals = self.arrivals;
+        if let Some(weights) = &self.party_weights {
             spec.party_size_weights.clone_from(weights);
         }
-        if let Some(weights) = &mode_weights {
+        if let Some(weights) = &self.mode_weights {
             for ((_, w), &new) in spec.modes.iter_mut().zip(weights) {
                 *w = new;
             }
         }
-        if let Some(fraction) = cancel_fraction {
+        if let Some(fraction) = self.cancel_fraction {
             spec.cancel_fraction = fraction;
         }
-        if let Some(sd) = party_sd {
+        if let Some(sd) = self.party_sd {
             spec.party_mmr_sd = sd;
         }
-        if let Some(sd) = mmr_sd {
+        if let Some(sd) = self.mmr_sd {
             spec.mmr_sd = sd;
         }
-        if let Some(weights) = &region_weights {
+        if let Some(weights) = &self.region_weights {
             spec.region_weights.clone_from(weights);
         }
-        let events = generate(&rules, &spec);
-        // A matcher writing an invalid match is a bug, not a measurement: stop loudly.
-        let contest = greedy::contest(&rules, &events, drain).unwrap_or_else(|e| panic!("seed {seed}: {e}"));
-        if let Some(dir) = &dump_dir {
-            dump(dir, &format!("seed{seed}"), Some(&events), &contest)?;
-        }
-        tally.report(&format!("seed {seed:>3} rate {rate:>3}"), &contest);
+        (rate, spec)
     }
-    tally.summary();
-    Ok(())
+}
+
+/// One contest of the sweep: an events file, or a seed of generated traffic.
+enum Run {
+    File(String),
+    Seed(u64),
+}
+
+impl Run {
+    /// Runs both matchers, dumps their matches if asked; the run's label and the contest.
+    fn contest(
+        &self,
+        rules: &Arc<Rules>,
+        drain: u64,
+        traffic: &Traffic,
+        dump_dir: Option<&str>,
+    ) -> Result<(String, greedy::Contest), String> {
+        // A matcher writing an invalid match is a bug, not a measurement: stop loudly.
+        match self {
+            Run::File(path) => {
+                let events = std::fs::read_to_string(path).map_err(|e| format!("RALLY_QUALITY_EVENTS: {path}: {e}"))?;
+                let contest = greedy::contest(rules, &events, drain).unwrap_or_else(|e| panic!("{path}: {e}"));
+                if let Some(dir) = dump_dir {
+                    let name = std::path::Path::new(path).file_stem().map_or("events".into(), |s| s.to_string_lossy());
+                    dump(dir, &name, None, &contest)?;
+                }
+                Ok((path.clone(), contest))
+            }
+            Run::Seed(seed) => {
+                let (rate, spec) = traffic.spec(rules, *seed);
+                let events = generate(rules, &spec);
+                let contest = greedy::contest(rules, &events, drain).unwrap_or_else(|e| panic!("seed {seed}: {e}"));
+                if let Some(dir) = dump_dir {
+                    dump(dir, &format!("seed{seed}"), Some(&events), &contest)?;
+                }
+                Ok((format!("seed {seed:>3} rate {rate:>3}"), contest))
+            }
+        }
+    }
+}
+
+/// Runs `work(0..n)` on `jobs` threads and hands each result to `each` in index order, as
+/// soon as it and every earlier one are done: a long sweep reports as it goes, in the same
+/// order whatever the number of threads.
+fn in_run_order<T: Send>(n: usize, jobs: usize, work: impl Fn(usize) -> T + Sync, mut each: impl FnMut(T)) {
+    let next = AtomicUsize::new(0);
+    let (done, finished) = mpsc::channel();
+    std::thread::scope(|scope| {
+        for _ in 0..jobs.min(n) {
+            let (next, work, done) = (&next, &work, done.clone());
+            scope.spawn(move || {
+                loop {
+                    let i = next.fetch_add(1, Ordering::Relaxed);
+                    if i >= n || done.send((i, work(i))).is_err() {
+                        break;
+                    }
+                }
+            });
+        }
+        // The workers hold the only senders now, so the loop ends when the last one does.
+        drop(done);
+        let mut ready = BTreeMap::new();
+        let mut due = 0;
+        for (i, result) in finished {
+            ready.insert(i, result);
+            while let Some(result) = ready.remove(&due) {
+                each(result);
+                due += 1;
+            }
+        }
+    });
 }
 
 /// How many runs missed each criterion.
