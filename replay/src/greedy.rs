@@ -99,6 +99,19 @@ struct Waiting {
     taken: bool,
 }
 
+/// A waiting ticket as the scan reads it during one tick, in the pool's rating order.
+#[derive(Clone, Copy)]
+struct Ranked {
+    center: f64,
+    lo: f64,
+    hi: f64,
+    window: f64,
+    players: usize,
+    /// Its place in the pool (arrival order).
+    index: usize,
+    taken: bool,
+}
+
 /// Runs the baseline over `events` with `rules`; returns the match lines (JSONL).
 pub fn run(rules: &Rules, events: &str, drain_ms: u64) -> String {
     let mut admission = Admission::default();
@@ -148,18 +161,38 @@ fn tick(
         let mode = &rules.modes[mode_idx];
         let need = mode.players_per_match();
         let team_size = usize::from(mode.team_size);
-        let mut by_mmr: Vec<usize> = (0..pool.len()).collect();
-        by_mmr.sort_by(|&a, &b| pool[a].center.total_cmp(&pool[b].center).then(a.cmp(&b)));
-        let mut rank = vec![0; pool.len()];
-        for (r, &i) in by_mmr.iter().enumerate() {
-            rank[i] = r;
-        }
         let window = |t: &CheckTicket| mode.mmr_window.at(now - t.at_ms);
         let limit = |t: &CheckTicket| mode.max_rtt_ms.at(now - t.at_ms);
         let accepts = |t: &CheckTicket, dc: usize| {
             let l = limit(t);
             t.players.iter().all(|p| p.rtt_to(dc).is_some_and(|r| r <= l))
         };
+        // The pool in rating order with what the scan asks of each ticket, worked out once
+        // a tick rather than once per anchor that passes it. A pool of thousands of tickets
+        // no set can take (wide parties, RTT maps that reach no datacenter in time) is
+        // walked by every anchor, and asking again each time, through the tickets
+        // themselves, was nearly all of a big file's run. The same values, so the same
+        // matches.
+        let mut by_mmr: Vec<Ranked> = pool
+            .iter()
+            .enumerate()
+            .map(|(i, w)| Ranked {
+                center: w.center,
+                lo: w.ticket.min_mmr(),
+                hi: w.ticket.max_mmr(),
+                window: window(&w.ticket),
+                players: w.ticket.players.len(),
+                index: i,
+                taken: false,
+            })
+            .collect();
+        by_mmr.sort_by(|a, b| a.center.total_cmp(&b.center).then(a.index.cmp(&b.index)));
+        let mut rank = vec![0; pool.len()];
+        for (r, t) in by_mmr.iter().enumerate() {
+            rank[t.index] = r;
+        }
+        let accepted: Vec<bool> = pool.iter().flat_map(|w| (0..n_dc).map(move |dc| accepts(&w.ticket, dc))).collect();
+        let accepted_by = |i: usize| &accepted[i * n_dc..][..n_dc];
         // Buffers reused across anchors: a pool of thousands of tickets no set can take
         // (wide parties) is scanned every tick, and allocating per candidate was most of it.
         let mut chosen: Vec<usize> = Vec::new();
@@ -169,22 +202,22 @@ fn tick(
         let mut fill: Vec<usize> = Vec::new();
         // Pools are in arrival order: the oldest first.
         for anchor in 0..pool.len() {
-            if pool[anchor].taken {
+            let a = by_mmr[rank[anchor]];
+            if a.taken {
                 continue;
             }
-            let a = &pool[anchor].ticket;
             chosen.clear();
             chosen.push(anchor);
             sizes.clear();
-            sizes.push(a.players.len());
-            let mut players = a.players.len();
-            let (mut lo, mut hi, mut w) = (a.min_mmr(), a.max_mmr(), window(a));
+            sizes.push(a.players);
+            let mut players = a.players;
+            let (mut lo, mut hi, mut w) = (a.lo, a.hi, a.window);
             dcs.clear();
-            dcs.extend((0..n_dc).map(|dc| accepts(a, dc)));
+            dcs.extend_from_slice(accepted_by(anchor));
             let (mut l, mut r) = (rank[anchor], rank[anchor] + 1);
             while players < need {
-                let left = (l > 0).then(|| by_mmr[l - 1]);
-                let right = (r < by_mmr.len()).then(|| by_mmr[r]);
+                let left = (l > 0).then(|| l - 1);
+                let right = (r < by_mmr.len()).then_some(r);
                 let next = match (left, right) {
                     (None, None) => break,
                     (Some(x), None) => {
@@ -196,7 +229,7 @@ fn tick(
                         y
                     }
                     (Some(x), Some(y)) => {
-                        if pool[anchor].center - pool[x].center <= pool[y].center - pool[anchor].center {
+                        if a.center - by_mmr[x].center <= by_mmr[y].center - a.center {
                             l -= 1;
                             x
                         } else {
@@ -205,35 +238,35 @@ fn tick(
                         }
                     }
                 };
-                if (pool[next].center - pool[anchor].center).abs() > window(a) {
+                let c = by_mmr[next];
+                if (c.center - a.center).abs() > a.window {
                     // Beyond the anchor's window on this side; the other side may go on.
-                    if pool[next].center < pool[anchor].center {
+                    if c.center < a.center {
                         l = 0;
                     } else {
                         r = by_mmr.len();
                     }
                     continue;
                 }
-                let c = &pool[next];
-                if c.taken || players + c.ticket.players.len() > need {
+                if c.taken || players + c.players > need {
                     continue;
                 }
-                let (nlo, nhi, nw) = (lo.min(c.ticket.min_mmr()), hi.max(c.ticket.max_mmr()), w.min(window(&c.ticket)));
+                let (nlo, nhi, nw) = (lo.min(c.lo), hi.max(c.hi), w.min(c.window));
                 if nhi - nlo > nw {
                     continue;
                 }
                 next_dcs.clear();
-                next_dcs.extend((0..n_dc).map(|dc| dcs[dc] && accepts(&c.ticket, dc)));
+                next_dcs.extend(dcs.iter().zip(accepted_by(c.index)).map(|(&both, &ok)| both && ok));
                 if !next_dcs.iter().any(|&ok| ok) {
                     continue;
                 }
-                sizes.push(c.ticket.players.len());
+                sizes.push(c.players);
                 if !first_fit_fits(&sizes, &mut fill, usize::from(mode.teams), team_size) {
                     sizes.pop();
                     continue;
                 }
-                chosen.push(next);
-                players += c.ticket.players.len();
+                chosen.push(c.index);
+                players += c.players;
                 (lo, hi, w) = (nlo, nhi, nw);
                 std::mem::swap(&mut dcs, &mut next_dcs);
             }
@@ -267,6 +300,7 @@ fn tick(
             out.push_str("]}\n");
             for &i in &chosen {
                 pool[i].taken = true;
+                by_mmr[rank[i]].taken = true;
                 admission.finish(&pool[i].ticket.name);
             }
         }
