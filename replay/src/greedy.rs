@@ -96,7 +96,6 @@ pub fn contest(rules: &Arc<Rules>, events: &str, drain_ms: u64) -> Result<Contes
 struct Waiting {
     ticket: CheckTicket,
     center: f64,
-    taken: bool,
 }
 
 /// A waiting ticket as the scan reads it during one tick, in the pool's rating order.
@@ -109,6 +108,7 @@ struct Ranked {
     players: usize,
     /// Its place in the pool (arrival order).
     index: usize,
+    /// Matched this tick; dropped from the pool after it.
     taken: bool,
 }
 
@@ -130,7 +130,7 @@ pub fn run(rules: &Rules, events: &str, drain_ms: u64) -> String {
         match admitted {
             Admitted::Enqueued(t) => {
                 let center = (t.min_mmr() + t.max_mmr()) / 2.0;
-                pools[t.mode].push(Waiting { ticket: t, center, taken: false });
+                pools[t.mode].push(Waiting { ticket: t, center });
             }
             Admitted::Cancelled(name) => {
                 for pool in &mut pools {
@@ -168,11 +168,9 @@ fn tick(
             t.players.iter().all(|p| p.rtt_to(dc).is_some_and(|r| r <= l))
         };
         // The pool in rating order with what the scan asks of each ticket, worked out once
-        // a tick rather than once per anchor that passes it. A pool of thousands of tickets
-        // no set can take (wide parties, RTT maps that reach no datacenter in time) is
-        // walked by every anchor, and asking again each time, through the tickets
-        // themselves, was nearly all of a big file's run. The same values, so the same
-        // matches.
+        // a tick rather than once per anchor that walks past it (in a pool of stuck tickets,
+        // thousands per anchor): asking the tickets each time was nearly all of a big
+        // file's run. The same values, so the same matches.
         let mut by_mmr: Vec<Ranked> = pool
             .iter()
             .enumerate()
@@ -299,12 +297,15 @@ fn tick(
             }
             out.push_str("]}\n");
             for &i in &chosen {
-                pool[i].taken = true;
                 by_mmr[rank[i]].taken = true;
                 admission.finish(&pool[i].ticket.name);
             }
         }
-        pool.retain(|w| !w.taken);
+        let mut index = 0;
+        pool.retain(|_| {
+            index += 1;
+            !by_mmr[rank[index - 1]].taken
+        });
     }
 }
 
