@@ -374,6 +374,48 @@ mod tests {
         assert_eq!(contest_of(&[("a", 1)], &[("b", 1)]).common_wait_p95_ms(), None);
     }
 
+    /// Greedy's own rules on a hand-made tick: the oldest ticket first, its nearest
+    /// neighbour by rating that shares a datacenter and fits the windows, nobody twice.
+    #[test]
+    fn takes_the_nearest_neighbour_that_fits_oldest_first() {
+        let rules = Rules::from_toml(
+            r#"
+            [regions]
+            eu = ["eu-west", "eu-north"]
+            [[mode]]
+            name = "duel"
+            teams = 2
+            team_size = 1
+            mmr_window = { start = 50.0, growth_per_s = 0.0, max = 50.0 }
+            max_rtt_ms = { start = 50.0, growth_per_s = 0.0, max = 50.0 }
+            "#,
+        )
+        .unwrap();
+        let ticket = |name: &str, mmr: f64, dc: &str| {
+            format!(
+                r#"{{"at_ms":0,"op":"enqueue","ticket":"{name}","mode":"duel","players":[{{"id":"p{name}","mmr":{mmr},"rtt_ms":{{"{dc}":10.0}}}}]}}"#
+            )
+        };
+        let events = [
+            ticket("old", 1000.0, "eu-west"),
+            ticket("far", 1100.0, "eu-west"),
+            // Nearest to "old", but plays only where "old" does not.
+            ticket("elsewhere", 1030.0, "eu-north"),
+            ticket("near", 1040.0, "eu-west"),
+            ticket("next", 1090.0, "eu-west"),
+        ]
+        .join("\n");
+        let matches: Vec<serde_json::Value> =
+            run(&rules, &events, 0).lines().map(|line| serde_json::from_str(line).unwrap()).collect();
+        let teams: Vec<_> =
+            matches.iter().map(|m| (m["datacenter"].as_str().unwrap(), m["teams"].to_string())).collect();
+        assert_eq!(
+            teams,
+            [("eu-west", r#"[["old"],["near"]]"#.to_owned()), ("eu-west", r#"[["far"],["next"]]"#.to_owned())],
+            "{matches:?}"
+        );
+    }
+
     /// First-fit decreasing as first written: a stable sort by size, then each party into
     /// the first team with room.
     fn reference_first_fit(sizes: &[usize], teams: usize, team_size: usize) -> Option<Vec<Vec<usize>>> {
